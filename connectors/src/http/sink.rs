@@ -1,0 +1,372 @@
+//! Delivery over HTTP with hyper: one pooled client per system.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use http::{Method, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::HttpAuth;
+use crate::error::{DeliveryError, DeliveryErrorKind};
+use crate::message::MessageId;
+use crate::retry::RetryPolicy;
+
+/// Every delivery carries the message id so that the receiver can deduplicate retries.
+pub const MESSAGE_ID_HEADER: HeaderName = HeaderName::from_static("x-qiao-message-id");
+
+/// The largest answer Qiao reads from a receiver; a larger one is an error, not an
+/// out-of-memory.
+const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+
+/// How to reach one system over HTTP.
+#[derive(Clone, Debug)]
+pub struct HttpSinkConfig {
+    /// The system's name, for errors and logs.
+    pub system: String,
+    /// Scheme, host, port and an optional path prefix; request paths are appended to it.
+    pub base_url: url::Url,
+    pub connect_timeout: Duration,
+    /// Time for one attempt: sending the request and reading the whole answer.
+    pub request_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    pub auth: Option<HttpAuth>,
+    /// Static headers sent with every request (e.g. Kingdee's `X-KDApi-AcctID`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub retry: RetryPolicy,
+}
+
+/// One request to a system. `path` (with its query) is relative to the system's base URL.
+#[derive(Clone, Debug)]
+pub struct HttpRequest {
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub message_id: MessageId,
+    /// Overrides the system's request timeout for this request.
+    pub timeout: Option<Duration>,
+}
+
+/// The receiver's answer, whatever its status.
+#[derive(Clone, Debug)]
+pub struct HttpReply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// Attempts made, the successful one included.
+    pub attempts: u32,
+}
+
+type HyperClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A pooled HTTP client bound to one system.
+///
+/// The pool's connections are driven by tasks on the tokio runtime that opened them; the
+/// gateway keeps every runtime that delivers alive for the life of the process, so a sink
+/// may be shared between them (see docs/architecture.md, "Where connections live").
+#[derive(Clone)]
+pub struct HttpSink {
+    config: std::sync::Arc<HttpSinkConfig>,
+    base: String,
+    fixed_headers: std::sync::Arc<Vec<(HeaderName, HeaderValue)>>,
+    client: HyperClient,
+}
+
+impl std::fmt::Debug for HttpSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSink")
+            .field("system", &self.config.system)
+            .field("base", &self.base)
+            .finish()
+    }
+}
+
+impl HttpSink {
+    pub fn new(config: HttpSinkConfig) -> Result<Self, String> {
+        match config.base_url.scheme() {
+            "http" | "https" => {}
+            other => {
+                return Err(format!(
+                    "base_url scheme must be http or https, not {other}"
+                ));
+            }
+        }
+        let mut fixed_headers = config.headers.clone();
+        if let Some(auth) = &config.auth {
+            fixed_headers.push(auth.header()?);
+        }
+
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| format!("TLS setup failed: {e}"))?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(tls);
+
+        let base = config.base_url.as_str().trim_end_matches('/').to_string();
+        Ok(Self {
+            config: std::sync::Arc::new(config),
+            base,
+            fixed_headers: std::sync::Arc::new(fixed_headers),
+            client,
+        })
+    }
+
+    pub fn system(&self) -> &str {
+        &self.config.system
+    }
+
+    pub fn config(&self) -> &HttpSinkConfig {
+        &self.config
+    }
+
+    /// The absolute URL a relative path resolves to.
+    pub fn url_for(&self, path: &str) -> String {
+        if path.is_empty() || path.starts_with('/') || path.starts_with('?') {
+            format!("{}{}", self.base, path)
+        } else {
+            format!("{}/{}", self.base, path)
+        }
+    }
+
+    /// Delivers with the system's retry policy. Returns the last answer received, whatever
+    /// its status: what a status means is the caller's decision. Fails only when no answer
+    /// came at all (or the request could not be built).
+    pub async fn send(&self, request: &HttpRequest) -> Result<HttpReply, DeliveryError> {
+        let policy = &self.config.retry;
+        let mut attempt = 1;
+        loop {
+            let outcome = self.attempt(request).await;
+            let more = attempt < policy.max_attempts.max(1);
+            let wait = match &outcome {
+                Ok(reply) if more && policy.retries_status(reply.status.as_u16()) => {
+                    let backoff = policy.backoff(attempt);
+                    Some(
+                        retry_after(&reply.headers)
+                            .map_or(backoff, |ra| ra.min(policy.max_backoff).max(backoff)),
+                    )
+                }
+                Err(e) if more && e.retryable() => Some(policy.backoff(attempt)),
+                _ => None,
+            };
+            match wait {
+                Some(wait) => {
+                    tracing::debug!(
+                        system = %self.config.system,
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        outcome = %match &outcome { Ok(r) => r.status.to_string(), Err(e) => e.detail.clone() },
+                        "retrying delivery"
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                None => {
+                    return match outcome {
+                        Ok(mut reply) => {
+                            reply.attempts = attempt;
+                            Ok(reply)
+                        }
+                        Err(mut e) => {
+                            e.attempts = attempt;
+                            Err(e)
+                        }
+                    };
+                }
+            }
+        }
+    }
+
+    /// One attempt, bounded by the request timeout.
+    async fn attempt(&self, request: &HttpRequest) -> Result<HttpReply, DeliveryError> {
+        let system = &self.config.system;
+        let uri: Uri = self.url_for(&request.path).parse().map_err(|e| {
+            DeliveryError::new(
+                DeliveryErrorKind::Invalid,
+                system,
+                format!("invalid URL: {e}"),
+            )
+        })?;
+        let mut builder = http::Request::builder()
+            .method(request.method.clone())
+            .uri(uri);
+        let headers = builder.headers_mut().expect("a fresh builder has headers");
+        for (name, value) in self.fixed_headers.iter() {
+            headers.insert(name.clone(), value.clone());
+        }
+        for (name, value) in request.headers.iter() {
+            headers.insert(name.clone(), value.clone());
+        }
+        if let Ok(id) = HeaderValue::from_str(request.message_id.as_str()) {
+            headers.insert(MESSAGE_ID_HEADER, id);
+        }
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(request.body.len()));
+        let req = builder
+            .body(Full::new(request.body.clone()))
+            .map_err(|e| DeliveryError::new(DeliveryErrorKind::Invalid, system, e.to_string()))?;
+
+        let timeout = request.timeout.unwrap_or(self.config.request_timeout);
+        let exchange = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| classify(system, &e))?;
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, MAX_REPLY_BYTES)
+                .collect()
+                .await
+                .map_err(|e| {
+                    DeliveryError::new(
+                        DeliveryErrorKind::Io,
+                        system,
+                        format!("reading the answer failed: {e}"),
+                    )
+                })?
+                .to_bytes();
+            Ok(HttpReply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+                attempts: 1,
+            })
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(DeliveryError::timeout(system, timeout)),
+        }
+    }
+}
+
+/// Names the failure in words an operator can act on.
+fn classify(system: &str, e: &hyper_util::client::legacy::Error) -> DeliveryError {
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    let kind = if e.is_connect() {
+        DeliveryErrorKind::Connect
+    } else {
+        DeliveryErrorKind::Io
+    };
+    DeliveryError::new(kind, system, detail)
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare from business systems and ignored).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(base: &str) -> HttpSink {
+        HttpSink::new(HttpSinkConfig {
+            system: "erp".into(),
+            base_url: base.parse().unwrap(),
+            connect_timeout: Duration::from_millis(200),
+            request_timeout: Duration::from_millis(500),
+            pool_idle_timeout: Duration::from_secs(30),
+            pool_max_idle_per_host: 8,
+            auth: None,
+            headers: vec![],
+            retry: RetryPolicy {
+                max_attempts: 2,
+                initial_backoff: Duration::from_millis(1),
+                max_backoff: Duration::from_millis(2),
+                retry_statuses: vec![503],
+            },
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn paths_are_joined_to_the_base_url() {
+        let s = sink("http://127.0.0.1:9101/k3cloud/");
+        assert_eq!(
+            s.url_for("/Save.kdsvc"),
+            "http://127.0.0.1:9101/k3cloud/Save.kdsvc"
+        );
+        assert_eq!(
+            s.url_for("Save.kdsvc"),
+            "http://127.0.0.1:9101/k3cloud/Save.kdsvc"
+        );
+        assert_eq!(
+            s.url_for("?method=x"),
+            "http://127.0.0.1:9101/k3cloud?method=x"
+        );
+    }
+
+    #[test]
+    fn other_schemes_are_refused() {
+        let err = HttpSink::new(HttpSinkConfig {
+            base_url: "ftp://x".parse().unwrap(),
+            ..sink("http://x").config().clone()
+        })
+        .unwrap_err();
+        assert!(err.contains("ftp"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_retried_connect_error() {
+        // Bind then drop to get a port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let s = sink(&format!("http://127.0.0.1:{port}"));
+        let req = HttpRequest {
+            method: Method::POST,
+            path: "/x".into(),
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(b"{}"),
+            message_id: MessageId::generate(),
+            timeout: None,
+        };
+        let err = s.send(&req).await.unwrap_err();
+        assert_eq!(err.kind, DeliveryErrorKind::Connect, "{err}");
+        assert_eq!(err.attempts, 2);
+        assert!(err.retryable());
+    }
+
+    #[test]
+    fn retry_after_seconds_are_read() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), None);
+    }
+}

@@ -1,0 +1,46 @@
+//! Configuration: raw files → compiled config.
+//!
+//! `load` reads every YAML file of the config directory into [`raw`] structs (shape only);
+//! `compile` resolves references, compiles schemas and mappings and builds the route
+//! index, reporting every problem it finds with its file, line and column. Startup, reload
+//! and `qiao check` all take this same path.
+
+mod compile;
+mod diag;
+pub mod env;
+mod load;
+mod model;
+pub mod raw;
+
+pub use compile::compile;
+pub use diag::{Diagnostic, Place, Severity, nearest, suggest};
+pub use env::{EnvSource, Overlay, ProcessEnv};
+pub use load::load_dir;
+pub use model::{Config, Destination, ProxyTarget, Route, RouteKind, ServerSettings, System};
+
+use std::path::Path;
+
+/// Parses YAML the way every Qiao file is read: YAML 1.2 booleans only (`true`/`false`,
+/// so a path named `y` or `n` stays a string) and duplicate keys refused.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_saphyr::Error> {
+    serde_saphyr::from_str_with_options(text, serde_saphyr::options! { strict_booleans: true })
+}
+
+/// Loads and compiles the config directory. On success, also returns the warnings.
+pub fn load(dir: &Path, env: &dyn EnvSource) -> Result<Config, Vec<Diagnostic>> {
+    let (files, mut diags) = load_dir(dir);
+    match compile(dir, &files, env) {
+        Ok(mut config) => {
+            if diags.iter().any(Diagnostic::is_error) {
+                return Err(diags);
+            }
+            diags.append(&mut config.warnings);
+            config.warnings = diags;
+            Ok(config)
+        }
+        Err(mut more) => {
+            diags.append(&mut more);
+            Err(diags)
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! The configuration files as written: serde structs that mirror the YAML.
+//!
+//! Every struct denies unknown keys, so a typo is an error with its line and column rather
+//! than a silently ignored setting. Nothing here is validated beyond its shape; `compile`
+//! resolves references and turns these into the types the runtime uses. Each field's doc
+//! comment is its reference documentation (docs/configuration.md follows it).
+
+use indexmap::IndexMap;
+use qiao_connectors::SystemKind;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::Spanned;
+
+pub type Text = Spanned<String>;
+
+/// One YAML file in the config directory. Any file may hold any of the sections; a
+/// natural layout is `qiao.yaml` (server), `systems.yaml`, and one file per route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    /// Listener and process settings. At most one file may have this section.
+    pub server: Option<Spanned<RawServer>>,
+    /// The business systems Qiao talks to, by name.
+    #[serde(default)]
+    pub systems: IndexMap<Text, RawSystem>,
+    /// Lookup tables shared by all routes, by name.
+    #[serde(default)]
+    pub lookups: IndexMap<Text, RawLookup>,
+    /// The routes, by name.
+    #[serde(default)]
+    pub routes: IndexMap<Text, RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address of the HTTP ingress. Default `127.0.0.1:8080`. Accepts `${ENV}`.
+    pub listen: Option<Text>,
+    /// Address of the admin listener (`/healthz`, `/readyz`). Default `127.0.0.1:9090`.
+    /// Accepts `${ENV}`.
+    pub admin_listen: Option<Text>,
+    /// Worker threads of the HTTP ingress. Default: the number of CPUs.
+    pub threads: Option<usize>,
+    /// Largest accepted request body, in bytes, for routes that do not set their own.
+    /// Default 10485760 (10 MiB).
+    pub max_body_bytes: Option<u64>,
+    /// Whether `format` (date, date-time, email, ...) is checked by the schemas of routes
+    /// that do not say otherwise. Default `true`.
+    pub validate_formats: Option<bool>,
+    /// On SIGTERM, how long to keep serving before closing listeners. Default 5.
+    pub grace_period_seconds: Option<u64>,
+    /// After the grace period, how long in-flight requests get to finish. Default 5.
+    pub graceful_shutdown_timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSystem {
+    /// What the system is: `erp`, `crm`, `oa`, `wms` or `mes`.
+    pub kind: Spanned<SystemKind>,
+    /// Free text for people reading the config.
+    pub description: Option<String>,
+    /// How to reach the system over HTTP.
+    pub http: Option<RawHttpTransport>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpTransport {
+    /// Scheme, host, port and optional path prefix, e.g. `https://erp.example.com/k3cloud`.
+    /// Accepts `${ENV}`.
+    pub base_url: Text,
+    /// Time allowed to open a connection. Default 2000.
+    pub connect_timeout_ms: Option<u64>,
+    /// Time allowed for one attempt: sending the request and reading the whole answer.
+    /// Default 10000.
+    pub request_timeout_ms: Option<u64>,
+    /// How long an idle pooled connection is kept. Default 90000.
+    pub pool_idle_timeout_ms: Option<u64>,
+    /// Idle connections kept per host. Default 256.
+    pub pool_max_idle_per_host: Option<usize>,
+    /// Headers sent with every request. Values accept `${ENV}`.
+    #[serde(default)]
+    pub headers: IndexMap<Text, Text>,
+    /// Credentials presented to the system.
+    pub auth: Option<RawAuth>,
+    /// Retries of failed deliveries.
+    pub retry: Option<RawRetry>,
+}
+
+/// Exactly one of `basic`, `bearer` or `header`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum RawAuth {
+    /// `Authorization: Basic ...`.
+    Basic {
+        /// Accepts `${ENV}`.
+        username: Text,
+        /// Accepts `${ENV}`; write `${NAME}`, never the secret itself.
+        password: Text,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer {
+        /// Accepts `${ENV}`.
+        token: Text,
+    },
+    /// A key in a header of the system's choosing.
+    Header {
+        /// The header name, e.g. `X-Api-Key`.
+        name: Text,
+        /// Accepts `${ENV}`.
+        value: Text,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Attempts in all, the first included; 1 disables retries. Default 3.
+    pub max_attempts: Option<u32>,
+    /// Wait before the second attempt; doubles each time, with jitter. Default 100.
+    pub initial_backoff_ms: Option<u64>,
+    /// Longest wait between attempts. Default 2000.
+    pub max_backoff_ms: Option<u64>,
+    /// Answer statuses that are retried. Default `[429, 502, 503, 504]`. Connection
+    /// failures and timeouts are always retried.
+    pub retry_statuses: Option<Vec<u16>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Free text for people reading the config.
+    pub description: Option<String>,
+    /// Where messages come from.
+    pub from: Spanned<RawSource>,
+    /// JSON Schema the inbound body must satisfy; a path relative to the config
+    /// directory, e.g. `schemas/crm-order.json`.
+    pub schema: Option<Text>,
+    /// Whether the schema's `format` keywords are checked. Default: `server.validate_formats`.
+    pub validate_formats: Option<bool>,
+    /// Largest accepted body for this route, in bytes. Default: `server.max_body_bytes`.
+    pub max_body_bytes: Option<u64>,
+    /// The field map from the sender's shape to the receiver's (docs/mapping.md). Without
+    /// it the validated body is forwarded unchanged.
+    pub map: Option<RawMap>,
+    /// Lookup tables used by this route's map, by name.
+    #[serde(default)]
+    pub lookups: IndexMap<Text, RawLookup>,
+    /// Where messages go: one destination or a list.
+    pub to: OneOrMany<RawDestination>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// Messages arrive as HTTP requests.
+    pub http: Option<RawHttpSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpSource {
+    /// Path to match, with `{name}` parameters and an optional final `{*rest}` catch-all,
+    /// e.g. `/crm/orders/{order_id}`.
+    pub path: Text,
+    /// Methods accepted. Default `[POST]` for message routes, every method for proxy routes.
+    pub methods: Option<Vec<Text>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDestination {
+    /// Name of a system under `systems`.
+    pub system: Text,
+    /// Method of the outbound request. Default `POST` for message routes, the inbound
+    /// method for proxy routes.
+    pub method: Option<Text>,
+    /// Path (and query) on the system, appended to its `base_url`. `{name}` inserts a path
+    /// parameter of the route; `{$meta.message_id}` and other `$` paths insert message
+    /// data. Default: the inbound path for proxy routes, `/` otherwise.
+    pub path: Option<Text>,
+    /// Extra headers for this destination; values are templates like `path`.
+    #[serde(default)]
+    pub headers: IndexMap<Text, Text>,
+    /// Overrides the system's `request_timeout_ms` for this destination.
+    pub timeout_ms: Option<u64>,
+}
+
+/// A lookup table: translates values of one system into the codes of another.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLookup {
+    /// Source value → target value. Keys are compared as text (`1` and `"1"` match).
+    pub values: IndexMap<String, serde_json::Value>,
+    /// Value for a source value the table does not list. Without it, an unlisted value is
+    /// a mapping error.
+    #[serde(default, deserialize_with = "present")]
+    pub default: Option<serde_json::Value>,
+}
+
+/// Target field → how to compute it. Dotted target names build nested objects.
+pub type RawMap = IndexMap<Text, Spanned<RawFieldSpec>>;
+
+/// How one target field is computed: a source path written as a plain string, or a map of
+/// the operations described in docs/mapping.md.
+#[derive(Debug)]
+pub enum RawFieldSpec {
+    Path(String),
+    Full(Box<RawFieldOps>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFieldOps {
+    /// Source path: `a.b[0].c`, a JSON Pointer `/a/b/0/c`, or a `$params.`, `$headers.`,
+    /// `$meta.`, `$root.` path.
+    pub from: Option<Text>,
+    /// A constant value of any JSON type.
+    #[serde(rename = "const", default, deserialize_with = "present")]
+    pub constant: Option<serde_json::Value>,
+    /// A string built from source paths: `"CRM订单 {OrderNumber} / {PoNumber?}"`.
+    pub template: Option<Text>,
+    /// Used when the source is absent or null.
+    #[serde(default, deserialize_with = "present")]
+    pub default: Option<serde_json::Value>,
+    /// Type coercion: `string`, `number`, `integer`, `boolean`, `date`, `datetime`,
+    /// `epoch_ms`, `epoch_s`.
+    #[serde(rename = "as")]
+    pub coerce: Option<Text>,
+    /// Output format of `date`/`datetime` (strftime), e.g. `%Y-%m-%d %H:%M:%S`.
+    pub format: Option<Text>,
+    /// Input format of date strings (strftime), or `epoch_ms` / `epoch_s`.
+    pub parse: Option<Text>,
+    /// UTC offset used for naive inputs and for the output, e.g. `+08:00`. Default UTC.
+    pub timezone: Option<Text>,
+    /// Translate the value through a lookup table: a table's name, or an inline table.
+    pub lookup: Option<Spanned<RawLookupRef>>,
+    /// When true, a value that is still absent after `default` is a mapping error.
+    pub required: Option<bool>,
+    /// Build an object with its own field map (relative to `from` when given).
+    pub map: Option<RawMap>,
+    /// Build an array: one element per element of this source array.
+    pub each: Option<Text>,
+    /// With `each`: how one element is computed when it is not an object (`map`).
+    pub item: Option<Box<Spanned<RawFieldSpec>>>,
+}
+
+#[derive(Debug)]
+pub enum RawLookupRef {
+    Named(String),
+    Inline(RawLookup),
+}
+
+/// One value or a list of values.
+#[derive(Debug)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+/// Keeps an explicit `null` (`Some(Value::Null)`) apart from an absent key (`None`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
+}
+
+impl<'de> Deserialize<'de> for RawFieldSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A string is a source path; a map is the full form. Spelled out (rather than an
+        // untagged enum) so that a typo inside the map keeps its precise error and place.
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawFieldSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a source path or a map of mapping operations (from, const, template, ...)",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawFieldSpec::Path(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let ops = RawFieldOps::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawFieldSpec::Full(Box::new(ops)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawLookupRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawLookupRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("the name of a lookup table, or an inline table with `values`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawLookupRef::Named(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                RawLookup::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawLookupRef::Inline)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("one destination (a map) or a list of destinations")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(OneOrMany(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|t| OneOrMany(vec![t]))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}

@@ -1,0 +1,303 @@
+//! The one error classifier.
+//!
+//! Every failure a message can meet maps to exactly one [`ErrorKind`]. The kind decides the
+//! HTTP status, the `type` of the problem+json answer (RFC 9457), the metric label, whether
+//! another attempt could succeed, and whether an AMQP message is dead-lettered. Nothing
+//! else in the gateway picks a status code or a label.
+
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// No route has this path.
+    RouteNotFound,
+    /// A route has this path, but not this method.
+    MethodNotAllowed,
+    /// The body is not JSON by its `Content-Type`.
+    UnsupportedMediaType,
+    /// The body is larger than the route's `max_body_bytes`.
+    PayloadTooLarge,
+    /// The body is not well-formed JSON.
+    MalformedJson,
+    /// The body breaks the route's JSON Schema.
+    SchemaViolation,
+    /// The message could not be mapped (a required source is missing, a value cannot be
+    /// coerced, a lookup has no entry).
+    MappingFailed,
+    /// No connection could be made to the receiving system.
+    ReceiverUnreachable,
+    /// The receiving system did not answer in time.
+    ReceiverTimeout,
+    /// The receiving system refused the message (a 4xx other than 408 and 429): sending it
+    /// again will not help.
+    ReceiverRejected,
+    /// The receiving system failed (5xx, 408, 429): it may succeed later.
+    ReceiverFailed,
+    /// The receiving system answered 2xx but its body reports a failure (Kingdee
+    /// `IsSuccess: false`, Qimen `flag: failure`).
+    ReceiverBusinessError,
+    /// The request could not be read (client went away, broken chunking).
+    BadRequest,
+    /// A fault in Qiao itself.
+    Internal,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 14] = [
+        Self::RouteNotFound,
+        Self::MethodNotAllowed,
+        Self::UnsupportedMediaType,
+        Self::PayloadTooLarge,
+        Self::MalformedJson,
+        Self::SchemaViolation,
+        Self::MappingFailed,
+        Self::ReceiverUnreachable,
+        Self::ReceiverTimeout,
+        Self::ReceiverRejected,
+        Self::ReceiverFailed,
+        Self::ReceiverBusinessError,
+        Self::BadRequest,
+        Self::Internal,
+    ];
+
+    /// Stable identifier: the metric label, the end of the problem `type`, the dead-letter
+    /// header value. Never changes once published.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::RouteNotFound => "route-not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::PayloadTooLarge => "payload-too-large",
+            Self::MalformedJson => "malformed-json",
+            Self::SchemaViolation => "schema-violation",
+            Self::MappingFailed => "mapping-failed",
+            Self::ReceiverUnreachable => "receiver-unreachable",
+            Self::ReceiverTimeout => "receiver-timeout",
+            Self::ReceiverRejected => "receiver-rejected",
+            Self::ReceiverFailed => "receiver-failed",
+            Self::ReceiverBusinessError => "receiver-business-error",
+            Self::BadRequest => "bad-request",
+            Self::Internal => "internal",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::RouteNotFound => "No route for this path",
+            Self::MethodNotAllowed => "Method not allowed on this route",
+            Self::UnsupportedMediaType => "The body must be JSON",
+            Self::PayloadTooLarge => "The body is too large",
+            Self::MalformedJson => "The body is not valid JSON",
+            Self::SchemaViolation => "The body does not match the route's schema",
+            Self::MappingFailed => "The message could not be mapped",
+            Self::ReceiverUnreachable => "The receiving system is unreachable",
+            Self::ReceiverTimeout => "The receiving system did not answer in time",
+            Self::ReceiverRejected => "The receiving system rejected the message",
+            Self::ReceiverFailed => "The receiving system failed",
+            Self::ReceiverBusinessError => "The receiving system reported a failure",
+            Self::BadRequest => "The request could not be read",
+            Self::Internal => "Internal error",
+        }
+    }
+
+    /// The HTTP status a synchronous caller gets.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::RouteNotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::UnsupportedMediaType => 415,
+            Self::PayloadTooLarge => 413,
+            Self::MalformedJson => 400,
+            Self::SchemaViolation => 422,
+            Self::MappingFailed => 422,
+            Self::ReceiverUnreachable => 502,
+            Self::ReceiverTimeout => 504,
+            Self::ReceiverRejected => 502,
+            Self::ReceiverFailed => 502,
+            Self::ReceiverBusinessError => 502,
+            Self::BadRequest => 400,
+            Self::Internal => 500,
+        }
+    }
+
+    /// Whether the same message could succeed on another attempt. Problems with the
+    /// message itself never can; problems on the way may.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            Self::ReceiverUnreachable | Self::ReceiverTimeout | Self::ReceiverFailed
+        )
+    }
+
+    /// Whether a message from a queue that failed this way goes to the dead-letter queue
+    /// (after its retries, if it is retryable). Everything that reaches a route is kept:
+    /// only failures that happen before a route is known have no dead-letter queue.
+    pub fn dead_letter(self) -> bool {
+        !matches!(self, Self::RouteNotFound | Self::MethodNotAllowed)
+    }
+
+    /// The problem `type` URI (RFC 9457 §3.1.1). A URN: stable, and not pretending to
+    /// resolve; docs/errors.md lists every one.
+    pub fn type_uri(self) -> String {
+        format!("urn:qiao:problem:{}", self.slug())
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.slug())
+    }
+}
+
+/// One schema violation, as the 422 body lists it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Violation {
+    /// JSON Pointer (RFC 6901) to the offending field. For a missing required property it
+    /// points to where the property should be.
+    pub pointer: String,
+    /// The JSON Schema keyword that failed (`required`, `type`, `format`, ...).
+    pub keyword: String,
+    pub message: String,
+}
+
+/// A failure of one message, ready to be answered or dead-lettered.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub kind: ErrorKind,
+    pub detail: String,
+    /// Schema violations, for [`ErrorKind::SchemaViolation`].
+    pub violations: Vec<Violation>,
+    /// Extra members of the problem document (the failing system, the mapping target, ...).
+    pub extra: Vec<(&'static str, serde_json::Value)>,
+    /// For [`ErrorKind::MethodNotAllowed`]: the methods the path accepts.
+    pub allow: Vec<String>,
+}
+
+impl Failure {
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+            violations: Vec::new(),
+            extra: Vec::new(),
+            allow: Vec::new(),
+        }
+    }
+
+    pub fn with(mut self, key: &'static str, value: impl Into<serde_json::Value>) -> Self {
+        self.extra.push((key, value.into()));
+        self
+    }
+
+    /// The problem+json document (RFC 9457) for this failure.
+    pub fn problem(
+        &self,
+        route: Option<&str>,
+        message_id: Option<&str>,
+        instance: Option<&str>,
+    ) -> serde_json::Value {
+        let mut doc = serde_json::Map::new();
+        doc.insert("type".into(), self.kind.type_uri().into());
+        doc.insert("title".into(), self.kind.title().into());
+        doc.insert("status".into(), self.kind.status().into());
+        doc.insert("detail".into(), self.detail.clone().into());
+        if let Some(instance) = instance {
+            doc.insert("instance".into(), instance.into());
+        }
+        if let Some(route) = route {
+            doc.insert("route".into(), route.into());
+        }
+        if let Some(id) = message_id {
+            doc.insert("message_id".into(), id.into());
+        }
+        doc.insert("error_kind".into(), self.kind.slug().into());
+        if !self.violations.is_empty() {
+            doc.insert(
+                "errors".into(),
+                serde_json::to_value(&self.violations).unwrap_or_default(),
+            );
+        }
+        for (k, v) in &self.extra {
+            doc.insert((*k).into(), v.clone());
+        }
+        serde_json::Value::Object(doc)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn statuses_match_the_contract() {
+        let expected = [
+            (ErrorKind::MalformedJson, 400),
+            (ErrorKind::RouteNotFound, 404),
+            (ErrorKind::MethodNotAllowed, 405),
+            (ErrorKind::PayloadTooLarge, 413),
+            (ErrorKind::UnsupportedMediaType, 415),
+            (ErrorKind::SchemaViolation, 422),
+            (ErrorKind::ReceiverUnreachable, 502),
+            (ErrorKind::ReceiverTimeout, 504),
+        ];
+        for (kind, status) in expected {
+            assert_eq!(kind.status(), status, "{kind}");
+        }
+    }
+
+    #[test]
+    fn slugs_are_unique_and_safe_as_metric_labels() {
+        let mut seen = HashSet::new();
+        for kind in ErrorKind::ALL {
+            assert!(seen.insert(kind.slug()), "duplicate slug {}", kind.slug());
+            assert!(
+                kind.slug()
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '-')
+            );
+            assert!(kind.type_uri().starts_with("urn:qiao:problem:"));
+        }
+    }
+
+    #[test]
+    fn only_transport_failures_are_retryable() {
+        for kind in ErrorKind::ALL {
+            let expect = matches!(
+                kind,
+                ErrorKind::ReceiverUnreachable
+                    | ErrorKind::ReceiverTimeout
+                    | ErrorKind::ReceiverFailed
+            );
+            assert_eq!(kind.retryable(), expect, "{kind}");
+        }
+        assert!(ErrorKind::SchemaViolation.dead_letter());
+        assert!(!ErrorKind::RouteNotFound.dead_letter());
+    }
+
+    #[test]
+    fn problem_documents_carry_route_id_and_violations() {
+        let mut f = Failure::new(ErrorKind::SchemaViolation, "1 violation");
+        f.violations.push(Violation {
+            pointer: "/records/0/Account/AccountNumber".into(),
+            keyword: "required".into(),
+            message: "\"AccountNumber\" is a required property".into(),
+        });
+        let doc = f.problem(Some("crm-order-to-erp"), Some("id-1"), Some("/crm/orders"));
+        assert_eq!(doc["status"], 422);
+        assert_eq!(doc["type"], "urn:qiao:problem:schema-violation");
+        assert_eq!(doc["route"], "crm-order-to-erp");
+        assert_eq!(doc["message_id"], "id-1");
+        assert_eq!(
+            doc["errors"][0]["pointer"],
+            "/records/0/Account/AccountNumber"
+        );
+        assert_eq!(doc["errors"][0]["keyword"], "required");
+    }
+}

@@ -1,0 +1,742 @@
+//! The mapping engine: a declarative field map compiled once into a tree of operations.
+//!
+//! A map says, for each target field, where its value comes from (a source path, a constant,
+//! a template, a nested map, an array built with `each`) and what happens to it on the way
+//! (default, lookup, coercion, required). `compile` checks all of it when the config loads;
+//! `Mapping::apply` then only walks the tree. docs/mapping.md is the user's page.
+
+pub mod coerce;
+pub mod path;
+pub mod template;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use serde_saphyr::Spanned;
+
+use crate::config::raw::{RawFieldOps, RawFieldSpec, RawLookup, RawLookupRef, RawMap};
+use crate::config::{Diagnostic, Place, suggest};
+pub use coerce::Coerce;
+use coerce::{DateParse, DateSpec};
+pub use path::{Root, Scope, SourcePath};
+pub use template::Template;
+
+/// A compiled field map.
+#[derive(Clone, Debug)]
+pub struct Mapping {
+    root: ObjectMap,
+    /// Which `$` roots the map reads, so the pipeline builds only what is needed.
+    pub uses: Uses,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Uses {
+    pub params: bool,
+    pub headers: bool,
+    pub meta: bool,
+}
+
+impl Uses {
+    pub fn note(&mut self, path: &SourcePath) {
+        match path.root {
+            Root::Params => self.params = true,
+            Root::Headers => self.headers = true,
+            Root::Meta => self.meta = true,
+            Root::Current | Root::Document => {}
+        }
+    }
+
+    pub fn any(&self) -> bool {
+        self.params || self.headers || self.meta
+    }
+
+    pub fn merge(&mut self, other: Uses) {
+        self.params |= other.params;
+        self.headers |= other.headers;
+        self.meta |= other.meta;
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ObjectMap {
+    pub fields: Vec<(Box<str>, Node)>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Node {
+    /// An object built from several target keys (`data.Model.FID`, `data.Model.FDate`).
+    Object(ObjectMap),
+    Value(Expr),
+}
+
+/// How one value is computed: a source, then default → lookup → coercion → required.
+#[derive(Clone, Debug)]
+pub struct Expr {
+    pub source: Source,
+    pub default: Option<Value>,
+    pub lookup: Option<Arc<Lookup>>,
+    pub coerce: Option<Coerce>,
+    pub required: bool,
+}
+
+#[derive(Clone, Debug)]
+pub enum Source {
+    Path(SourcePath),
+    Const(Value),
+    Template(Template),
+    /// An object with its own field map, read relative to `context` when given.
+    Object {
+        context: Option<SourcePath>,
+        map: ObjectMap,
+    },
+    /// An array with one element per element of `over`.
+    Each {
+        over: SourcePath,
+        item: Box<EachItem>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub enum EachItem {
+    Object(ObjectMap),
+    Value(Expr),
+}
+
+/// A value translation table.
+#[derive(Clone, Debug)]
+pub struct Lookup {
+    pub name: String,
+    pub values: HashMap<String, Value>,
+    pub default: Option<Value>,
+}
+
+impl Lookup {
+    pub fn from_raw(name: &str, raw: &RawLookup) -> Self {
+        Self {
+            name: name.to_string(),
+            values: raw
+                .values
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            default: raw.default.clone(),
+        }
+    }
+
+    fn translate(&self, value: &Value) -> Result<Value, String> {
+        let key = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => {
+                return Err(format!(
+                    "lookup `{}` cannot use {} as a key",
+                    self.name,
+                    coerce::kind_of(other)
+                ));
+            }
+        };
+        match self.values.get(&key).or(self.default.as_ref()) {
+            Some(v) => Ok(v.clone()),
+            None => Err(format!(
+                "lookup `{}` has no entry for {value} and no default",
+                self.name
+            )),
+        }
+    }
+}
+
+/// A mapping failure at run time, naming the target field and the source it read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MapError {
+    /// The target field, e.g. `data.Model.FSaleOrderEntry[1].FQty`.
+    pub target: String,
+    /// The source as written in the map, e.g. `Quantity`.
+    pub source: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for MapError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "target `{}` (from `{}`): {}",
+            self.target, self.source, self.reason
+        )
+    }
+}
+
+/// The target path being built, kept as borrowed pieces so that it costs nothing unless an
+/// error needs to print it.
+#[derive(Default)]
+struct Trail<'m> {
+    segs: Vec<TrailSeg<'m>>,
+}
+
+enum TrailSeg<'m> {
+    Key(&'m str),
+    Index(usize),
+}
+
+impl Trail<'_> {
+    fn render(&self) -> String {
+        let mut out = String::new();
+        for seg in &self.segs {
+            match seg {
+                TrailSeg::Key(k) => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(k);
+                }
+                TrailSeg::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        out
+    }
+}
+
+impl Mapping {
+    /// Maps `input` to the receiver's shape. `vars` holds `params`, `headers` and `meta`
+    /// when [`Mapping::uses`] says the map reads them (otherwise `Value::Null` is fine).
+    pub fn apply(&self, input: &Value, vars: &Value) -> Result<Value, MapError> {
+        let scope = Scope {
+            current: input,
+            document: input,
+            vars,
+        };
+        let mut trail = Trail::default();
+        self.root.eval(&scope, &mut trail).map(Value::Object)
+    }
+
+    pub fn root(&self) -> &ObjectMap {
+        &self.root
+    }
+}
+
+impl ObjectMap {
+    fn eval<'m>(
+        &'m self,
+        scope: &Scope<'_>,
+        trail: &mut Trail<'m>,
+    ) -> Result<Map<String, Value>, MapError> {
+        let mut out = Map::with_capacity(self.fields.len());
+        for (key, node) in &self.fields {
+            trail.segs.push(TrailSeg::Key(key));
+            match node {
+                Node::Object(map) => {
+                    out.insert(key.to_string(), Value::Object(map.eval(scope, trail)?));
+                }
+                Node::Value(expr) => {
+                    if let Some(v) = expr.eval(scope, trail)? {
+                        out.insert(key.to_string(), v);
+                    }
+                }
+            }
+            trail.segs.pop();
+        }
+        Ok(out)
+    }
+}
+
+impl Expr {
+    /// `None` means the target field is left out.
+    fn eval<'m>(
+        &'m self,
+        scope: &Scope<'_>,
+        trail: &mut Trail<'m>,
+    ) -> Result<Option<Value>, MapError> {
+        let fail = |trail: &Trail<'_>, reason: String| MapError {
+            target: trail.render(),
+            source: self.origin(),
+            reason,
+        };
+        let mut value = match &self.source {
+            Source::Path(p) => p.resolve(scope).cloned(),
+            Source::Const(v) => Some(v.clone()),
+            Source::Template(t) => match t.render(scope) {
+                Ok(s) => Some(Value::String(s)),
+                Err(e) => {
+                    return Err(MapError {
+                        target: trail.render(),
+                        source: e.path,
+                        reason: e.reason,
+                    });
+                }
+            },
+            Source::Object { context, map } => {
+                let current = match context {
+                    None => Some(scope.current),
+                    Some(p) => p.resolve(scope).filter(|v| !v.is_null()),
+                };
+                match current {
+                    Some(current) => {
+                        let inner = Scope { current, ..*scope };
+                        Some(Value::Object(map.eval(&inner, trail)?))
+                    }
+                    None => None,
+                }
+            }
+            Source::Each { over, item } => match over.resolve(scope) {
+                None | Some(Value::Null) => None,
+                Some(Value::Array(items)) => {
+                    let mut out = Vec::with_capacity(items.len());
+                    for (i, element) in items.iter().enumerate() {
+                        trail.segs.push(TrailSeg::Index(i));
+                        let inner = Scope {
+                            current: element,
+                            ..*scope
+                        };
+                        match item.as_ref() {
+                            EachItem::Object(map) => {
+                                out.push(Value::Object(map.eval(&inner, trail)?))
+                            }
+                            EachItem::Value(expr) => {
+                                out.push(expr.eval(&inner, trail)?.unwrap_or(Value::Null));
+                            }
+                        }
+                        trail.segs.pop();
+                    }
+                    Some(Value::Array(out))
+                }
+                Some(other) => {
+                    return Err(fail(
+                        trail,
+                        format!("`each` needs an array but found {}", coerce::kind_of(other)),
+                    ));
+                }
+            },
+        };
+        if value.as_ref().is_none_or(Value::is_null) {
+            if let Some(d) = &self.default {
+                value = Some(d.clone());
+            }
+        }
+        if let (Some(lookup), Some(v)) = (&self.lookup, &value) {
+            if !v.is_null() {
+                value = Some(lookup.translate(v).map_err(|r| fail(trail, r))?);
+            }
+        }
+        if let Some(c) = &self.coerce {
+            if let Some(v) = value.take() {
+                value = Some(c.apply(v).map_err(|r| fail(trail, r))?);
+            }
+        }
+        if self.required && value.as_ref().is_none_or(Value::is_null) {
+            return Err(fail(
+                trail,
+                "required, but the message has no value there".into(),
+            ));
+        }
+        Ok(value)
+    }
+
+    /// What the user wrote as the source, for error messages.
+    pub fn origin(&self) -> String {
+        match &self.source {
+            Source::Path(p) => p.to_string(),
+            Source::Const(v) => format!("const {v}"),
+            Source::Template(t) => format!("template \"{}\"", t.text),
+            Source::Object {
+                context: Some(p), ..
+            } => p.to_string(),
+            Source::Object { context: None, .. } => "map".into(),
+            Source::Each { over, .. } => over.to_string(),
+        }
+    }
+}
+
+/// What `compile` needs to know besides the map itself.
+pub struct CompileEnv<'a> {
+    pub file: &'a Path,
+    /// Lookup tables visible to the route: its own, then the shared ones.
+    pub lookups: &'a HashMap<String, Arc<Lookup>>,
+}
+
+/// Compiles a field map, adding every problem to `diags`. Returns `None` when there was
+/// any error.
+pub fn compile(map: &RawMap, env: &CompileEnv<'_>, diags: &mut Vec<Diagnostic>) -> Option<Mapping> {
+    let before = diags.iter().filter(|d| d.is_error()).count();
+    let mut uses = Uses::default();
+    let root = compile_object(map, env, diags, &mut uses);
+    (diags.iter().filter(|d| d.is_error()).count() == before).then_some(Mapping { root, uses })
+}
+
+const OPS: [&str; 13] = [
+    "from", "const", "template", "default", "as", "format", "parse", "timezone", "lookup",
+    "required", "map", "each", "item",
+];
+
+fn compile_object(
+    map: &RawMap,
+    env: &CompileEnv<'_>,
+    diags: &mut Vec<Diagnostic>,
+    uses: &mut Uses,
+) -> ObjectMap {
+    let mut root = ObjectMap::default();
+    for (key, spec) in map {
+        let place = Place::at(env.file, &key.referenced);
+        let parts: Vec<&str> = key.value.split('.').collect();
+        if parts.iter().any(|p| p.trim().is_empty()) {
+            diags.push(
+                Diagnostic::error(
+                    place,
+                    format!(
+                        "target field `{}` has an empty name between dots",
+                        key.value
+                    ),
+                )
+                .hint("write target fields as `a.b.c`; see docs/mapping.md#targets"),
+            );
+            continue;
+        }
+        // `{ map: {...} }` alone is a plain nested object: merge it with dotted siblings.
+        let node =
+            match &spec.value {
+                RawFieldSpec::Full(ops) if is_plain_object(ops) => Some(Node::Object(
+                    compile_object(ops.map.as_ref().expect("checked"), env, diags, uses),
+                )),
+                _ => compile_expr(spec, env, diags, uses).map(Node::Value),
+            };
+        let Some(node) = node else { continue };
+        if let Err(msg) = insert(&mut root, &parts, node) {
+            diags.push(
+                Diagnostic::error(place, msg)
+                    .hint("each target field may be set once; see docs/mapping.md#targets"),
+            );
+        }
+    }
+    root
+}
+
+fn is_plain_object(ops: &RawFieldOps) -> bool {
+    ops.map.is_some()
+        && ops.from.is_none()
+        && ops.default.is_none()
+        && ops.required.is_none()
+        && ops.each.is_none()
+        && ops.constant.is_none()
+        && ops.template.is_none()
+        && ops.lookup.is_none()
+        && ops.coerce.is_none()
+}
+
+fn insert(obj: &mut ObjectMap, parts: &[&str], node: Node) -> Result<(), String> {
+    let (first, rest) = parts.split_first().expect("at least one part");
+    let existing = obj.fields.iter_mut().find(|(k, _)| &**k == *first);
+    match (existing, rest.is_empty(), node) {
+        (None, true, node) => {
+            obj.fields.push(((*first).into(), node));
+            Ok(())
+        }
+        (None, false, node) => {
+            let mut child = ObjectMap::default();
+            insert(&mut child, rest, node)?;
+            obj.fields.push(((*first).into(), Node::Object(child)));
+            Ok(())
+        }
+        (Some((_, Node::Object(child))), false, node) => insert(child, rest, node),
+        (Some((_, Node::Object(child))), true, Node::Object(more)) => {
+            for (k, n) in more.fields {
+                insert(child, &[&k], n)?;
+            }
+            Ok(())
+        }
+        (Some(_), _, _) => Err(format!("target field `{first}` is set more than once")),
+    }
+}
+
+fn compile_expr(
+    spec: &Spanned<RawFieldSpec>,
+    env: &CompileEnv<'_>,
+    diags: &mut Vec<Diagnostic>,
+    uses: &mut Uses,
+) -> Option<Expr> {
+    let place = Place::at(env.file, &spec.referenced);
+    let ops = match &spec.value {
+        RawFieldSpec::Path(p) => {
+            return match SourcePath::parse(p) {
+                Ok(path) => {
+                    uses.note(&path);
+                    Some(Expr {
+                        source: Source::Path(path),
+                        default: None,
+                        lookup: None,
+                        coerce: None,
+                        required: false,
+                    })
+                }
+                Err(e) => {
+                    diags.push(
+                        Diagnostic::error(place, format!("bad source path `{p}`: {e}"))
+                            .hint(PATH_HINT),
+                    );
+                    None
+                }
+            };
+        }
+        RawFieldSpec::Full(ops) => ops,
+    };
+    let errors_before = diags.len();
+    let path = |text: &Spanned<String>, diags: &mut Vec<Diagnostic>, uses: &mut Uses| {
+        match SourcePath::parse(&text.value) {
+            Ok(p) => {
+                uses.note(&p);
+                Some(p)
+            }
+            Err(e) => {
+                diags.push(
+                    Diagnostic::error(
+                        Place::at(env.file, &text.referenced),
+                        format!("bad source path `{}`: {e}", text.value),
+                    )
+                    .hint(PATH_HINT),
+                );
+                None
+            }
+        }
+    };
+
+    // Exactly one source.
+    let mut sources = Vec::new();
+    if ops.from.is_some() && ops.map.is_none() && ops.each.is_none() {
+        sources.push("from");
+    }
+    if ops.constant.is_some() {
+        sources.push("const");
+    }
+    if ops.template.is_some() {
+        sources.push("template");
+    }
+    if ops.each.is_some() {
+        sources.push("each");
+    }
+    if ops.map.is_some() && ops.each.is_none() {
+        sources.push("map");
+    }
+    if sources.len() > 1 {
+        diags.push(
+            Diagnostic::error(
+                place.clone(),
+                format!(
+                    "a field takes one source, this one has {}",
+                    sources.join(" and ")
+                ),
+            )
+            .hint("use `from`, `const`, `template`, `map` or `each`; see docs/mapping.md"),
+        );
+        return None;
+    }
+    if ops.item.is_some() && ops.each.is_none() {
+        diags.push(
+            Diagnostic::error(place.clone(), "`item` only makes sense with `each`")
+                .hint("see docs/mapping.md#arrays"),
+        );
+    }
+    if ops.each.is_some() && ops.map.is_some() == ops.item.is_some() {
+        diags.push(
+            Diagnostic::error(
+                place.clone(),
+                "`each` needs exactly one of `map` (objects) or `item` (values)",
+            )
+            .hint("see docs/mapping.md#arrays"),
+        );
+        return None;
+    }
+
+    let source = if let Some(each) = &ops.each {
+        let over = path(each, diags, uses);
+        let item = if let Some(map) = &ops.map {
+            Some(EachItem::Object(compile_object(map, env, diags, uses)))
+        } else {
+            ops.item
+                .as_deref()
+                .and_then(|i| compile_expr(i, env, diags, uses))
+                .map(EachItem::Value)
+        };
+        match (over, item) {
+            (Some(over), Some(item)) => Some(Source::Each {
+                over,
+                item: Box::new(item),
+            }),
+            _ => None,
+        }
+    } else if let Some(map) = &ops.map {
+        let context = match &ops.from {
+            Some(f) => path(f, diags, uses).map(Some),
+            None => Some(None),
+        };
+        let map = compile_object(map, env, diags, uses);
+        context.map(|context| Source::Object { context, map })
+    } else if let Some(from) = &ops.from {
+        path(from, diags, uses).map(Source::Path)
+    } else if let Some(c) = &ops.constant {
+        Some(Source::Const(c.clone()))
+    } else if let Some(t) = &ops.template {
+        match Template::parse(&t.value, Root::Current) {
+            Ok(tpl) => {
+                tpl.paths().for_each(|p| uses.note(p));
+                Some(Source::Template(tpl))
+            }
+            Err(e) => {
+                diags.push(
+                    Diagnostic::error(Place::at(env.file, &t.referenced), e)
+                        .hint("see docs/mapping.md#templates"),
+                );
+                None
+            }
+        }
+    } else if ops.default.is_some() {
+        // `default` alone: a constant that reads better in some maps.
+        Some(Source::Const(Value::Null))
+    } else {
+        diags.push(
+            Diagnostic::error(place.clone(), "this field has no source").hint(format!(
+                "give it one of `from`, `const`, `template`, `map`, `each` (all operations: {})",
+                OPS.join(", ")
+            )),
+        );
+        None
+    };
+
+    let lookup = ops.lookup.as_ref().and_then(|l| {
+        let lplace = Place::at(env.file, &l.referenced);
+        match &l.value {
+            RawLookupRef::Named(name) => match env.lookups.get(name) {
+                Some(table) => Some(table.clone()),
+                None => {
+                    let hint = suggest(name, env.lookups.keys().map(String::as_str));
+                    diags.push(
+                        Diagnostic::error(lplace, format!("unknown lookup table `{name}`"))
+                            .hint(hint),
+                    );
+                    None
+                }
+            },
+            RawLookupRef::Inline(raw) => Some(Arc::new(Lookup::from_raw("inline", raw))),
+        }
+    });
+
+    let coerce = compile_coerce(ops, env, diags);
+    if ops.coerce.is_none() {
+        for (name, value) in [
+            ("format", &ops.format),
+            ("parse", &ops.parse),
+            ("timezone", &ops.timezone),
+        ] {
+            if let Some(v) = value {
+                diags.push(
+                    Diagnostic::warning(
+                        Place::at(env.file, &v.referenced),
+                        format!("`{name}` has no effect without `as`"),
+                    )
+                    .hint("add `as: date`, `as: datetime`, `as: epoch_ms` or `as: epoch_s`"),
+                );
+            }
+        }
+    }
+
+    if diags[errors_before..].iter().any(Diagnostic::is_error) {
+        return None;
+    }
+    Some(Expr {
+        source: source?,
+        default: ops.default.clone(),
+        lookup,
+        coerce,
+        required: ops.required.unwrap_or(false),
+    })
+}
+
+fn compile_coerce(
+    ops: &RawFieldOps,
+    env: &CompileEnv<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Coerce> {
+    let name = ops.coerce.as_ref()?;
+    let mut spec = DateSpec::utc();
+    if let Some(tz) = &ops.timezone {
+        match coerce::parse_offset(&tz.value) {
+            Some(offset) => {
+                spec.tz = offset;
+                spec.explicit_tz = true;
+            }
+            None => diags.push(
+                Diagnostic::error(
+                    Place::at(env.file, &tz.referenced),
+                    format!("`{}` is not a UTC offset", tz.value),
+                )
+                .hint("write it as `+08:00`, `-05:00` or `UTC`"),
+            ),
+        }
+    }
+    if let Some(p) = &ops.parse {
+        spec.parse = match p.value.as_str() {
+            "epoch_ms" => DateParse::EpochMs,
+            "epoch_s" => DateParse::EpochS,
+            other => DateParse::Pattern(other.to_string()),
+        };
+    }
+    spec.format = ops.format.as_ref().map(|f| f.value.clone());
+    for (what, text) in [("format", &ops.format), ("parse", &ops.parse)] {
+        if let Some(t) = text {
+            if matches!(t.value.as_str(), "epoch_ms" | "epoch_s") {
+                continue;
+            }
+            if chrono::format::StrftimeItems::new(&t.value)
+                .any(|i| matches!(i, chrono::format::Item::Error))
+            {
+                diags.push(
+                    Diagnostic::error(
+                        Place::at(env.file, &t.referenced),
+                        format!("`{}` is not a valid {what} pattern", t.value),
+                    )
+                    .hint(
+                        "use strftime fields such as %Y-%m-%d %H:%M:%S; see docs/mapping.md#dates",
+                    ),
+                );
+            }
+        }
+    }
+    match Coerce::from_name(&name.value, spec) {
+        Some(c) => {
+            let is_date = matches!(
+                c,
+                Coerce::Date(_) | Coerce::DateTime(_) | Coerce::EpochMs(_) | Coerce::EpochS(_)
+            );
+            if !is_date {
+                for (opt, value) in [
+                    ("format", &ops.format),
+                    ("parse", &ops.parse),
+                    ("timezone", &ops.timezone),
+                ] {
+                    if let Some(v) = value {
+                        diags.push(Diagnostic::warning(
+                            Place::at(env.file, &v.referenced),
+                            format!("`{opt}` has no effect with `as: {}`", c.name()),
+                        ));
+                    }
+                }
+            }
+            Some(c)
+        }
+        None => {
+            diags.push(
+                Diagnostic::error(
+                    Place::at(env.file, &name.referenced),
+                    format!("unknown type `{}` for `as`", name.value),
+                )
+                .hint(suggest(&name.value, coerce::NAMES)),
+            );
+            None
+        }
+    }
+}
+
+const PATH_HINT: &str =
+    "write paths as `a.b[0].c`, `/a/b/0/c` or `$params.name`; see docs/mapping.md#paths";
+
+#[cfg(test)]
+mod tests;

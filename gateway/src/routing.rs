@@ -1,0 +1,208 @@
+//! The route table's path index: method + path → route, with path parameters.
+
+use http::Method;
+
+/// What a request's method and path lead to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found {
+    Route {
+        /// Index into the config's route list.
+        index: usize,
+        /// Path parameters as they appear in the URL (still percent-encoded).
+        params: Vec<(String, String)>,
+    },
+    /// The path exists with other methods (answer 405 with `Allow`).
+    MethodNotAllowed {
+        allow: Vec<Method>,
+    },
+    NotFound,
+}
+
+#[derive(Default)]
+pub struct Router {
+    paths: matchit::Router<usize>,
+    entries: Vec<Entry>,
+}
+
+struct Entry {
+    pattern: String,
+    /// (method, route index); `None` accepts every method.
+    methods: Vec<(Option<Method>, usize)>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.entries.iter().map(|e| &e.pattern))
+            .finish()
+    }
+}
+
+/// Why a route could not be added.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AddError {
+    /// Another route already takes this method on this path.
+    Duplicate { other: usize },
+    /// The pattern overlaps another pattern in a way matching cannot tell apart.
+    Conflict { detail: String },
+}
+
+impl Router {
+    /// Adds route `index` for `methods` (`None` = all methods) on `pattern`.
+    pub fn add(
+        &mut self,
+        pattern: &str,
+        methods: &[Option<Method>],
+        index: usize,
+    ) -> Result<(), AddError> {
+        let entry = match self.entries.iter().position(|e| e.pattern == pattern) {
+            Some(i) => i,
+            None => {
+                let i = self.entries.len();
+                self.paths
+                    .insert(pattern, i)
+                    .map_err(|e| AddError::Conflict {
+                        detail: e.to_string(),
+                    })?;
+                self.entries.push(Entry {
+                    pattern: pattern.to_string(),
+                    methods: Vec::new(),
+                });
+                i
+            }
+        };
+        let taken = &mut self.entries[entry].methods;
+        for m in methods {
+            if let Some((_, other)) = taken
+                .iter()
+                .find(|(t, _)| t.is_none() || m.is_none() || t == m)
+            {
+                return Err(AddError::Duplicate { other: *other });
+            }
+        }
+        for m in methods {
+            taken.push((m.clone(), index));
+        }
+        Ok(())
+    }
+
+    pub fn find(&self, method: &Method, path: &str) -> Found {
+        let Ok(m) = self.paths.at(path) else {
+            return Found::NotFound;
+        };
+        let entry = &self.entries[*m.value];
+        let hit = entry.methods.iter().find(|(accepted, _)| {
+            accepted
+                .as_ref()
+                .is_none_or(|a| a == method || (method == Method::HEAD && a == Method::GET))
+        });
+        match hit {
+            Some((_, index)) => Found::Route {
+                index: *index,
+                params: m
+                    .params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+            None => Found::MethodNotAllowed {
+                allow: entry
+                    .methods
+                    .iter()
+                    .filter_map(|(m, _)| m.clone())
+                    .collect(),
+            },
+        }
+    }
+
+    /// The parameter names a pattern declares, catch-all included.
+    pub fn param_names(pattern: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = pattern;
+        while let Some(start) = rest.find('{') {
+            let Some(len) = rest[start..].find('}') else {
+                break;
+            };
+            let name = &rest[start + 1..start + len];
+            if !name.starts_with('{') {
+                names.push(name.trim_start_matches('*').to_string());
+            }
+            rest = &rest[start + len + 1..];
+        }
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_and_params_are_matched() {
+        let mut r = Router::default();
+        r.add("/crm/orders/{order_id}", &[Some(Method::POST)], 0)
+            .unwrap();
+        r.add("/crm/orders/{order_id}", &[Some(Method::PUT)], 1)
+            .unwrap();
+        r.add("/wms/{*rest}", &[None], 2).unwrap();
+        assert_eq!(
+            r.find(&Method::POST, "/crm/orders/801J"),
+            Found::Route {
+                index: 0,
+                params: vec![("order_id".into(), "801J".into())]
+            }
+        );
+        assert!(matches!(
+            r.find(&Method::PUT, "/crm/orders/801J"),
+            Found::Route { index: 1, .. }
+        ));
+        assert_eq!(
+            r.find(&Method::DELETE, "/crm/orders/801J"),
+            Found::MethodNotAllowed {
+                allow: vec![Method::POST, Method::PUT]
+            }
+        );
+        assert_eq!(r.find(&Method::GET, "/nope"), Found::NotFound);
+        assert_eq!(
+            r.find(&Method::PATCH, "/wms/api/v1/stock"),
+            Found::Route {
+                index: 2,
+                params: vec![("rest".into(), "api/v1/stock".into())]
+            }
+        );
+    }
+
+    #[test]
+    fn head_is_served_by_get_routes() {
+        let mut r = Router::default();
+        r.add("/x", &[Some(Method::GET)], 0).unwrap();
+        assert!(matches!(
+            r.find(&Method::HEAD, "/x"),
+            Found::Route { index: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn duplicates_and_conflicts_are_refused() {
+        let mut r = Router::default();
+        r.add("/a/{x}", &[Some(Method::POST)], 0).unwrap();
+        assert_eq!(
+            r.add("/a/{x}", &[Some(Method::POST)], 1),
+            Err(AddError::Duplicate { other: 0 })
+        );
+        assert_eq!(
+            r.add("/a/{x}", &[None], 1),
+            Err(AddError::Duplicate { other: 0 })
+        );
+        assert!(matches!(
+            r.add("/a/{y}", &[Some(Method::GET)], 2),
+            Err(AddError::Conflict { .. })
+        ));
+    }
+
+    #[test]
+    fn param_names_are_listed() {
+        assert_eq!(Router::param_names("/a/{id}/b/{*rest}"), vec!["id", "rest"]);
+        assert!(Router::param_names("/plain").is_empty());
+    }
+}
