@@ -29,20 +29,11 @@ pub struct DeliveryError {
 
 impl DeliveryError {
     pub fn new(kind: DeliveryErrorKind, system: &str, detail: impl Into<String>) -> Self {
-        Self {
-            kind,
-            system: system.to_string(),
-            detail: detail.into(),
-            attempts: 1,
-        }
+        Self { kind, system: system.to_string(), detail: detail.into(), attempts: 1 }
     }
 
     pub fn timeout(system: &str, after: Duration) -> Self {
-        Self::new(
-            DeliveryErrorKind::Timeout,
-            system,
-            format!("no answer within {} ms", after.as_millis()),
-        )
+        Self::new(DeliveryErrorKind::Timeout, system, format!("no answer within {} ms", after.as_millis()))
     }
 
     /// Whether another attempt could succeed. An invalid request never will.

@@ -56,10 +56,7 @@ pub struct Message {
 impl Message {
     /// The first header with this (lowercase) name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -78,9 +75,6 @@ mod tests {
 
     #[test]
     fn sender_ids_are_kept_verbatim() {
-        assert_eq!(
-            MessageId::from_sender("crm-801J000000k3Q").as_str(),
-            "crm-801J000000k3Q"
-        );
+        assert_eq!(MessageId::from_sender("crm-801J000000k3Q").as_str(), "crm-801J000000k3Q");
     }
 }

@@ -27,10 +27,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     pub fn none() -> Self {
-        Self {
-            max_attempts: 1,
-            ..Self::default()
-        }
+        Self { max_attempts: 1, ..Self::default() }
     }
 
     pub fn retries_status(&self, status: u16) -> bool {
@@ -40,12 +37,8 @@ impl RetryPolicy {
     /// The ceiling of the wait before attempt `attempt + 1` (attempt counts from 1):
     /// `initial * 2^(attempt-1)`, capped at `max_backoff`.
     pub fn backoff_ceiling(&self, attempt: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(attempt.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        self.initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
+        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.initial_backoff.saturating_mul(factor).min(self.max_backoff)
     }
 
     /// The wait before the next attempt: uniformly random in `[ceiling/2, ceiling]`, so that
@@ -78,11 +71,7 @@ mod tests {
         for attempt in 1..8 {
             let b = p.backoff(attempt);
             let c = p.backoff_ceiling(attempt);
-            assert!(
-                b >= c / 2 && b <= c,
-                "attempt {attempt}: {b:?} outside [{:?}, {c:?}]",
-                c / 2
-            );
+            assert!(b >= c / 2 && b <= c, "attempt {attempt}: {b:?} outside [{:?}, {c:?}]", c / 2);
         }
     }
 

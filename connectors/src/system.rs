@@ -56,11 +56,7 @@ impl SystemKind {
                             .join("; ")
                     })
                     .unwrap_or_default();
-                Some(if errors.is_empty() {
-                    "IsSuccess is false".to_string()
-                } else {
-                    errors
-                })
+                Some(if errors.is_empty() { "IsSuccess is false".to_string() } else { errors })
             }
             Self::Wms => {
                 if body.get("flag")?.as_str()? == "failure" {
@@ -83,10 +79,7 @@ impl SystemKind {
                 if body.get("success")?.as_bool()? {
                     None
                 } else {
-                    Some(format!(
-                        "success is false: {}",
-                        body.get("errors").unwrap_or(&serde_json::Value::Null)
-                    ))
+                    Some(format!("success is false: {}", body.get("errors").unwrap_or(&serde_json::Value::Null)))
                 }
             }
             Self::Mes => None,
@@ -109,36 +102,17 @@ mod tests {
     fn kingdee_failure_inside_a_200_is_seen() {
         let body = json!({"Result":{"ResponseStatus":{"IsSuccess":false,"MsgCode":11,
             "Errors":[{"FieldName":"FCustId","Message":"客户不存在","DIndex":0}]}}});
-        assert_eq!(
-            SystemKind::Erp.business_failure(&body).unwrap(),
-            "FCustId: 客户不存在"
-        );
+        assert_eq!(SystemKind::Erp.business_failure(&body).unwrap(), "FCustId: 客户不存在");
         let ok = json!({"Result":{"ResponseStatus":{"IsSuccess":true,"Errors":[]}}});
         assert_eq!(SystemKind::Erp.business_failure(&ok), None);
     }
 
     #[test]
     fn qimen_and_dingtalk_failures_are_seen() {
-        assert!(
-            SystemKind::Wms
-                .business_failure(&json!({"flag":"failure","message":"库存不足"}))
-                .is_some()
-        );
-        assert!(
-            SystemKind::Wms
-                .business_failure(&json!({"flag":"success"}))
-                .is_none()
-        );
-        assert!(
-            SystemKind::Oa
-                .business_failure(&json!({"errcode":40014,"errmsg":"bad token"}))
-                .is_some()
-        );
-        assert!(
-            SystemKind::Oa
-                .business_failure(&json!({"errcode":0}))
-                .is_none()
-        );
+        assert!(SystemKind::Wms.business_failure(&json!({"flag":"failure","message":"库存不足"})).is_some());
+        assert!(SystemKind::Wms.business_failure(&json!({"flag":"success"})).is_none());
+        assert!(SystemKind::Oa.business_failure(&json!({"errcode":40014,"errmsg":"bad token"})).is_some());
+        assert!(SystemKind::Oa.business_failure(&json!({"errcode":0})).is_none());
     }
 
     #[test]

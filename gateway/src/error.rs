@@ -123,10 +123,7 @@ impl ErrorKind {
     /// Whether the same message could succeed on another attempt. Problems with the
     /// message itself never can; problems on the way may.
     pub fn retryable(self) -> bool {
-        matches!(
-            self,
-            Self::ReceiverUnreachable | Self::ReceiverTimeout | Self::ReceiverFailed
-        )
+        matches!(self, Self::ReceiverUnreachable | Self::ReceiverTimeout | Self::ReceiverFailed)
     }
 
     /// Whether a message from a queue that failed this way goes to the dead-letter queue
@@ -175,13 +172,7 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        Self {
-            kind,
-            detail: detail.into(),
-            violations: Vec::new(),
-            extra: Vec::new(),
-            allow: Vec::new(),
-        }
+        Self { kind, detail: detail.into(), violations: Vec::new(), extra: Vec::new(), allow: Vec::new() }
     }
 
     pub fn with(mut self, key: &'static str, value: impl Into<serde_json::Value>) -> Self {
@@ -190,12 +181,7 @@ impl Failure {
     }
 
     /// The problem+json document (RFC 9457) for this failure.
-    pub fn problem(
-        &self,
-        route: Option<&str>,
-        message_id: Option<&str>,
-        instance: Option<&str>,
-    ) -> serde_json::Value {
+    pub fn problem(&self, route: Option<&str>, message_id: Option<&str>, instance: Option<&str>) -> serde_json::Value {
         let mut doc = serde_json::Map::new();
         doc.insert("type".into(), self.kind.type_uri().into());
         doc.insert("title".into(), self.kind.title().into());
@@ -212,10 +198,7 @@ impl Failure {
         }
         doc.insert("error_kind".into(), self.kind.slug().into());
         if !self.violations.is_empty() {
-            doc.insert(
-                "errors".into(),
-                serde_json::to_value(&self.violations).unwrap_or_default(),
-            );
+            doc.insert("errors".into(), serde_json::to_value(&self.violations).unwrap_or_default());
         }
         for (k, v) in &self.extra {
             doc.insert((*k).into(), v.clone());
@@ -257,11 +240,7 @@ mod tests {
         let mut seen = HashSet::new();
         for kind in ErrorKind::ALL {
             assert!(seen.insert(kind.slug()), "duplicate slug {}", kind.slug());
-            assert!(
-                kind.slug()
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c == '-')
-            );
+            assert!(kind.slug().chars().all(|c| c.is_ascii_lowercase() || c == '-'));
             assert!(kind.type_uri().starts_with("urn:qiao:problem:"));
         }
     }
@@ -269,12 +248,8 @@ mod tests {
     #[test]
     fn only_transport_failures_are_retryable() {
         for kind in ErrorKind::ALL {
-            let expect = matches!(
-                kind,
-                ErrorKind::ReceiverUnreachable
-                    | ErrorKind::ReceiverTimeout
-                    | ErrorKind::ReceiverFailed
-            );
+            let expect =
+                matches!(kind, ErrorKind::ReceiverUnreachable | ErrorKind::ReceiverTimeout | ErrorKind::ReceiverFailed);
             assert_eq!(kind.retryable(), expect, "{kind}");
         }
         assert!(ErrorKind::SchemaViolation.dead_letter());
@@ -294,10 +269,7 @@ mod tests {
         assert_eq!(doc["type"], "urn:qiao:problem:schema-violation");
         assert_eq!(doc["route"], "crm-order-to-erp");
         assert_eq!(doc["message_id"], "id-1");
-        assert_eq!(
-            doc["errors"][0]["pointer"],
-            "/records/0/Account/AccountNumber"
-        );
+        assert_eq!(doc["errors"][0]["pointer"], "/records/0/Account/AccountNumber");
         assert_eq!(doc["errors"][0]["keyword"], "required");
     }
 }

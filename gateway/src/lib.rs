@@ -4,8 +4,15 @@
 //! dispatch → deliver → answer. docs/architecture.md draws it; each step is a plain
 //! function in [`pipeline`], each testable alone.
 
+pub mod admin;
+pub mod cli;
 pub mod config;
+pub mod edge;
 pub mod error;
+pub mod logging;
 pub mod mapping;
+pub mod pipeline;
 pub mod routing;
 pub mod schema;
+pub mod server;
+pub mod stub;

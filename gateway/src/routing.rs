@@ -32,9 +32,7 @@ struct Entry {
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.entries.iter().map(|e| &e.pattern))
-            .finish()
+        f.debug_list().entries(self.entries.iter().map(|e| &e.pattern)).finish()
     }
 }
 
@@ -49,34 +47,19 @@ pub enum AddError {
 
 impl Router {
     /// Adds route `index` for `methods` (`None` = all methods) on `pattern`.
-    pub fn add(
-        &mut self,
-        pattern: &str,
-        methods: &[Option<Method>],
-        index: usize,
-    ) -> Result<(), AddError> {
+    pub fn add(&mut self, pattern: &str, methods: &[Option<Method>], index: usize) -> Result<(), AddError> {
         let entry = match self.entries.iter().position(|e| e.pattern == pattern) {
             Some(i) => i,
             None => {
                 let i = self.entries.len();
-                self.paths
-                    .insert(pattern, i)
-                    .map_err(|e| AddError::Conflict {
-                        detail: e.to_string(),
-                    })?;
-                self.entries.push(Entry {
-                    pattern: pattern.to_string(),
-                    methods: Vec::new(),
-                });
+                self.paths.insert(pattern, i).map_err(|e| AddError::Conflict { detail: e.to_string() })?;
+                self.entries.push(Entry { pattern: pattern.to_string(), methods: Vec::new() });
                 i
             }
         };
         let taken = &mut self.entries[entry].methods;
         for m in methods {
-            if let Some((_, other)) = taken
-                .iter()
-                .find(|(t, _)| t.is_none() || m.is_none() || t == m)
-            {
+            if let Some((_, other)) = taken.iter().find(|(t, _)| t.is_none() || m.is_none() || t == m) {
                 return Err(AddError::Duplicate { other: *other });
             }
         }
@@ -92,26 +75,14 @@ impl Router {
         };
         let entry = &self.entries[*m.value];
         let hit = entry.methods.iter().find(|(accepted, _)| {
-            accepted
-                .as_ref()
-                .is_none_or(|a| a == method || (method == Method::HEAD && a == Method::GET))
+            accepted.as_ref().is_none_or(|a| a == method || (method == Method::HEAD && a == Method::GET))
         });
         match hit {
             Some((_, index)) => Found::Route {
                 index: *index,
-                params: m
-                    .params
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
+                params: m.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             },
-            None => Found::MethodNotAllowed {
-                allow: entry
-                    .methods
-                    .iter()
-                    .filter_map(|(m, _)| m.clone())
-                    .collect(),
-            },
+            None => Found::MethodNotAllowed { allow: entry.methods.iter().filter_map(|(m, _)| m.clone()).collect() },
         }
     }
 
@@ -140,35 +111,22 @@ mod tests {
     #[test]
     fn methods_and_params_are_matched() {
         let mut r = Router::default();
-        r.add("/crm/orders/{order_id}", &[Some(Method::POST)], 0)
-            .unwrap();
-        r.add("/crm/orders/{order_id}", &[Some(Method::PUT)], 1)
-            .unwrap();
+        r.add("/crm/orders/{order_id}", &[Some(Method::POST)], 0).unwrap();
+        r.add("/crm/orders/{order_id}", &[Some(Method::PUT)], 1).unwrap();
         r.add("/wms/{*rest}", &[None], 2).unwrap();
         assert_eq!(
             r.find(&Method::POST, "/crm/orders/801J"),
-            Found::Route {
-                index: 0,
-                params: vec![("order_id".into(), "801J".into())]
-            }
+            Found::Route { index: 0, params: vec![("order_id".into(), "801J".into())] }
         );
-        assert!(matches!(
-            r.find(&Method::PUT, "/crm/orders/801J"),
-            Found::Route { index: 1, .. }
-        ));
+        assert!(matches!(r.find(&Method::PUT, "/crm/orders/801J"), Found::Route { index: 1, .. }));
         assert_eq!(
             r.find(&Method::DELETE, "/crm/orders/801J"),
-            Found::MethodNotAllowed {
-                allow: vec![Method::POST, Method::PUT]
-            }
+            Found::MethodNotAllowed { allow: vec![Method::POST, Method::PUT] }
         );
         assert_eq!(r.find(&Method::GET, "/nope"), Found::NotFound);
         assert_eq!(
             r.find(&Method::PATCH, "/wms/api/v1/stock"),
-            Found::Route {
-                index: 2,
-                params: vec![("rest".into(), "api/v1/stock".into())]
-            }
+            Found::Route { index: 2, params: vec![("rest".into(), "api/v1/stock".into())] }
         );
     }
 
@@ -176,28 +134,16 @@ mod tests {
     fn head_is_served_by_get_routes() {
         let mut r = Router::default();
         r.add("/x", &[Some(Method::GET)], 0).unwrap();
-        assert!(matches!(
-            r.find(&Method::HEAD, "/x"),
-            Found::Route { index: 0, .. }
-        ));
+        assert!(matches!(r.find(&Method::HEAD, "/x"), Found::Route { index: 0, .. }));
     }
 
     #[test]
     fn duplicates_and_conflicts_are_refused() {
         let mut r = Router::default();
         r.add("/a/{x}", &[Some(Method::POST)], 0).unwrap();
-        assert_eq!(
-            r.add("/a/{x}", &[Some(Method::POST)], 1),
-            Err(AddError::Duplicate { other: 0 })
-        );
-        assert_eq!(
-            r.add("/a/{x}", &[None], 1),
-            Err(AddError::Duplicate { other: 0 })
-        );
-        assert!(matches!(
-            r.add("/a/{y}", &[Some(Method::GET)], 2),
-            Err(AddError::Conflict { .. })
-        ));
+        assert_eq!(r.add("/a/{x}", &[Some(Method::POST)], 1), Err(AddError::Duplicate { other: 0 }));
+        assert_eq!(r.add("/a/{x}", &[None], 1), Err(AddError::Duplicate { other: 0 }));
+        assert!(matches!(r.add("/a/{y}", &[Some(Method::GET)], 2), Err(AddError::Conflict { .. })));
     }
 
     #[test]

@@ -31,10 +31,7 @@ struct ConfigDirRetriever {
 }
 
 impl Retrieve for ConfigDirRetriever {
-    fn retrieve(
-        &self,
-        uri: &Uri<String>,
-    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+    fn retrieve(&self, uri: &Uri<String>) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
         if uri.scheme().as_str() != "file" {
             return Err(format!(
                 "remote $ref `{uri}` refused: Qiao never fetches schemas over the network; \
@@ -43,16 +40,10 @@ impl Retrieve for ConfigDirRetriever {
             .into());
         }
         let url = url::Url::parse(uri.as_str()).map_err(|e| format!("bad $ref `{uri}`: {e}"))?;
-        let path = url
-            .to_file_path()
-            .map_err(|_| format!("bad file $ref `{uri}`"))?;
-        let canonical = path
-            .canonicalize()
-            .map_err(|e| format!("$ref `{}`: {e}", path.display()))?;
+        let path = url.to_file_path().map_err(|_| format!("bad file $ref `{uri}`"))?;
+        let canonical = path.canonicalize().map_err(|e| format!("$ref `{}`: {e}", path.display()))?;
         if !canonical.starts_with(&self.root) {
-            return Err(
-                format!("$ref `{}` is outside the config directory", path.display()).into(),
-            );
+            return Err(format!("$ref `{}` is outside the config directory", path.display()).into());
         }
         Ok(read_document(&canonical)?)
     }
@@ -60,50 +51,31 @@ impl Retrieve for ConfigDirRetriever {
 
 /// Reads a JSON (or YAML) schema file; errors carry the line and column.
 pub fn read_document(path: &Path) -> Result<Value, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let is_yaml = matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml")
-    );
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let is_yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
     if is_yaml {
-        crate::config::parse_yaml(&text)
-            .map_err(|e| format!("{}: {}", path.display(), e.without_snippet()))
+        crate::config::parse_yaml(&text).map_err(|e| format!("{}: {}", path.display(), e.without_snippet()))
     } else {
-        serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "{}:{}:{}: invalid JSON: {e}",
-                path.display(),
-                e.line(),
-                e.column()
-            )
-        })
+        serde_json::from_str(&text)
+            .map_err(|e| format!("{}:{}:{}: invalid JSON: {e}", path.display(), e.line(), e.column()))
     }
 }
 
 impl Schema {
     /// Loads and compiles the schema at `file`. `config_dir` bounds where `$ref`s may point.
     pub fn load(file: &Path, config_dir: &Path, validate_formats: bool) -> Result<Self, String> {
-        let canonical = file
-            .canonicalize()
-            .map_err(|e| format!("cannot open {}: {e}", file.display()))?;
-        let root = config_dir
-            .canonicalize()
-            .map_err(|e| format!("cannot open {}: {e}", config_dir.display()))?;
+        let canonical = file.canonicalize().map_err(|e| format!("cannot open {}: {e}", file.display()))?;
+        let root = config_dir.canonicalize().map_err(|e| format!("cannot open {}: {e}", config_dir.display()))?;
         let document = read_document(&canonical)?;
-        let base = url::Url::from_file_path(&canonical)
-            .map_err(|_| format!("bad schema path {}", canonical.display()))?;
+        let base =
+            url::Url::from_file_path(&canonical).map_err(|_| format!("bad schema path {}", canonical.display()))?;
         let validator = jsonschema::options()
             .with_base_uri(base.to_string())
             .with_retriever(ConfigDirRetriever { root })
             .should_validate_formats(validate_formats)
             .build(&document)
             .map_err(|e| format!("{} is not a valid JSON Schema: {e}", file.display()))?;
-        Ok(Self {
-            file: file.to_path_buf(),
-            document,
-            validator,
-        })
+        Ok(Self { file: file.to_path_buf(), document, validator })
     }
 
     /// Every violation, each with the JSON Pointer of the field at fault.
@@ -119,15 +91,8 @@ impl Schema {
             match error.kind() {
                 // Point at the missing or unexpected field itself, not at its parent.
                 ValidationErrorKind::Required { property } => {
-                    let name = property
-                        .as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| property.to_string());
-                    out.push(Violation {
-                        pointer: child(&at, &name),
-                        keyword,
-                        message,
-                    });
+                    let name = property.as_str().map(str::to_string).unwrap_or_else(|| property.to_string());
+                    out.push(Violation { pointer: child(&at, &name), keyword, message });
                 }
                 ValidationErrorKind::AdditionalProperties { unexpected } => {
                     for name in unexpected {
@@ -138,11 +103,7 @@ impl Schema {
                         });
                     }
                 }
-                _ => out.push(Violation {
-                    pointer: at,
-                    keyword,
-                    message,
-                }),
+                _ => out.push(Violation { pointer: at, keyword, message }),
             }
         }
         Err(out)
@@ -186,17 +147,9 @@ mod tests {
                "lines":{"type":"array","items":{"type":"object","required":["qty"],"properties":{"qty":{"type":"number"}}}}}}"#,
         );
         let s = Schema::load(&f, d.path(), true).unwrap();
-        assert!(
-            s.check(&json!({"OrderNumber":"1","lines":[{"qty":1}]}))
-                .is_ok()
-        );
-        let v = s
-            .check(&json!({"EffectiveDate":"2025-13-45","lines":[{"qty":"x"},{}],"extra":1}))
-            .unwrap_err();
-        let pointers: Vec<(&str, &str)> = v
-            .iter()
-            .map(|v| (v.pointer.as_str(), v.keyword.as_str()))
-            .collect();
+        assert!(s.check(&json!({"OrderNumber":"1","lines":[{"qty":1}]})).is_ok());
+        let v = s.check(&json!({"EffectiveDate":"2025-13-45","lines":[{"qty":"x"},{}],"extra":1})).unwrap_err();
+        let pointers: Vec<(&str, &str)> = v.iter().map(|v| (v.pointer.as_str(), v.keyword.as_str())).collect();
         for expected in [
             ("/OrderNumber", "required"),
             ("/extra", "additionalProperties"),
@@ -204,10 +157,7 @@ mod tests {
             ("/lines/0/qty", "type"),
             ("/lines/1/qty", "required"),
         ] {
-            assert!(
-                pointers.contains(&expected),
-                "{expected:?} not in {pointers:?}"
-            );
+            assert!(pointers.contains(&expected), "{expected:?} not in {pointers:?}");
         }
     }
 
@@ -215,27 +165,14 @@ mod tests {
     fn formats_are_annotations_when_turned_off() {
         let d = dir();
         let f = d.write("s.json", r#"{"type":"string","format":"date"}"#);
-        assert!(
-            Schema::load(&f, d.path(), false)
-                .unwrap()
-                .check(&json!("2025-13-45"))
-                .is_ok()
-        );
-        assert!(
-            Schema::load(&f, d.path(), true)
-                .unwrap()
-                .check(&json!("2025-13-45"))
-                .is_err()
-        );
+        assert!(Schema::load(&f, d.path(), false).unwrap().check(&json!("2025-13-45")).is_ok());
+        assert!(Schema::load(&f, d.path(), true).unwrap().check(&json!("2025-13-45")).is_err());
     }
 
     #[test]
     fn sibling_refs_resolve_and_draft7_works() {
         let d = dir();
-        d.write(
-            "common.json",
-            r#"{"$defs":{"code":{"type":"string","pattern":"^[A-Z]{2}-"}}}"#,
-        );
+        d.write("common.json", r#"{"$defs":{"code":{"type":"string","pattern":"^[A-Z]{2}-"}}}"#);
         let f = d.write(
             "main.json",
             r#"{"$schema":"http://json-schema.org/draft-07/schema#","properties":{"c":{"$ref":"common.json#/$defs/code"}}}"#,
@@ -248,15 +185,9 @@ mod tests {
     #[test]
     fn remote_refs_are_refused_with_a_reason() {
         let d = dir();
-        let f = d.write(
-            "r.json",
-            r#"{"properties":{"a":{"$ref":"https://example.com/schemas/a.json"}}}"#,
-        );
+        let f = d.write("r.json", r#"{"properties":{"a":{"$ref":"https://example.com/schemas/a.json"}}}"#);
         let err = Schema::load(&f, d.path(), true).unwrap_err();
-        assert!(
-            err.contains("never fetches schemas over the network"),
-            "{err}"
-        );
+        assert!(err.contains("never fetches schemas over the network"), "{err}");
     }
 
     #[test]

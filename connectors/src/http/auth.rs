@@ -50,10 +50,7 @@ mod tests {
 
     #[test]
     fn basic_auth_is_base64_of_user_and_password() {
-        let auth = HttpAuth::Basic {
-            username: "kingdee".into(),
-            password: "s3cret".into(),
-        };
+        let auth = HttpAuth::Basic { username: "kingdee".into(), password: "s3cret".into() };
         let (name, value) = auth.header().unwrap();
         assert_eq!(name, http::header::AUTHORIZATION);
         assert_eq!(value, "Basic a2luZ2RlZTpzM2NyZXQ=");
@@ -62,47 +59,23 @@ mod tests {
 
     #[test]
     fn bearer_and_header_keys() {
-        let (_, v) = HttpAuth::Bearer {
-            token: "t0k".into(),
-        }
-        .header()
-        .unwrap();
+        let (_, v) = HttpAuth::Bearer { token: "t0k".into() }.header().unwrap();
         assert_eq!(v, "Bearer t0k");
-        let auth = HttpAuth::Header {
-            name: HeaderName::from_static("x-api-key"),
-            value: "k".into(),
-        };
+        let auth = HttpAuth::Header { name: HeaderName::from_static("x-api-key"), value: "k".into() };
         let (n, v) = auth.header().unwrap();
         assert_eq!((n.as_str(), v.to_str().unwrap()), ("x-api-key", "k"));
     }
 
     #[test]
     fn debug_never_shows_secrets() {
-        let s = format!(
-            "{:?}",
-            HttpAuth::Basic {
-                username: "u".into(),
-                password: "pw-123".into()
-            }
-        );
+        let s = format!("{:?}", HttpAuth::Basic { username: "u".into(), password: "pw-123".into() });
         assert!(!s.contains("pw-123"));
-        let s = format!(
-            "{:?}",
-            HttpAuth::Bearer {
-                token: "tok-456".into()
-            }
-        );
+        let s = format!("{:?}", HttpAuth::Bearer { token: "tok-456".into() });
         assert!(!s.contains("tok-456"));
     }
 
     #[test]
     fn invalid_header_values_are_refused() {
-        assert!(
-            HttpAuth::Bearer {
-                token: "bad\ntoken".into()
-            }
-            .header()
-            .is_err()
-        );
+        assert!(HttpAuth::Bearer { token: "bad\ntoken".into() }.header().is_err());
     }
 }

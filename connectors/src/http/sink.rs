@@ -80,10 +80,7 @@ pub struct HttpSink {
 
 impl std::fmt::Debug for HttpSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpSink")
-            .field("system", &self.config.system)
-            .field("base", &self.base)
-            .finish()
+        f.debug_struct("HttpSink").field("system", &self.config.system).field("base", &self.base).finish()
     }
 }
 
@@ -92,9 +89,7 @@ impl HttpSink {
         match config.base_url.scheme() {
             "http" | "https" => {}
             other => {
-                return Err(format!(
-                    "base_url scheme must be http or https, not {other}"
-                ));
+                return Err(format!("base_url scheme must be http or https, not {other}"));
             }
         }
         let mut fixed_headers = config.headers.clone();
@@ -158,10 +153,7 @@ impl HttpSink {
             let wait = match &outcome {
                 Ok(reply) if more && policy.retries_status(reply.status.as_u16()) => {
                     let backoff = policy.backoff(attempt);
-                    Some(
-                        retry_after(&reply.headers)
-                            .map_or(backoff, |ra| ra.min(policy.max_backoff).max(backoff)),
-                    )
+                    Some(retry_after(&reply.headers).map_or(backoff, |ra| ra.min(policy.max_backoff).max(backoff)))
                 }
                 Err(e) if more && e.retryable() => Some(policy.backoff(attempt)),
                 _ => None,
@@ -197,16 +189,11 @@ impl HttpSink {
     /// One attempt, bounded by the request timeout.
     async fn attempt(&self, request: &HttpRequest) -> Result<HttpReply, DeliveryError> {
         let system = &self.config.system;
-        let uri: Uri = self.url_for(&request.path).parse().map_err(|e| {
-            DeliveryError::new(
-                DeliveryErrorKind::Invalid,
-                system,
-                format!("invalid URL: {e}"),
-            )
-        })?;
-        let mut builder = http::Request::builder()
-            .method(request.method.clone())
-            .uri(uri);
+        let uri: Uri = self
+            .url_for(&request.path)
+            .parse()
+            .map_err(|e| DeliveryError::new(DeliveryErrorKind::Invalid, system, format!("invalid URL: {e}")))?;
+        let mut builder = http::Request::builder().method(request.method.clone()).uri(uri);
         let headers = builder.headers_mut().expect("a fresh builder has headers");
         for (name, value) in self.fixed_headers.iter() {
             headers.insert(name.clone(), value.clone());
@@ -224,29 +211,16 @@ impl HttpSink {
 
         let timeout = request.timeout.unwrap_or(self.config.request_timeout);
         let exchange = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| classify(system, &e))?;
+            let resp = self.client.request(req).await.map_err(|e| classify(system, &e))?;
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, MAX_REPLY_BYTES)
                 .collect()
                 .await
                 .map_err(|e| {
-                    DeliveryError::new(
-                        DeliveryErrorKind::Io,
-                        system,
-                        format!("reading the answer failed: {e}"),
-                    )
+                    DeliveryError::new(DeliveryErrorKind::Io, system, format!("reading the answer failed: {e}"))
                 })?
                 .to_bytes();
-            Ok(HttpReply {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-                attempts: 1,
-            })
+            Ok(HttpReply { status: parts.status, headers: parts.headers, body, attempts: 1 })
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
@@ -264,23 +238,13 @@ fn classify(system: &str, e: &hyper_util::client::legacy::Error) -> DeliveryErro
         detail.push_str(&s.to_string());
         source = s.source();
     }
-    let kind = if e.is_connect() {
-        DeliveryErrorKind::Connect
-    } else {
-        DeliveryErrorKind::Io
-    };
+    let kind = if e.is_connect() { DeliveryErrorKind::Connect } else { DeliveryErrorKind::Io };
     DeliveryError::new(kind, system, detail)
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is rare from business systems and ignored).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let secs: u64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_secs(secs))
 }
 
@@ -311,38 +275,23 @@ mod tests {
     #[test]
     fn paths_are_joined_to_the_base_url() {
         let s = sink("http://127.0.0.1:9101/k3cloud/");
-        assert_eq!(
-            s.url_for("/Save.kdsvc"),
-            "http://127.0.0.1:9101/k3cloud/Save.kdsvc"
-        );
-        assert_eq!(
-            s.url_for("Save.kdsvc"),
-            "http://127.0.0.1:9101/k3cloud/Save.kdsvc"
-        );
-        assert_eq!(
-            s.url_for("?method=x"),
-            "http://127.0.0.1:9101/k3cloud?method=x"
-        );
+        assert_eq!(s.url_for("/Save.kdsvc"), "http://127.0.0.1:9101/k3cloud/Save.kdsvc");
+        assert_eq!(s.url_for("Save.kdsvc"), "http://127.0.0.1:9101/k3cloud/Save.kdsvc");
+        assert_eq!(s.url_for("?method=x"), "http://127.0.0.1:9101/k3cloud?method=x");
     }
 
     #[test]
     fn other_schemes_are_refused() {
-        let err = HttpSink::new(HttpSinkConfig {
-            base_url: "ftp://x".parse().unwrap(),
-            ..sink("http://x").config().clone()
-        })
-        .unwrap_err();
+        let err =
+            HttpSink::new(HttpSinkConfig { base_url: "ftp://x".parse().unwrap(), ..sink("http://x").config().clone() })
+                .unwrap_err();
         assert!(err.contains("ftp"), "{err}");
     }
 
     #[tokio::test]
     async fn a_closed_port_is_a_retried_connect_error() {
         // Bind then drop to get a port nobody listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let s = sink(&format!("http://127.0.0.1:{port}"));
         let req = HttpRequest {
             method: Method::POST,
@@ -363,10 +312,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_static("3"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-        h.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
+        h.insert(RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
         assert_eq!(retry_after(&h), None);
     }
 }

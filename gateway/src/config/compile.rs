@@ -19,9 +19,7 @@ use crate::mapping::{self, Lookup, Root, Template, Uses};
 use crate::routing::{AddError, Router};
 use crate::schema::Schema;
 
-const METHODS: [&str; 9] = [
-    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE",
-];
+const METHODS: [&str; 9] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE"];
 
 struct Ctx<'a> {
     dir: &'a Path,
@@ -46,11 +44,7 @@ impl Ctx<'_> {
                 if !text.value[..e.offset].contains('\n') {
                     place.column += text.value[..e.offset].chars().count() as u64;
                 }
-                self.error(
-                    place,
-                    e.message,
-                    Some("set the variable, or give a default: `${NAME:-value}`".into()),
-                );
+                self.error(place, e.message, Some("set the variable, or give a default: `${NAME:-value}`".into()));
                 None
             }
         }
@@ -58,16 +52,8 @@ impl Ctx<'_> {
 }
 
 /// Compiles the parsed files of config directory `dir`.
-pub fn compile(
-    dir: &Path,
-    files: &[(PathBuf, RawFile)],
-    env: &dyn EnvSource,
-) -> Result<Config, Vec<Diagnostic>> {
-    let mut cx = Ctx {
-        dir,
-        env,
-        diags: Vec::new(),
-    };
+pub fn compile(dir: &Path, files: &[(PathBuf, RawFile)], env: &dyn EnvSource) -> Result<Config, Vec<Diagnostic>> {
+    let mut cx = Ctx { dir, env, diags: Vec::new() };
 
     let server = compile_server(&mut cx, files);
 
@@ -86,10 +72,7 @@ pub fn compile(
                 continue;
             }
             lookup_places.insert(name.value.clone(), place);
-            lookups.insert(
-                name.value.clone(),
-                Arc::new(Lookup::from_raw(&name.value, table)),
-            );
+            lookups.insert(name.value.clone(), Arc::new(Lookup::from_raw(&name.value, table)));
         }
     }
 
@@ -150,39 +133,32 @@ pub fn compile(
             }
             route_places.insert(name.value.clone(), place.clone());
             check_name(&mut cx, &place, "route", &name.value);
-            let Some(compiled) = compile_route(
-                &mut cx,
-                file,
-                &name.value,
-                route,
-                &server,
-                &systems,
-                &lookups,
-            ) else {
+            let Some(compiled) = compile_route(&mut cx, file, &name.value, route, &server, &systems, &lookups) else {
                 continue;
             };
             let index = routes.len();
-            let path_text = &route
-                .from
-                .value
-                .http
-                .as_ref()
-                .expect("compile_route checked")
-                .path;
+            let path_text = &route.from.value.http.as_ref().expect("compile_route checked").path;
             match router.add(&compiled.path, &compiled.methods, index) {
                 Ok(()) => routes.push(Arc::new(compiled)),
                 Err(AddError::Duplicate { other }) => {
                     let other = &routes[other];
                     cx.error(
                         Place::at(file, &path_text.referenced),
-                        format!("duplicate route path: route `{}` already takes {} {}", other.name, methods_text(&compiled.methods), compiled.path),
+                        format!(
+                            "duplicate route path: route `{}` already takes {} {}",
+                            other.name,
+                            methods_text(&compiled.methods),
+                            compiled.path
+                        ),
                         Some(format!("route `{}` is defined in {}", other.name, other.file.display())),
                     );
                 }
                 Err(AddError::Conflict { detail }) => cx.error(
                     Place::at(file, &path_text.referenced),
                     format!("route path `{}` overlaps another route's path: {detail}", compiled.path),
-                    Some("two patterns may not differ only in a parameter name; see docs/configuration.md#paths".into()),
+                    Some(
+                        "two patterns may not differ only in a parameter name; see docs/configuration.md#paths".into(),
+                    ),
                 ),
             }
         }
@@ -191,41 +167,23 @@ pub fn compile(
     if cx.diags.iter().any(Diagnostic::is_error) {
         return Err(cx.diags);
     }
-    Ok(Config {
-        dir: dir.to_path_buf(),
-        server,
-        systems,
-        routes,
-        router,
-        warnings: cx.diags,
-    })
+    Ok(Config { dir: dir.to_path_buf(), server, systems, routes, router, warnings: cx.diags })
 }
 
 fn methods_text(methods: &[Option<Method>]) -> String {
     if methods.iter().any(Option::is_none) {
         return "every method on".into();
     }
-    methods
-        .iter()
-        .flatten()
-        .map(Method::as_str)
-        .collect::<Vec<_>>()
-        .join(",")
+    methods.iter().flatten().map(Method::as_str).collect::<Vec<_>>().join(",")
 }
 
 fn check_name(cx: &mut Ctx<'_>, place: &Place, what: &str, name: &str) {
-    let ok = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !ok {
         cx.error(
             place.clone(),
             format!("{what} name `{name}` may only use ASCII letters, digits, `-`, `_` and `.`"),
-            Some(
-                "names appear in metrics, logs and queue names; put free text in `description`"
-                    .into(),
-            ),
+            Some("names appear in metrics, logs and queue names; put free text in `description`".into()),
         );
     }
 }
@@ -254,19 +212,14 @@ fn compile_server(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) -> ServerSetti
             grace_period_seconds,
             graceful_shutdown_timeout_seconds,
         } = &server.value;
-        for (text, slot) in [
-            (listen, &mut settings.listen),
-            (admin_listen, &mut settings.admin_listen),
-        ] {
+        for (text, slot) in [(listen, &mut settings.listen), (admin_listen, &mut settings.admin_listen)] {
             if let Some(text) = text {
                 if let Some(v) = cx.env_value(file, text) {
                     if v.parse::<std::net::SocketAddr>().is_err() {
                         cx.error(
                             Place::at(file, &text.referenced),
                             format!("`{v}` is not an address to listen on"),
-                            Some(
-                                "write it as host:port, e.g. 127.0.0.1:8080 or 0.0.0.0:8080".into(),
-                            ),
+                            Some("write it as host:port, e.g. 127.0.0.1:8080 or 0.0.0.0:8080".into()),
                         );
                     }
                     *slot = v;
@@ -306,7 +259,11 @@ fn compile_http(
     let url = match url::Url::parse(&base) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
         Ok(u) => {
-            cx.error(base_place, format!("base_url `{base}` must be an http:// or https:// URL with a host (scheme is {})", u.scheme()), None);
+            cx.error(
+                base_place,
+                format!("base_url `{base}` must be an http:// or https:// URL with a host (scheme is {})", u.scheme()),
+                None,
+            );
             return None;
         }
         Err(e) => {
@@ -330,11 +287,7 @@ fn compile_http(
     for (name, value) in &raw.headers {
         let place = Place::at(file, &name.referenced);
         let Ok(hname) = HeaderName::from_bytes(name.value.as_bytes()) else {
-            cx.error(
-                place,
-                format!("`{}` is not a valid header name", name.value),
-                None,
-            );
+            cx.error(place, format!("`{}` is not a valid header name", name.value), None);
             continue;
         };
         let Some(v) = cx.env_value(file, value) else {
@@ -344,10 +297,7 @@ fn compile_http(
             Ok(hv) => headers.push((hname, hv)),
             Err(_) => cx.error(
                 Place::at(file, &value.referenced),
-                format!(
-                    "the value of header `{}` is not a valid header value",
-                    name.value
-                ),
+                format!("the value of header `{}` is not a valid header value", name.value),
                 None,
             ),
         }
@@ -357,14 +307,9 @@ fn compile_http(
         None => None,
         Some(RawAuth::Basic { username, password }) => {
             let (u, p) = (cx.env_value(file, username), cx.env_value(file, password));
-            Some(HttpAuth::Basic {
-                username: u?,
-                password: p?,
-            })
+            Some(HttpAuth::Basic { username: u?, password: p? })
         }
-        Some(RawAuth::Bearer { token }) => Some(HttpAuth::Bearer {
-            token: cx.env_value(file, token)?,
-        }),
+        Some(RawAuth::Bearer { token }) => Some(HttpAuth::Bearer { token: cx.env_value(file, token)? }),
         Some(RawAuth::Header { name, value }) => {
             let Ok(hname) = HeaderName::from_bytes(name.value.as_bytes()) else {
                 cx.error(
@@ -374,10 +319,7 @@ fn compile_http(
                 );
                 return None;
             };
-            Some(HttpAuth::Header {
-                name: hname,
-                value: cx.env_value(file, value)?,
-            })
+            Some(HttpAuth::Header { name: hname, value: cx.env_value(file, value)? })
         }
     };
     let mut all_headers = headers.clone();
@@ -393,14 +335,8 @@ fn compile_http(
         None => defaults,
         Some(r) => RetryPolicy {
             max_attempts: r.max_attempts.unwrap_or(defaults.max_attempts).max(1),
-            initial_backoff: r
-                .initial_backoff_ms
-                .map(Duration::from_millis)
-                .unwrap_or(defaults.initial_backoff),
-            max_backoff: r
-                .max_backoff_ms
-                .map(Duration::from_millis)
-                .unwrap_or(defaults.max_backoff),
+            initial_backoff: r.initial_backoff_ms.map(Duration::from_millis).unwrap_or(defaults.initial_backoff),
+            max_backoff: r.max_backoff_ms.map(Duration::from_millis).unwrap_or(defaults.max_backoff),
             retry_statuses: r.retry_statuses.clone().unwrap_or(defaults.retry_statuses),
         },
     };
@@ -426,18 +362,13 @@ fn compile_http(
     };
     let tls = url.scheme() == "https";
     let host = url.host_str().expect("checked above").to_string();
-    let port = url
-        .port_or_known_default()
-        .unwrap_or(if tls { 443 } else { 80 });
+    let port = url.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
     let authority = match url.port() {
         Some(p) => format!("{host}:{p}"),
         None => host.clone(),
     };
     let proxy = ProxyTarget {
-        host: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
+        host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
         port,
         tls,
         base_path: url.path().trim_end_matches('/').to_string(),
@@ -472,18 +403,10 @@ fn compile_route(
     let path = http.path.value.trim().to_string();
     let path_place = Place::at(file, &http.path.referenced);
     if !path.starts_with('/') {
-        cx.error(
-            path_place.clone(),
-            format!("route path `{path}` must start with `/`"),
-            None,
-        );
+        cx.error(path_place.clone(), format!("route path `{path}` must start with `/`"), None);
     }
     let is_message = raw.schema.is_some() || raw.map.is_some();
-    let kind = if is_message {
-        RouteKind::Message
-    } else {
-        RouteKind::Proxy
-    };
+    let kind = if is_message { RouteKind::Message } else { RouteKind::Proxy };
 
     let methods: Vec<Option<Method>> = match &http.methods {
         None if is_message => vec![Some(Method::POST)],
@@ -496,27 +419,17 @@ fn compile_route(
                     return Some(None);
                 }
                 if METHODS.contains(&upper.as_str()) {
-                    Some(Some(
-                        Method::from_bytes(upper.as_bytes()).expect("known method"),
-                    ))
+                    Some(Some(Method::from_bytes(upper.as_bytes()).expect("known method")))
                 } else {
                     let hint = suggest(&upper, METHODS);
-                    cx.error(
-                        Place::at(file, &m.referenced),
-                        format!("unknown HTTP method `{}`", m.value),
-                        Some(hint),
-                    );
+                    cx.error(Place::at(file, &m.referenced), format!("unknown HTTP method `{}`", m.value), Some(hint));
                     None
                 }
             })
             .collect(),
     };
     if methods.is_empty() {
-        cx.error(
-            path_place.clone(),
-            "`methods` is empty",
-            Some("list at least one method, e.g. [POST]".into()),
-        );
+        cx.error(path_place.clone(), "`methods` is empty", Some("list at least one method, e.g. [POST]".into()));
     }
 
     let validate_formats = raw.validate_formats.unwrap_or(server.validate_formats);
@@ -527,7 +440,10 @@ fn compile_route(
             cx.error(
                 place,
                 format!("schema file `{}` not found", s.value),
-                Some(format!("paths are relative to the config directory {}; schemas usually live in schemas/", cx.dir.display())),
+                Some(format!(
+                    "paths are relative to the config directory {}; schemas usually live in schemas/",
+                    cx.dir.display()
+                )),
             );
             return None;
         }
@@ -543,17 +459,11 @@ fn compile_route(
     // The route's own lookup tables shadow the shared ones.
     let mut lookups = shared_lookups.clone();
     for (lname, table) in &raw.lookups {
-        lookups.insert(
-            lname.value.clone(),
-            Arc::new(Lookup::from_raw(&lname.value, table)),
-        );
+        lookups.insert(lname.value.clone(), Arc::new(Lookup::from_raw(&lname.value, table)));
     }
     let mut uses = Uses::default();
     let mapping = raw.map.as_ref().and_then(|m| {
-        let env = mapping::CompileEnv {
-            file,
-            lookups: &lookups,
-        };
+        let env = mapping::CompileEnv { file, lookups: &lookups };
         let compiled = mapping::compile(m, &env, &mut cx.diags)?;
         uses.merge(compiled.uses);
         Some(compiled)
@@ -609,6 +519,7 @@ fn warn_unused_lookups(cx: &mut Ctx<'_>, file: &Path, raw: &RawRoute) {
                 matches!(&ops.lookup, Some(l) if matches!(&l.value, RawLookupRef::Named(n) if n == name))
                     || ops.map.as_ref().is_some_and(|m| map_uses(m, name))
                     || ops.item.as_ref().is_some_and(|i| spec_uses(&i.value, name))
+                    || ops.list.as_ref().is_some_and(|l| l.iter().any(|i| spec_uses(&i.value, name)))
             }
         }
     }
@@ -637,11 +548,7 @@ fn compile_destination(
     let place = Place::at(file, &raw.system.referenced);
     let Some(system) = systems.get(&raw.system.value) else {
         let hint = suggest(&raw.system.value, systems.keys().map(String::as_str));
-        cx.error(
-            place,
-            format!("unknown system `{}`", raw.system.value),
-            Some(hint),
-        );
+        cx.error(place, format!("unknown system `{}`", raw.system.value), Some(hint));
         return None;
     };
     if system.http.is_none() {
@@ -672,22 +579,21 @@ fn compile_destination(
                 for p in t.paths() {
                     uses.note(p);
                     if p.root == Root::Params {
-                        let name = p
-                            .steps
-                            .first()
-                            .map(|s| s.key.to_string())
-                            .unwrap_or_default();
+                        let name = p.steps.first().map(|s| s.key.to_string()).unwrap_or_default();
                         if !params.contains(&name) {
                             let hint = if params.is_empty() {
                                 "the route's path has no parameters; `$`-paths such as {$meta.message_id} read message data".to_string()
                             } else {
                                 suggest(&name, params.iter().map(String::as_str))
                             };
-                            cx.error(tplace.clone(), format!("{what} uses `{{{name}}}`, which is not a parameter of the route's path"), Some(hint));
+                            cx.error(
+                                tplace.clone(),
+                                format!("{what} uses `{{{name}}}`, which is not a parameter of the route's path"),
+                                Some(hint),
+                            );
                         }
                     }
-                    if kind == RouteKind::Proxy && matches!(p.root, Root::Current | Root::Document)
-                    {
+                    if kind == RouteKind::Proxy && matches!(p.root, Root::Current | Root::Document) {
                         cx.error(
                             tplace.clone(),
                             format!("{what} of a proxy route cannot read the body"),
@@ -720,11 +626,7 @@ fn compile_destination(
     let mut headers = Vec::new();
     for (name, value) in &raw.headers {
         let Ok(hname) = HeaderName::from_bytes(name.value.as_bytes()) else {
-            cx.error(
-                Place::at(file, &name.referenced),
-                format!("`{}` is not a valid header name", name.value),
-                None,
-            );
+            cx.error(Place::at(file, &name.referenced), format!("`{}` is not a valid header name", name.value), None);
             continue;
         };
         if let Some(t) = template(value, "header", cx) {

@@ -20,19 +20,11 @@ pub struct Place {
 
 impl Place {
     pub fn file(file: &Path) -> Self {
-        Self {
-            file: file.to_path_buf(),
-            line: 0,
-            column: 0,
-        }
+        Self { file: file.to_path_buf(), line: 0, column: 0 }
     }
 
     pub fn at(file: &Path, loc: &serde_saphyr::Location) -> Self {
-        Self {
-            file: file.to_path_buf(),
-            line: loc.line(),
-            column: loc.column(),
-        }
+        Self { file: file.to_path_buf(), line: loc.line(), column: loc.column() }
     }
 }
 
@@ -57,21 +49,11 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(place: Place, message: impl Into<String>) -> Self {
-        Self {
-            severity: Severity::Error,
-            place,
-            message: message.into(),
-            hint: None,
-        }
+        Self { severity: Severity::Error, place, message: message.into(), hint: None }
     }
 
     pub fn warning(place: Place, message: impl Into<String>) -> Self {
-        Self {
-            severity: Severity::Warning,
-            place,
-            message: message.into(),
-            hint: None,
-        }
+        Self { severity: Severity::Warning, place, message: message.into(), hint: None }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -114,11 +96,7 @@ pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str> + C
         Some(n) => format!("did you mean `{n}`?"),
         None => {
             let all: Vec<&str> = candidates.into_iter().collect();
-            if all.is_empty() {
-                "none are defined".to_string()
-            } else {
-                format!("valid: {}", all.join(", "))
-            }
+            if all.is_empty() { "none are defined".to_string() } else { format!("valid: {}", all.join(", ")) }
         }
     }
 }
@@ -131,10 +109,7 @@ mod tests {
     fn near_names_are_suggested() {
         assert_eq!(nearest("erpp", ["erp", "crm", "wms"]), Some("erp"));
         assert_eq!(
-            nearest(
-                "request_timout_ms",
-                ["request_timeout_ms", "connect_timeout_ms"]
-            ),
+            nearest("request_timout_ms", ["request_timeout_ms", "connect_timeout_ms"]),
             Some("request_timeout_ms")
         );
         assert_eq!(nearest("zzz", ["erp", "crm"]), None);
@@ -143,18 +118,8 @@ mod tests {
 
     #[test]
     fn display_has_file_line_column_and_hint() {
-        let d = Diagnostic::error(
-            Place {
-                file: "routes/a.yaml".into(),
-                line: 3,
-                column: 9,
-            },
-            "unknown system `erpp`",
-        )
-        .hint("did you mean `erp`?");
-        assert_eq!(
-            d.to_string(),
-            "routes/a.yaml:3:9: error: unknown system `erpp`\n  hint: did you mean `erp`?"
-        );
+        let d = Diagnostic::error(Place { file: "routes/a.yaml".into(), line: 3, column: 9 }, "unknown system `erpp`")
+            .hint("did you mean `erp`?");
+        assert_eq!(d.to_string(), "routes/a.yaml:3:9: error: unknown system `erpp`\n  hint: did you mean `erp`?");
     }
 }

@@ -26,11 +26,7 @@ pub struct Overlay(pub Vec<(String, String)>);
 
 impl EnvSource for Overlay {
     fn var(&self, name: &str) -> Option<String> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .or_else(|| std::env::var(name).ok())
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).or_else(|| std::env::var(name).ok())
     }
 }
 
@@ -64,10 +60,7 @@ pub fn interpolate(value: &str, env: &dyn EnvSource) -> Result<String, EnvError>
         }
         let offset = consumed + pos;
         let Some(end) = after.find('}') else {
-            return Err(EnvError {
-                offset,
-                message: "`${` is not closed by `}`".into(),
-            });
+            return Err(EnvError { offset, message: "`${` is not closed by `}`".into() });
         };
         let inner = &after[2..end];
         let (name, default) = match inner.split_once(":-") {
@@ -77,9 +70,7 @@ pub fn interpolate(value: &str, env: &dyn EnvSource) -> Result<String, EnvError>
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(EnvError {
                 offset,
-                message: format!(
-                    "`${{{inner}}}` is not a valid variable reference (letters, digits and _ only)"
-                ),
+                message: format!("`${{{inner}}}` is not a valid variable reference (letters, digits and _ only)"),
             });
         }
         match (env.var(name).filter(|v| !v.is_empty()), default) {
@@ -104,22 +95,13 @@ mod tests {
     use super::*;
 
     fn env() -> Overlay {
-        Overlay(vec![
-            ("ERP_URL".into(), "http://erp:8000".into()),
-            ("EMPTY".into(), String::new()),
-        ])
+        Overlay(vec![("ERP_URL".into(), "http://erp:8000".into()), ("EMPTY".into(), String::new())])
     }
 
     #[test]
     fn set_variables_are_replaced() {
-        assert_eq!(
-            interpolate("${ERP_URL}/k3cloud", &env()).unwrap(),
-            "http://erp:8000/k3cloud"
-        );
-        assert_eq!(
-            interpolate("${ERP_URL:-http://x}", &env()).unwrap(),
-            "http://erp:8000"
-        );
+        assert_eq!(interpolate("${ERP_URL}/k3cloud", &env()).unwrap(), "http://erp:8000/k3cloud");
+        assert_eq!(interpolate("${ERP_URL:-http://x}", &env()).unwrap(), "http://erp:8000");
     }
 
     #[test]
@@ -136,19 +118,12 @@ mod tests {
     fn unset_without_default_is_an_error_with_its_offset() {
         let err = interpolate("Bearer ${QIAO_TEST_UNSET_TOKEN}", &env()).unwrap_err();
         assert_eq!(err.offset, 7);
-        assert!(
-            err.message.contains("QIAO_TEST_UNSET_TOKEN"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("QIAO_TEST_UNSET_TOKEN"), "{}", err.message);
     }
 
     #[test]
     fn escapes_and_plain_dollars_are_kept() {
-        assert_eq!(
-            interpolate("price $5 and $${HOME}", &env()).unwrap(),
-            "price $5 and ${HOME}"
-        );
+        assert_eq!(interpolate("price $5 and $${HOME}", &env()).unwrap(), "price $5 and ${HOME}");
     }
 
     #[test]

@@ -14,11 +14,8 @@ pub fn load_dir(dir: &Path) -> (Vec<(PathBuf, RawFile)>, Vec<Diagnostic>) {
         Ok(e) => e,
         Err(e) => {
             diags.push(
-                Diagnostic::error(
-                    Place::file(dir),
-                    format!("cannot read the config directory: {e}"),
-                )
-                .hint("pass the directory that holds your route files, e.g. `qiao check routes/`"),
+                Diagnostic::error(Place::file(dir), format!("cannot read the config directory: {e}"))
+                    .hint("pass the directory that holds your route files, e.g. `qiao check routes/`"),
             );
             return (Vec::new(), diags);
         }
@@ -26,9 +23,7 @@ pub fn load_dir(dir: &Path) -> (Vec<(PathBuf, RawFile)>, Vec<Diagnostic>) {
     let mut paths: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| {
-            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-        })
+        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
         .collect();
     paths.sort();
     if paths.is_empty() {
@@ -42,10 +37,7 @@ pub fn load_dir(dir: &Path) -> (Vec<(PathBuf, RawFile)>, Vec<Diagnostic>) {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
-                diags.push(Diagnostic::error(
-                    Place::file(&path),
-                    format!("cannot read: {e}"),
-                ));
+                diags.push(Diagnostic::error(Place::file(&path), format!("cannot read: {e}")));
                 continue;
             }
         };
@@ -122,11 +114,7 @@ mod tests {
         let (files, diags) = load_dir(dir.path());
         assert_eq!(files.len(), 1, "the empty file loads");
         assert_eq!(diags.len(), 2, "{diags:#?}");
-        assert!(
-            diags[0].to_string().contains("did you mean `systems`?"),
-            "{}",
-            diags[0]
-        );
+        assert!(diags[0].to_string().contains("did you mean `systems`?"), "{}", diags[0]);
         assert!(diags[1].place.file.ends_with("b.yml"));
     }
 
@@ -134,10 +122,6 @@ mod tests {
     fn a_missing_directory_is_one_clear_error() {
         let (_, diags) = load_dir(Path::new("/nonexistent/qiao/routes"));
         assert_eq!(diags.len(), 1);
-        assert!(
-            diags[0]
-                .message
-                .contains("cannot read the config directory")
-        );
+        assert!(diags[0].message.contains("cannot read the config directory"));
     }
 }

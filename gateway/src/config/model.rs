@@ -41,9 +41,7 @@ impl Default for ServerSettings {
         Self {
             listen: "127.0.0.1:8080".into(),
             admin_listen: "127.0.0.1:9090".into(),
-            threads: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             max_body_bytes: 10 * 1024 * 1024,
             validate_formats: true,
             grace_period_seconds: 5,

@@ -244,6 +244,8 @@ pub struct RawFieldOps {
     pub each: Option<Text>,
     /// With `each`: how one element is computed when it is not an object (`map`).
     pub item: Option<Box<Spanned<RawFieldSpec>>>,
+    /// Build an array from a list of field specs, in order; absent values are left out.
+    pub list: Option<Vec<Spanned<RawFieldSpec>>>,
 }
 
 #[derive(Debug)]
@@ -269,9 +271,7 @@ impl<'de> Deserialize<'de> for RawFieldSpec {
         impl<'de> Visitor<'de> for V {
             type Value = RawFieldSpec;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str(
-                    "a source path or a map of mapping operations (from, const, template, ...)",
-                )
+                f.write_str("a source path or a map of mapping operations (from, const, template, ...)")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 Ok(RawFieldSpec::Path(v.to_string()))
@@ -297,8 +297,7 @@ impl<'de> Deserialize<'de> for RawLookupRef {
                 Ok(RawLookupRef::Named(v.to_string()))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                RawLookup::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(RawLookupRef::Inline)
+                RawLookup::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawLookupRef::Inline)
             }
         }
         d.deserialize_any(V)
@@ -321,8 +320,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
                 Ok(OneOrMany(items))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                T::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(|t| OneOrMany(vec![t]))
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(|t| OneOrMany(vec![t]))
             }
         }
         d.deserialize_any(V(std::marker::PhantomData))

@@ -39,9 +39,7 @@ pub enum DateParse {
     Pattern(String),
 }
 
-pub const NAMES: [&str; 8] = [
-    "string", "number", "integer", "boolean", "date", "datetime", "epoch_ms", "epoch_s",
-];
+pub const NAMES: [&str; 8] = ["string", "number", "integer", "boolean", "date", "datetime", "epoch_ms", "epoch_s"];
 
 impl Coerce {
     /// `name` is one of [`NAMES`]; the date options apply to the date kinds only.
@@ -84,10 +82,7 @@ impl Coerce {
             Self::Boolean => to_bool(&value),
             Self::Date(spec) => {
                 let dt = spec.read(&value)?;
-                Ok(Value::String(
-                    dt.format(spec.format.as_deref().unwrap_or("%Y-%m-%d"))
-                        .to_string(),
-                ))
+                Ok(Value::String(dt.format(spec.format.as_deref().unwrap_or("%Y-%m-%d")).to_string()))
             }
             Self::DateTime(spec) => {
                 let dt = spec.read(&value)?;
@@ -104,11 +99,7 @@ impl Coerce {
 
 fn describe(value: &Value) -> String {
     let text = value.to_string();
-    if text.chars().count() > 40 {
-        format!("{}…", text.chars().take(40).collect::<String>())
-    } else {
-        text
-    }
+    if text.chars().count() > 40 { format!("{}…", text.chars().take(40).collect::<String>()) } else { text }
 }
 
 fn to_string(value: Value) -> Result<Value, String> {
@@ -135,18 +126,13 @@ fn to_number(value: &Value, integer: bool) -> Result<Value, String> {
             if let Ok(i) = t.parse::<i64>() {
                 Number::from(i)
             } else if let Some(f) = t.parse::<f64>().ok().filter(|f| f.is_finite()) {
-                Number::from_f64(f)
-                    .ok_or_else(|| format!("cannot coerce {} to {target}", describe(value)))?
+                Number::from_f64(f).ok_or_else(|| format!("cannot coerce {} to {target}", describe(value)))?
             } else {
                 return Err(format!("cannot coerce {} to {target}", describe(value)));
             }
         }
         other => {
-            return Err(format!(
-                "cannot coerce {} ({}) to {target}",
-                describe(other),
-                kind_of(other)
-            ));
+            return Err(format!("cannot coerce {} ({}) to {target}", describe(other), kind_of(other)));
         }
     };
     if !integer || n.is_i64() || n.is_u64() {
@@ -154,10 +140,7 @@ fn to_number(value: &Value, integer: bool) -> Result<Value, String> {
     }
     match n.as_f64() {
         Some(f) if f.fract() == 0.0 && f.abs() < 9.0e18 => Ok(Value::from(f as i64)),
-        _ => Err(format!(
-            "cannot coerce {} to an integer without losing its fraction",
-            describe(value)
-        )),
+        _ => Err(format!("cannot coerce {} to an integer without losing its fraction", describe(value))),
     }
 }
 
@@ -218,28 +201,16 @@ impl DateSpec {
 
     fn read(&self, value: &Value) -> Result<DateTime<FixedOffset>, String> {
         let dt = self.parse_value(value)?;
-        Ok(if self.explicit_tz {
-            dt.with_timezone(&self.tz)
-        } else {
-            dt
-        })
+        Ok(if self.explicit_tz { dt.with_timezone(&self.tz) } else { dt })
     }
 
     fn from_epoch(&self, n: i64, millis: bool) -> Result<DateTime<FixedOffset>, String> {
-        let utc = if millis {
-            DateTime::from_timestamp_millis(n)
-        } else {
-            DateTime::from_timestamp(n, 0)
-        };
-        utc.map(|d| d.with_timezone(&self.tz))
-            .ok_or_else(|| format!("{n} is out of the range of dates"))
+        let utc = if millis { DateTime::from_timestamp_millis(n) } else { DateTime::from_timestamp(n, 0) };
+        utc.map(|d| d.with_timezone(&self.tz)).ok_or_else(|| format!("{n} is out of the range of dates"))
     }
 
     fn naive(&self, n: NaiveDateTime) -> Result<DateTime<FixedOffset>, String> {
-        self.tz
-            .from_local_datetime(&n)
-            .single()
-            .ok_or_else(|| format!("{n} does not exist in {}", self.tz))
+        self.tz.from_local_datetime(&n).single().ok_or_else(|| format!("{n} does not exist in {}", self.tz))
     }
 
     fn parse_value(&self, value: &Value) -> Result<DateTime<FixedOffset>, String> {
@@ -265,10 +236,7 @@ impl DateSpec {
                 if let Ok(d) = NaiveDate::parse_from_str(s, p) {
                     return self.naive(d.and_hms_opt(0, 0, 0).expect("midnight"));
                 }
-                return Err(format!(
-                    "cannot read {} with the format `{p}`",
-                    describe(value)
-                ));
+                return Err(format!("cannot read {} with the format `{p}`", describe(value)));
             }
             DateParse::Auto => {}
         }
@@ -289,12 +257,7 @@ impl DateSpec {
         if s.len() >= 12 && s.bytes().all(|b| b.is_ascii_digit()) {
             return self.from_epoch(s.parse().map_err(|_| err())?, s.len() > 10);
         }
-        for f in [
-            "%Y-%m-%d %H:%M:%S%.f",
-            "%Y-%m-%dT%H:%M:%S%.f",
-            "%Y/%m/%d %H:%M:%S",
-            "%Y-%m-%d %H:%M",
-        ] {
+        for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y/%m/%d %H:%M:%S", "%Y-%m-%d %H:%M"] {
             if let Ok(n) = NaiveDateTime::parse_from_str(s, f) {
                 return self.naive(n);
             }
@@ -318,11 +281,7 @@ mod tests {
     }
 
     fn cst() -> DateSpec {
-        DateSpec {
-            tz: parse_offset("+08:00").unwrap(),
-            explicit_tz: true,
-            ..DateSpec::utc()
-        }
+        DateSpec { tz: parse_offset("+08:00").unwrap(), explicit_tz: true, ..DateSpec::utc() }
     }
 
     #[test]
@@ -333,12 +292,7 @@ mod tests {
         assert_eq!(c("string").apply(json!(20.0)).unwrap(), json!("20"));
         assert_eq!(c("string").apply(json!(96.5)).unwrap(), json!("96.5"));
         assert_eq!(c("string").apply(json!(true)).unwrap(), json!("true"));
-        assert!(
-            c("number")
-                .apply(json!("abc"))
-                .unwrap_err()
-                .contains("\"abc\"")
-        );
+        assert!(c("number").apply(json!("abc")).unwrap_err().contains("\"abc\""));
         assert!(c("number").apply(json!({"a": 1})).is_err());
         assert!(c("string").apply(json!([1])).is_err());
     }
@@ -348,12 +302,7 @@ mod tests {
         assert_eq!(c("integer").apply(json!("20")).unwrap(), json!(20));
         assert_eq!(c("integer").apply(json!(20.0)).unwrap(), json!(20));
         assert_eq!(c("integer").apply(json!("96.0")).unwrap(), json!(96));
-        assert!(
-            c("integer")
-                .apply(json!(96.5))
-                .unwrap_err()
-                .contains("fraction")
-        );
+        assert!(c("integer").apply(json!(96.5)).unwrap_err().contains("fraction"));
     }
 
     #[test]
@@ -366,11 +315,7 @@ mod tests {
             (json!("否"), false),
             (json!(false), false),
         ] {
-            assert_eq!(
-                c("boolean").apply(input.clone()).unwrap(),
-                json!(expect),
-                "{input}"
-            );
+            assert_eq!(c("boolean").apply(input.clone()).unwrap(), json!(expect), "{input}");
         }
         assert!(c("boolean").apply(json!("maybe")).is_err());
         assert!(c("boolean").apply(json!(2)).is_err());
@@ -389,18 +334,9 @@ mod tests {
         assert_eq!(d.apply(json!("2025-03-18")).unwrap(), json!("2025-03-18"));
         assert_eq!(d.apply(json!("2025/03/18")).unwrap(), json!("2025-03-18"));
         assert_eq!(d.apply(json!("20250318")).unwrap(), json!("2025-03-18"));
-        assert_eq!(
-            d.apply(json!("2025-03-20 14:32:10")).unwrap(),
-            json!("2025-03-20")
-        );
-        assert_eq!(
-            d.apply(json!("2025-03-25T08:00:00+08:00")).unwrap(),
-            json!("2025-03-25")
-        );
-        assert_eq!(
-            d.apply(json!("/Date(1744243200000)/")).unwrap(),
-            json!("2025-04-10")
-        );
+        assert_eq!(d.apply(json!("2025-03-20 14:32:10")).unwrap(), json!("2025-03-20"));
+        assert_eq!(d.apply(json!("2025-03-25T08:00:00+08:00")).unwrap(), json!("2025-03-25"));
+        assert_eq!(d.apply(json!("/Date(1744243200000)/")).unwrap(), json!("2025-04-10"));
         assert!(d.apply(json!("2025-13-45")).is_err());
         assert!(d.apply(json!(true)).is_err());
     }
@@ -409,23 +345,14 @@ mod tests {
     fn epoch_milliseconds_become_local_dates_in_the_named_timezone() {
         // DingTalk createTime 1742274000000 = 2025-03-18T05:00:00Z = 13:00 in Beijing.
         let spec = cst();
+        assert_eq!(Coerce::Date(spec.clone()).apply(json!(1742274000000_i64)).unwrap(), json!("2025-03-18"));
         assert_eq!(
-            Coerce::Date(spec.clone())
-                .apply(json!(1742274000000_i64))
-                .unwrap(),
-            json!("2025-03-18")
-        );
-        assert_eq!(
-            Coerce::DateTime(spec.clone())
-                .apply(json!(1742274000000_i64))
-                .unwrap(),
+            Coerce::DateTime(spec.clone()).apply(json!(1742274000000_i64)).unwrap(),
             json!("2025-03-18T13:00:00+08:00")
         );
         // Feishu sends the same as a string.
         assert_eq!(
-            Coerce::DateTime(spec)
-                .apply(json!("1742281200123"))
-                .unwrap(),
+            Coerce::DateTime(spec).apply(json!("1742281200123")).unwrap(),
             json!("2025-03-18T15:00:00.123+08:00")
         );
     }
@@ -433,61 +360,27 @@ mod tests {
     #[test]
     fn datetimes_keep_their_offset_unless_a_timezone_is_named() {
         let v = json!("2025-03-25T08:00:00+08:00");
-        assert_eq!(
-            c("datetime").apply(v.clone()).unwrap(),
-            json!("2025-03-25T08:00:00+08:00")
-        );
-        let utc = DateSpec {
-            explicit_tz: true,
-            ..DateSpec::utc()
-        };
-        assert_eq!(
-            Coerce::DateTime(utc).apply(v.clone()).unwrap(),
-            json!("2025-03-25T00:00:00Z")
-        );
-        assert_eq!(
-            c("epoch_ms").apply(v.clone()).unwrap(),
-            json!(1742860800000_i64)
-        );
+        assert_eq!(c("datetime").apply(v.clone()).unwrap(), json!("2025-03-25T08:00:00+08:00"));
+        let utc = DateSpec { explicit_tz: true, ..DateSpec::utc() };
+        assert_eq!(Coerce::DateTime(utc).apply(v.clone()).unwrap(), json!("2025-03-25T00:00:00Z"));
+        assert_eq!(c("epoch_ms").apply(v.clone()).unwrap(), json!(1742860800000_i64));
         assert_eq!(c("epoch_s").apply(v).unwrap(), json!(1742860800_i64));
     }
 
     #[test]
     fn custom_parse_and_format() {
-        let spec = DateSpec {
-            parse: DateParse::Pattern("%d.%m.%Y %H:%M".into()),
-            format: Some("%Y%m%d%H%M".into()),
-            ..cst()
-        };
-        assert_eq!(
-            Coerce::DateTime(spec.clone())
-                .apply(json!("18.03.2025 09:30"))
-                .unwrap(),
-            json!("202503180930")
-        );
-        assert!(
-            Coerce::DateTime(spec)
-                .apply(json!("2025-03-18"))
-                .unwrap_err()
-                .contains("%d.%m.%Y")
-        );
-        let s = DateSpec {
-            parse: DateParse::EpochS,
-            ..DateSpec::utc()
-        };
-        assert_eq!(
-            Coerce::Date(s).apply(json!("1742274000")).unwrap(),
-            json!("2025-03-18")
-        );
+        let spec =
+            DateSpec { parse: DateParse::Pattern("%d.%m.%Y %H:%M".into()), format: Some("%Y%m%d%H%M".into()), ..cst() };
+        assert_eq!(Coerce::DateTime(spec.clone()).apply(json!("18.03.2025 09:30")).unwrap(), json!("202503180930"));
+        assert!(Coerce::DateTime(spec).apply(json!("2025-03-18")).unwrap_err().contains("%d.%m.%Y"));
+        let s = DateSpec { parse: DateParse::EpochS, ..DateSpec::utc() };
+        assert_eq!(Coerce::Date(s).apply(json!("1742274000")).unwrap(), json!("2025-03-18"));
     }
 
     #[test]
     fn offsets_parse() {
         assert_eq!(parse_offset("+08:00").unwrap().local_minus_utc(), 8 * 3600);
-        assert_eq!(
-            parse_offset("-05:30").unwrap().local_minus_utc(),
-            -(5 * 3600 + 1800)
-        );
+        assert_eq!(parse_offset("-05:30").unwrap().local_minus_utc(), -(5 * 3600 + 1800));
         assert_eq!(parse_offset("UTC").unwrap().local_minus_utc(), 0);
         assert!(parse_offset("Asia/Shanghai").is_none());
         assert!(parse_offset("+25:00").is_none());

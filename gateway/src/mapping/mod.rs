@@ -96,6 +96,8 @@ pub enum Source {
         over: SourcePath,
         item: Box<EachItem>,
     },
+    /// An array of computed values, in order; absent values are left out.
+    List(Vec<Expr>),
 }
 
 #[derive(Clone, Debug)]
@@ -116,11 +118,7 @@ impl Lookup {
     pub fn from_raw(name: &str, raw: &RawLookup) -> Self {
         Self {
             name: name.to_string(),
-            values: raw
-                .values
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            values: raw.values.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             default: raw.default.clone(),
         }
     }
@@ -131,19 +129,12 @@ impl Lookup {
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
             other => {
-                return Err(format!(
-                    "lookup `{}` cannot use {} as a key",
-                    self.name,
-                    coerce::kind_of(other)
-                ));
+                return Err(format!("lookup `{}` cannot use {} as a key", self.name, coerce::kind_of(other)));
             }
         };
         match self.values.get(&key).or(self.default.as_ref()) {
             Some(v) => Ok(v.clone()),
-            None => Err(format!(
-                "lookup `{}` has no entry for {value} and no default",
-                self.name
-            )),
+            None => Err(format!("lookup `{}` has no entry for {value} and no default", self.name)),
         }
     }
 }
@@ -160,11 +151,7 @@ pub struct MapError {
 
 impl std::fmt::Display for MapError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "target `{}` (from `{}`): {}",
-            self.target, self.source, self.reason
-        )
+        write!(f, "target `{}` (from `{}`): {}", self.target, self.source, self.reason)
     }
 }
 
@@ -202,11 +189,7 @@ impl Mapping {
     /// Maps `input` to the receiver's shape. `vars` holds `params`, `headers` and `meta`
     /// when [`Mapping::uses`] says the map reads them (otherwise `Value::Null` is fine).
     pub fn apply(&self, input: &Value, vars: &Value) -> Result<Value, MapError> {
-        let scope = Scope {
-            current: input,
-            document: input,
-            vars,
-        };
+        let scope = Scope { current: input, document: input, vars };
         let mut trail = Trail::default();
         self.root.eval(&scope, &mut trail).map(Value::Object)
     }
@@ -217,11 +200,7 @@ impl Mapping {
 }
 
 impl ObjectMap {
-    fn eval<'m>(
-        &'m self,
-        scope: &Scope<'_>,
-        trail: &mut Trail<'m>,
-    ) -> Result<Map<String, Value>, MapError> {
+    fn eval<'m>(&'m self, scope: &Scope<'_>, trail: &mut Trail<'m>) -> Result<Map<String, Value>, MapError> {
         let mut out = Map::with_capacity(self.fields.len());
         for (key, node) in &self.fields {
             trail.segs.push(TrailSeg::Key(key));
@@ -243,27 +222,16 @@ impl ObjectMap {
 
 impl Expr {
     /// `None` means the target field is left out.
-    fn eval<'m>(
-        &'m self,
-        scope: &Scope<'_>,
-        trail: &mut Trail<'m>,
-    ) -> Result<Option<Value>, MapError> {
-        let fail = |trail: &Trail<'_>, reason: String| MapError {
-            target: trail.render(),
-            source: self.origin(),
-            reason,
-        };
+    fn eval<'m>(&'m self, scope: &Scope<'_>, trail: &mut Trail<'m>) -> Result<Option<Value>, MapError> {
+        let fail =
+            |trail: &Trail<'_>, reason: String| MapError { target: trail.render(), source: self.origin(), reason };
         let mut value = match &self.source {
             Source::Path(p) => p.resolve(scope).cloned(),
             Source::Const(v) => Some(v.clone()),
             Source::Template(t) => match t.render(scope) {
                 Ok(s) => Some(Value::String(s)),
                 Err(e) => {
-                    return Err(MapError {
-                        target: trail.render(),
-                        source: e.path,
-                        reason: e.reason,
-                    });
+                    return Err(MapError { target: trail.render(), source: e.path, reason: e.reason });
                 }
             },
             Source::Object { context, map } => {
@@ -279,20 +247,26 @@ impl Expr {
                     None => None,
                 }
             }
+            Source::List(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    trail.segs.push(TrailSeg::Index(i));
+                    if let Some(v) = item.eval(scope, trail)? {
+                        out.push(v);
+                    }
+                    trail.segs.pop();
+                }
+                Some(Value::Array(out))
+            }
             Source::Each { over, item } => match over.resolve(scope) {
                 None | Some(Value::Null) => None,
                 Some(Value::Array(items)) => {
                     let mut out = Vec::with_capacity(items.len());
                     for (i, element) in items.iter().enumerate() {
                         trail.segs.push(TrailSeg::Index(i));
-                        let inner = Scope {
-                            current: element,
-                            ..*scope
-                        };
+                        let inner = Scope { current: element, ..*scope };
                         match item.as_ref() {
-                            EachItem::Object(map) => {
-                                out.push(Value::Object(map.eval(&inner, trail)?))
-                            }
+                            EachItem::Object(map) => out.push(Value::Object(map.eval(&inner, trail)?)),
                             EachItem::Value(expr) => {
                                 out.push(expr.eval(&inner, trail)?.unwrap_or(Value::Null));
                             }
@@ -302,10 +276,7 @@ impl Expr {
                     Some(Value::Array(out))
                 }
                 Some(other) => {
-                    return Err(fail(
-                        trail,
-                        format!("`each` needs an array but found {}", coerce::kind_of(other)),
-                    ));
+                    return Err(fail(trail, format!("`each` needs an array but found {}", coerce::kind_of(other))));
                 }
             },
         };
@@ -325,10 +296,7 @@ impl Expr {
             }
         }
         if self.required && value.as_ref().is_none_or(Value::is_null) {
-            return Err(fail(
-                trail,
-                "required, but the message has no value there".into(),
-            ));
+            return Err(fail(trail, "required, but the message has no value there".into()));
         }
         Ok(value)
     }
@@ -339,11 +307,10 @@ impl Expr {
             Source::Path(p) => p.to_string(),
             Source::Const(v) => format!("const {v}"),
             Source::Template(t) => format!("template \"{}\"", t.text),
-            Source::Object {
-                context: Some(p), ..
-            } => p.to_string(),
+            Source::Object { context: Some(p), .. } => p.to_string(),
             Source::Object { context: None, .. } => "map".into(),
             Source::Each { over, .. } => over.to_string(),
+            Source::List(_) => "list".into(),
         }
     }
 }
@@ -365,46 +332,33 @@ pub fn compile(map: &RawMap, env: &CompileEnv<'_>, diags: &mut Vec<Diagnostic>) 
 }
 
 const OPS: [&str; 13] = [
-    "from", "const", "template", "default", "as", "format", "parse", "timezone", "lookup",
-    "required", "map", "each", "item",
+    "from", "const", "template", "default", "as", "format", "parse", "timezone", "lookup", "required", "map", "each",
+    "item",
 ];
 
-fn compile_object(
-    map: &RawMap,
-    env: &CompileEnv<'_>,
-    diags: &mut Vec<Diagnostic>,
-    uses: &mut Uses,
-) -> ObjectMap {
+fn compile_object(map: &RawMap, env: &CompileEnv<'_>, diags: &mut Vec<Diagnostic>, uses: &mut Uses) -> ObjectMap {
     let mut root = ObjectMap::default();
     for (key, spec) in map {
         let place = Place::at(env.file, &key.referenced);
         let parts: Vec<&str> = key.value.split('.').collect();
         if parts.iter().any(|p| p.trim().is_empty()) {
             diags.push(
-                Diagnostic::error(
-                    place,
-                    format!(
-                        "target field `{}` has an empty name between dots",
-                        key.value
-                    ),
-                )
-                .hint("write target fields as `a.b.c`; see docs/mapping.md#targets"),
+                Diagnostic::error(place, format!("target field `{}` has an empty name between dots", key.value))
+                    .hint("write target fields as `a.b.c`; see docs/mapping.md#targets"),
             );
             continue;
         }
         // `{ map: {...} }` alone is a plain nested object: merge it with dotted siblings.
-        let node =
-            match &spec.value {
-                RawFieldSpec::Full(ops) if is_plain_object(ops) => Some(Node::Object(
-                    compile_object(ops.map.as_ref().expect("checked"), env, diags, uses),
-                )),
-                _ => compile_expr(spec, env, diags, uses).map(Node::Value),
-            };
+        let node = match &spec.value {
+            RawFieldSpec::Full(ops) if is_plain_object(ops) => {
+                Some(Node::Object(compile_object(ops.map.as_ref().expect("checked"), env, diags, uses)))
+            }
+            _ => compile_expr(spec, env, diags, uses).map(Node::Value),
+        };
         let Some(node) = node else { continue };
         if let Err(msg) = insert(&mut root, &parts, node) {
             diags.push(
-                Diagnostic::error(place, msg)
-                    .hint("each target field may be set once; see docs/mapping.md#targets"),
+                Diagnostic::error(place, msg).hint("each target field may be set once; see docs/mapping.md#targets"),
             );
         }
     }
@@ -421,6 +375,7 @@ fn is_plain_object(ops: &RawFieldOps) -> bool {
         && ops.template.is_none()
         && ops.lookup.is_none()
         && ops.coerce.is_none()
+        && ops.list.is_none()
 }
 
 fn insert(obj: &mut ObjectMap, parts: &[&str], node: Node) -> Result<(), String> {
@@ -469,10 +424,7 @@ fn compile_expr(
                     })
                 }
                 Err(e) => {
-                    diags.push(
-                        Diagnostic::error(place, format!("bad source path `{p}`: {e}"))
-                            .hint(PATH_HINT),
-                    );
+                    diags.push(Diagnostic::error(place, format!("bad source path `{p}`: {e}")).hint(PATH_HINT));
                     None
                 }
             };
@@ -480,8 +432,8 @@ fn compile_expr(
         RawFieldSpec::Full(ops) => ops,
     };
     let errors_before = diags.len();
-    let path = |text: &Spanned<String>, diags: &mut Vec<Diagnostic>, uses: &mut Uses| {
-        match SourcePath::parse(&text.value) {
+    let path =
+        |text: &Spanned<String>, diags: &mut Vec<Diagnostic>, uses: &mut Uses| match SourcePath::parse(&text.value) {
             Ok(p) => {
                 uses.note(&p);
                 Some(p)
@@ -496,8 +448,7 @@ fn compile_expr(
                 );
                 None
             }
-        }
-    };
+        };
 
     // Exactly one source.
     let mut sources = Vec::new();
@@ -516,32 +467,28 @@ fn compile_expr(
     if ops.map.is_some() && ops.each.is_none() {
         sources.push("map");
     }
+    if ops.list.is_some() {
+        sources.push("list");
+    }
     if sources.len() > 1 {
         diags.push(
             Diagnostic::error(
                 place.clone(),
-                format!(
-                    "a field takes one source, this one has {}",
-                    sources.join(" and ")
-                ),
+                format!("a field takes one source, this one has {}", sources.join(" and ")),
             )
-            .hint("use `from`, `const`, `template`, `map` or `each`; see docs/mapping.md"),
+            .hint("use `from`, `const`, `template`, `map`, `each` or `list`; see docs/mapping.md"),
         );
         return None;
     }
     if ops.item.is_some() && ops.each.is_none() {
         diags.push(
-            Diagnostic::error(place.clone(), "`item` only makes sense with `each`")
-                .hint("see docs/mapping.md#arrays"),
+            Diagnostic::error(place.clone(), "`item` only makes sense with `each`").hint("see docs/mapping.md#arrays"),
         );
     }
     if ops.each.is_some() && ops.map.is_some() == ops.item.is_some() {
         diags.push(
-            Diagnostic::error(
-                place.clone(),
-                "`each` needs exactly one of `map` (objects) or `item` (values)",
-            )
-            .hint("see docs/mapping.md#arrays"),
+            Diagnostic::error(place.clone(), "`each` needs exactly one of `map` (objects) or `item` (values)")
+                .hint("see docs/mapping.md#arrays"),
         );
         return None;
     }
@@ -551,18 +498,15 @@ fn compile_expr(
         let item = if let Some(map) = &ops.map {
             Some(EachItem::Object(compile_object(map, env, diags, uses)))
         } else {
-            ops.item
-                .as_deref()
-                .and_then(|i| compile_expr(i, env, diags, uses))
-                .map(EachItem::Value)
+            ops.item.as_deref().and_then(|i| compile_expr(i, env, diags, uses)).map(EachItem::Value)
         };
         match (over, item) {
-            (Some(over), Some(item)) => Some(Source::Each {
-                over,
-                item: Box::new(item),
-            }),
+            (Some(over), Some(item)) => Some(Source::Each { over, item: Box::new(item) }),
             _ => None,
         }
+    } else if let Some(list) = &ops.list {
+        let items: Vec<Option<Expr>> = list.iter().map(|i| compile_expr(i, env, diags, uses)).collect();
+        items.into_iter().collect::<Option<Vec<_>>>().map(Source::List)
     } else if let Some(map) = &ops.map {
         let context = match &ops.from {
             Some(f) => path(f, diags, uses).map(Some),
@@ -582,8 +526,7 @@ fn compile_expr(
             }
             Err(e) => {
                 diags.push(
-                    Diagnostic::error(Place::at(env.file, &t.referenced), e)
-                        .hint("see docs/mapping.md#templates"),
+                    Diagnostic::error(Place::at(env.file, &t.referenced), e).hint("see docs/mapping.md#templates"),
                 );
                 None
             }
@@ -592,12 +535,10 @@ fn compile_expr(
         // `default` alone: a constant that reads better in some maps.
         Some(Source::Const(Value::Null))
     } else {
-        diags.push(
-            Diagnostic::error(place.clone(), "this field has no source").hint(format!(
-                "give it one of `from`, `const`, `template`, `map`, `each` (all operations: {})",
-                OPS.join(", ")
-            )),
-        );
+        diags.push(Diagnostic::error(place.clone(), "this field has no source").hint(format!(
+            "give it one of `from`, `const`, `template`, `map`, `each` (all operations: {})",
+            OPS.join(", ")
+        )));
         None
     };
 
@@ -608,10 +549,7 @@ fn compile_expr(
                 Some(table) => Some(table.clone()),
                 None => {
                     let hint = suggest(name, env.lookups.keys().map(String::as_str));
-                    diags.push(
-                        Diagnostic::error(lplace, format!("unknown lookup table `{name}`"))
-                            .hint(hint),
-                    );
+                    diags.push(Diagnostic::error(lplace, format!("unknown lookup table `{name}`")).hint(hint));
                     None
                 }
             },
@@ -621,11 +559,7 @@ fn compile_expr(
 
     let coerce = compile_coerce(ops, env, diags);
     if ops.coerce.is_none() {
-        for (name, value) in [
-            ("format", &ops.format),
-            ("parse", &ops.parse),
-            ("timezone", &ops.timezone),
-        ] {
+        for (name, value) in [("format", &ops.format), ("parse", &ops.parse), ("timezone", &ops.timezone)] {
             if let Some(v) = value {
                 diags.push(
                     Diagnostic::warning(
@@ -650,11 +584,7 @@ fn compile_expr(
     })
 }
 
-fn compile_coerce(
-    ops: &RawFieldOps,
-    env: &CompileEnv<'_>,
-    diags: &mut Vec<Diagnostic>,
-) -> Option<Coerce> {
+fn compile_coerce(ops: &RawFieldOps, env: &CompileEnv<'_>, diags: &mut Vec<Diagnostic>) -> Option<Coerce> {
     let name = ops.coerce.as_ref()?;
     let mut spec = DateSpec::utc();
     if let Some(tz) = &ops.timezone {
@@ -664,11 +594,8 @@ fn compile_coerce(
                 spec.explicit_tz = true;
             }
             None => diags.push(
-                Diagnostic::error(
-                    Place::at(env.file, &tz.referenced),
-                    format!("`{}` is not a UTC offset", tz.value),
-                )
-                .hint("write it as `+08:00`, `-05:00` or `UTC`"),
+                Diagnostic::error(Place::at(env.file, &tz.referenced), format!("`{}` is not a UTC offset", tz.value))
+                    .hint("write it as `+08:00`, `-05:00` or `UTC`"),
             ),
         }
     }
@@ -685,33 +612,22 @@ fn compile_coerce(
             if matches!(t.value.as_str(), "epoch_ms" | "epoch_s") {
                 continue;
             }
-            if chrono::format::StrftimeItems::new(&t.value)
-                .any(|i| matches!(i, chrono::format::Item::Error))
-            {
+            if chrono::format::StrftimeItems::new(&t.value).any(|i| matches!(i, chrono::format::Item::Error)) {
                 diags.push(
                     Diagnostic::error(
                         Place::at(env.file, &t.referenced),
                         format!("`{}` is not a valid {what} pattern", t.value),
                     )
-                    .hint(
-                        "use strftime fields such as %Y-%m-%d %H:%M:%S; see docs/mapping.md#dates",
-                    ),
+                    .hint("use strftime fields such as %Y-%m-%d %H:%M:%S; see docs/mapping.md#dates"),
                 );
             }
         }
     }
     match Coerce::from_name(&name.value, spec) {
         Some(c) => {
-            let is_date = matches!(
-                c,
-                Coerce::Date(_) | Coerce::DateTime(_) | Coerce::EpochMs(_) | Coerce::EpochS(_)
-            );
+            let is_date = matches!(c, Coerce::Date(_) | Coerce::DateTime(_) | Coerce::EpochMs(_) | Coerce::EpochS(_));
             if !is_date {
-                for (opt, value) in [
-                    ("format", &ops.format),
-                    ("parse", &ops.parse),
-                    ("timezone", &ops.timezone),
-                ] {
+                for (opt, value) in [("format", &ops.format), ("parse", &ops.parse), ("timezone", &ops.timezone)] {
                     if let Some(v) = value {
                         diags.push(Diagnostic::warning(
                             Place::at(env.file, &v.referenced),
@@ -735,8 +651,7 @@ fn compile_coerce(
     }
 }
 
-const PATH_HINT: &str =
-    "write paths as `a.b[0].c`, `/a/b/0/c` or `$params.name`; see docs/mapping.md#paths";
+const PATH_HINT: &str = "write paths as `a.b[0].c`, `/a/b/0/c` or `$params.name`; see docs/mapping.md#paths";
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,10 @@
 //! Source paths: where a mapping reads a value.
 //!
 //! Three spellings, one meaning:
-//! - dotted: `OrderItems.records[0].Product2.ProductCode`, `lines[-1]`, `a["key.with.dots"]`
+//! - dotted: `OrderItems.records[0].Product2.ProductCode`, `lines[-1]`, `a["key.with.dots"]`,
+//!   and `[field=value]` to pick the first array element whose `field` equals `value`:
+//!   `formComponentValues[name=供应商编码].value` (DingTalk and Feishu forms are lists of
+//!   name/value pairs)
 //! - JSON Pointer: `/OrderItems/records/0/Product2/ProductCode`
 //! - rooted: `$params.order_id`, `$headers.x-tenant`, `$meta.message_id`, `$root.PoNumber`
 //!
@@ -33,14 +36,23 @@ pub struct Step {
     pub key: Box<str>,
     /// The key read as an array index, when it is one (negative counts from the end).
     pub index: Option<i64>,
+    /// `[field=value]`: the first element of an array whose `field` equals `value`.
+    pub filter: Option<(Box<str>, Box<str>)>,
 }
 
 impl Step {
     fn new(key: &str) -> Self {
-        Self {
-            key: key.into(),
-            index: key.parse().ok(),
-        }
+        Self { key: key.into(), index: key.parse().ok(), filter: None }
+    }
+}
+
+/// Whether a JSON scalar equals the text of a `[field=value]` selector.
+fn scalar_is(value: &Value, text: &str) -> bool {
+    match value {
+        Value::String(s) => s == text,
+        Value::Number(n) => n.to_string() == text || n.as_f64().is_some_and(|f| text.parse::<f64>().ok() == Some(f)),
+        Value::Bool(b) => b.to_string() == text,
+        _ => false,
     }
 }
 
@@ -65,11 +77,7 @@ pub struct Scope<'a> {
 impl SourcePath {
     /// The value in scope itself.
     pub fn current() -> Self {
-        Self {
-            root: Root::Current,
-            steps: Vec::new(),
-            text: ".".into(),
-        }
+        Self { root: Root::Current, steps: Vec::new(), text: ".".into() }
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -81,22 +89,11 @@ impl SourcePath {
     pub fn parse_with_bare_root(text: &str, bare: Root) -> Result<Self, String> {
         let trimmed = text.trim();
         if trimmed.is_empty() || trimmed == "." {
-            return Ok(Self {
-                root: bare,
-                steps: Vec::new(),
-                text: text.into(),
-            });
+            return Ok(Self { root: bare, steps: Vec::new(), text: text.into() });
         }
         if let Some(pointer) = trimmed.strip_prefix('/') {
-            let steps = pointer
-                .split('/')
-                .map(|t| Step::new(&t.replace("~1", "/").replace("~0", "~")))
-                .collect();
-            return Ok(Self {
-                root: bare,
-                steps,
-                text: text.into(),
-            });
+            let steps = pointer.split('/').map(|t| Step::new(&t.replace("~1", "/").replace("~0", "~"))).collect();
+            return Ok(Self { root: bare, steps, text: text.into() });
         }
         let (root, rest) = if let Some(after) = trimmed.strip_prefix('$') {
             let end = after.find(['.', '[']).unwrap_or(after.len());
@@ -117,15 +114,9 @@ impl SourcePath {
         };
         let steps = parse_dotted(rest)?;
         if matches!(root, Root::Params | Root::Headers | Root::Meta) && steps.is_empty() {
-            return Err(format!(
-                "`{trimmed}` needs a name after it, e.g. `{trimmed}.name`"
-            ));
+            return Err(format!("`{trimmed}` needs a name after it, e.g. `{trimmed}.name`"));
         }
-        Ok(Self {
-            root,
-            steps,
-            text: text.into(),
-        })
+        Ok(Self { root, steps, text: text.into() })
     }
 
     /// The value at this path, if there is one.
@@ -137,17 +128,20 @@ impl SourcePath {
             Root::Headers => scope.vars.get("headers")?,
             Root::Meta => scope.vars.get("meta")?,
         };
-        self.steps
-            .iter()
-            .try_fold(start, |value, step| match value {
-                Value::Object(map) => map.get(&*step.key),
-                Value::Array(items) => {
-                    let i = step.index?;
-                    let i = if i < 0 { items.len() as i64 + i } else { i };
-                    usize::try_from(i).ok().and_then(|i| items.get(i))
-                }
-                _ => None,
-            })
+        self.steps.iter().try_fold(start, |value, step| match value {
+            Value::Array(items) if step.filter.is_some() => {
+                let (field, wanted) = step.filter.as_ref().expect("checked");
+                items.iter().find(|item| item.get(&**field).is_some_and(|v| scalar_is(v, wanted)))
+            }
+            _ if step.filter.is_some() => None,
+            Value::Object(map) => map.get(&*step.key),
+            Value::Array(items) => {
+                let i = step.index?;
+                let i = if i < 0 { items.len() as i64 + i } else { i };
+                usize::try_from(i).ok().and_then(|i| items.get(i))
+            }
+            _ => None,
+        })
     }
 }
 
@@ -166,10 +160,7 @@ fn parse_dotted(text: &str) -> Result<Vec<Step>, String> {
         match c {
             '.' => {
                 if key.is_empty() && !after_bracket {
-                    return Err(format!(
-                        "empty name before the `.` at position {} in `{text}`",
-                        i + 1
-                    ));
+                    return Err(format!("empty name before the `.` at position {} in `{text}`", i + 1));
                 }
                 if !key.is_empty() {
                     steps.push(Step::new(&key));
@@ -203,10 +194,7 @@ fn parse_dotted(text: &str) -> Result<Vec<Step>, String> {
                         Some((_, ']')) => {}
                         _ => return Err(format!("expected `]` after the quoted name in `{text}`")),
                     }
-                    steps.push(Step {
-                        key: inner.into(),
-                        index: None,
-                    });
+                    steps.push(Step { key: inner.into(), index: None, filter: None });
                 } else {
                     loop {
                         match chars.next() {
@@ -215,15 +203,23 @@ fn parse_dotted(text: &str) -> Result<Vec<Step>, String> {
                             None => return Err(format!("unclosed `[` in `{text}`")),
                         }
                     }
-                    let index: i64 = inner.trim().parse().map_err(|_| {
-                        format!(
-                            "`[{inner}]` in `{text}` is not an index; quote a name: `[\"{inner}\"]`"
-                        )
-                    })?;
-                    steps.push(Step {
-                        key: index.to_string().into(),
-                        index: Some(index),
-                    });
+                    if let Some((field, wanted)) = inner.split_once('=') {
+                        let field = field.trim();
+                        let wanted = wanted.trim().trim_matches(|c| c == '"' || c == '\'');
+                        if field.is_empty() {
+                            return Err(format!("`[{inner}]` in `{text}` needs a field name before `=`"));
+                        }
+                        steps.push(Step {
+                            key: inner.clone().into(),
+                            index: None,
+                            filter: Some((field.into(), wanted.into())),
+                        });
+                    } else {
+                        let index: i64 = inner.trim().parse().map_err(|_| {
+                            format!("`[{inner}]` in `{text}` is not an index; quote a name: `[\"{inner}\"]`, or select: `[field=value]`")
+                        })?;
+                        steps.push(Step { key: index.to_string().into(), index: Some(index), filter: None });
+                    }
                 }
                 after_bracket = true;
             }
@@ -249,21 +245,15 @@ mod tests {
 
     fn get<'a>(path: &str, doc: &'a Value) -> Option<&'a Value> {
         let p = SourcePath::parse(path).unwrap();
-        p.resolve(&Scope {
-            current: doc,
-            document: doc,
-            vars: &Value::Null,
-        })
+        p.resolve(&Scope { current: doc, document: doc, vars: &Value::Null })
     }
 
     #[test]
     fn dotted_bracketed_and_pointer_paths_agree() {
         let doc = json!({"records":[{"Account":{"AccountNumber":"CUST0042"}}]});
-        for p in [
-            "records[0].Account.AccountNumber",
-            "records.0.Account.AccountNumber",
-            "/records/0/Account/AccountNumber",
-        ] {
+        for p in
+            ["records[0].Account.AccountNumber", "records.0.Account.AccountNumber", "/records/0/Account/AccountNumber"]
+        {
             assert_eq!(get(p, &doc), Some(&json!("CUST0042")), "{p}");
         }
     }
@@ -295,11 +285,7 @@ mod tests {
         let doc = json!({"PoNumber": "HZ-PO-2025-088", "lines": [{"q": 1}]});
         let vars = json!({"params": {"order_id": "801J"}, "headers": {"x-tenant": "hz"}, "meta": {"message_id": "m1"}});
         let line = &doc["lines"][0];
-        let scope = Scope {
-            current: line,
-            document: &doc,
-            vars: &vars,
-        };
+        let scope = Scope { current: line, document: &doc, vars: &vars };
         let read = |p: &str| SourcePath::parse(p).unwrap().resolve(&scope).cloned();
         assert_eq!(read("q"), Some(json!(1)));
         assert_eq!(read("$root.PoNumber"), Some(json!("HZ-PO-2025-088")));
@@ -311,33 +297,29 @@ mod tests {
 
     #[test]
     fn bad_paths_are_explained() {
-        assert!(
-            SourcePath::parse("a..b")
-                .unwrap_err()
-                .contains("empty name")
-        );
+        assert!(SourcePath::parse("a..b").unwrap_err().contains("empty name"));
         assert!(SourcePath::parse("a.").unwrap_err().contains("ends with"));
-        assert!(
-            SourcePath::parse("a[x]")
-                .unwrap_err()
-                .contains("not an index")
-        );
+        assert!(SourcePath::parse("a[x]").unwrap_err().contains("not an index"));
         assert!(SourcePath::parse("a[0").unwrap_err().contains("unclosed"));
-        assert!(
-            SourcePath::parse("$parms.id")
-                .unwrap_err()
-                .contains("did you mean `$params`")
-        );
-        assert!(
-            SourcePath::parse("$params")
-                .unwrap_err()
-                .contains("needs a name")
-        );
-        assert!(
-            SourcePath::parse("a[0]b")
-                .unwrap_err()
-                .contains("after `]`")
-        );
+        assert!(SourcePath::parse("$parms.id").unwrap_err().contains("did you mean `$params`"));
+        assert!(SourcePath::parse("$params").unwrap_err().contains("needs a name"));
+        assert!(SourcePath::parse("a[0]b").unwrap_err().contains("after `]`"));
+    }
+
+    #[test]
+    fn selectors_pick_the_first_matching_element() {
+        let doc = json!({"form": [
+            {"name": "供应商编码", "value": "SUP-0107"},
+            {"name": "数量", "value": 500},
+            {"name": "数量", "value": 7}
+        ], "orders": [{"type": "MO", "code": 1}, {"type": "PO", "code": 2}]});
+        assert_eq!(get("form[name=供应商编码].value", &doc), Some(&json!("SUP-0107")));
+        assert_eq!(get("form[name='数量'].value", &doc), Some(&json!(500)));
+        assert_eq!(get("form[value=500].name", &doc), Some(&json!("数量")));
+        assert_eq!(get("orders[type=PO].code", &doc), Some(&json!(2)));
+        assert_eq!(get("orders[type=XX].code", &doc), None);
+        assert_eq!(get("form[0][name=x]", &doc), None, "a selector on an object finds nothing");
+        assert!(SourcePath::parse("a[=x]").unwrap_err().contains("field name"));
     }
 
     #[test]

@@ -50,9 +50,7 @@ impl Template {
                             Some('}') => break,
                             Some(c) => inner.push(c),
                             None => {
-                                return Err(format!(
-                                    "`{{` without a closing `}}` in template `{text}`"
-                                ));
+                                return Err(format!("`{{` without a closing `}}` in template `{text}`"));
                             }
                         }
                     }
@@ -73,9 +71,7 @@ impl Template {
                     parts.push(Part::Field { path, optional });
                 }
                 '}' => {
-                    return Err(format!(
-                        "lone `}}` in template `{text}` (write `}}}}` for a literal brace)"
-                    ));
+                    return Err(format!("lone `}}` in template `{text}` (write `}}}}` for a literal brace)"));
                 }
                 c => lit.push(c),
             }
@@ -83,10 +79,7 @@ impl Template {
         if !lit.is_empty() {
             parts.push(Part::Lit(lit));
         }
-        Ok(Self {
-            parts,
-            text: text.into(),
-        })
+        Ok(Self { parts, text: text.into() })
     }
 
     /// The paths the placeholders read.
@@ -130,25 +123,17 @@ mod tests {
     use serde_json::json;
 
     fn render(t: &str, doc: &Value) -> Result<String, RenderError> {
-        Template::parse(t, Root::Current).unwrap().render(&Scope {
-            current: doc,
-            document: doc,
-            vars: &Value::Null,
-        })
+        Template::parse(t, Root::Current).unwrap().render(&Scope { current: doc, document: doc, vars: &Value::Null })
     }
 
     #[test]
     fn placeholders_are_filled() {
-        let doc =
-            json!({"OrderNumber": "00000105", "PoNumber": "HZ-PO-2025-088", "qty": 20, "ok": true});
+        let doc = json!({"OrderNumber": "00000105", "PoNumber": "HZ-PO-2025-088", "qty": 20, "ok": true});
         assert_eq!(
             render("CRM订单 {OrderNumber} / 客户PO {PoNumber}", &doc).unwrap(),
             "CRM订单 00000105 / 客户PO HZ-PO-2025-088"
         );
-        assert_eq!(
-            render("{qty} pcs, ok={ok}", &doc).unwrap(),
-            "20 pcs, ok=true"
-        );
+        assert_eq!(render("{qty} pcs, ok={ok}", &doc).unwrap(), "20 pcs, ok=true");
     }
 
     #[test]
@@ -162,10 +147,7 @@ mod tests {
 
     #[test]
     fn braces_can_be_escaped() {
-        assert_eq!(
-            render("{{literal}} {a}", &json!({"a": 1})).unwrap(),
-            "{literal} 1"
-        );
+        assert_eq!(render("{{literal}} {a}", &json!({"a": 1})).unwrap(), "{literal} 1");
     }
 
     #[test]
@@ -178,19 +160,9 @@ mod tests {
 
     #[test]
     fn bare_names_can_mean_path_parameters() {
-        let t = Template::parse(
-            "/sobjects/Order/{order_id}?id={$meta.message_id}",
-            Root::Params,
-        )
-        .unwrap();
+        let t = Template::parse("/sobjects/Order/{order_id}?id={$meta.message_id}", Root::Params).unwrap();
         let vars = json!({"params": {"order_id": "801J"}, "meta": {"message_id": "m-1"}});
-        let out = t
-            .render(&Scope {
-                current: &Value::Null,
-                document: &Value::Null,
-                vars: &vars,
-            })
-            .unwrap();
+        let out = t.render(&Scope { current: &Value::Null, document: &Value::Null, vars: &vars }).unwrap();
         assert_eq!(out, "/sobjects/Order/801J?id=m-1");
         assert!(!t.is_literal());
         assert_eq!(t.paths().count(), 2);

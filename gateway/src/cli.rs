@@ -1,0 +1,300 @@
+//! The `qiao` command line.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use qiao_connectors::SystemKind;
+
+use crate::config::{self, Config, Diagnostic, EnvSource, Overlay, ProcessEnv};
+use crate::logging::{self, LogFormat};
+
+const EXAMPLES: &str = "\
+Examples:
+  qiao demo                              the shipped routes with built-in stub ERP, CRM, OA, WMS and MES
+  qiao check routes/                     compile every route, schema and mapping; report every problem
+  qiao run --config routes/              serve the routes in routes/
+  qiao run --listen 0.0.0.0:8080         listen on all interfaces
+  qiao stub erp --listen 127.0.0.1:9101  run one stub system on its own
+  qiao --log-format json run             one JSON object per log line
+
+Docs: README.md, docs/configuration.md, docs/mapping.md, docs/errors.md";
+
+#[derive(Debug, Parser)]
+#[command(name = "qiao", version, about = "Qiao (桥): an integration gateway between ERP, CRM, OA, WMS and MES systems", after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "QIAO_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Log level or filter (`info`, `debug`, `warn,qiao::access=off`). RUST_LOG wins.
+    #[arg(long, global = true, env = "QIAO_LOG_LEVEL")]
+    log_level: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address of the HTTP ingress (overrides `server.listen`).
+    #[arg(long, env = "QIAO_LISTEN")]
+    listen: Option<String>,
+    /// Address of the admin listener (overrides `server.admin_listen`).
+    #[arg(long, env = "QIAO_ADMIN_LISTEN")]
+    admin_listen: Option<String>,
+    /// Worker threads of the HTTP ingress (overrides `server.threads`).
+    #[arg(long, env = "QIAO_THREADS")]
+    threads: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the routes of a config directory.
+    Run {
+        /// The config directory: systems, routes, schemas/.
+        #[arg(long, short, env = "QIAO_CONFIG", default_value = "routes")]
+        config: PathBuf,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Compile a config directory as `run` would and report every problem.
+    Check {
+        /// The config directory.
+        #[arg(default_value = "routes")]
+        dir: PathBuf,
+    },
+    /// Serve the shipped routes with built-in stub systems, ready for curl.
+    Demo {
+        /// The config directory.
+        #[arg(long, short, default_value = "routes")]
+        config: PathBuf,
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// First port of the five stubs (ERP, CRM, OA, WMS, MES on consecutive ports).
+        #[arg(long, default_value_t = 9101)]
+        stub_base_port: u16,
+    },
+    /// Run stub systems on their own (for docker-compose and manual tests).
+    Stub {
+        /// Which system to stand in for; `all` starts five on consecutive ports.
+        #[arg(value_enum)]
+        kind: StubKind,
+        /// Address of the (first) stub.
+        #[arg(long, default_value = "127.0.0.1:9101")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum StubKind {
+    Erp,
+    Crm,
+    Oa,
+    Wms,
+    Mes,
+    All,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format, cli.log_level.as_deref());
+    match cli.command {
+        Command::Check { dir } => check(&dir),
+        Command::Run { config, serve } => run(&config, &serve, &ProcessEnv),
+        Command::Demo { config, serve, stub_base_port } => demo(&config, &serve, stub_base_port),
+        Command::Stub { kind, listen } => stub(kind, listen),
+    }
+}
+
+fn print_diagnostics(diags: &[Diagnostic]) {
+    for d in diags {
+        eprintln!("{d}");
+    }
+}
+
+fn summary(config: &Config) -> String {
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    format!("{}, {} OK", plural(config.systems.len(), "system"), plural(config.routes.len(), "route"))
+}
+
+fn check(dir: &Path) -> ExitCode {
+    match config::load(dir, &ProcessEnv) {
+        Ok(config) => {
+            print_diagnostics(&config.warnings);
+            let warnings = config.warnings.len();
+            let note = if warnings > 0 {
+                format!(" ({warnings} warning{})", if warnings == 1 { "" } else { "s" })
+            } else {
+                String::new()
+            };
+            println!("{}{note}", summary(&config));
+            ExitCode::SUCCESS
+        }
+        Err(diags) => {
+            print_diagnostics(&diags);
+            let errors = diags.iter().filter(|d| d.is_error()).count();
+            let warnings = diags.len() - errors;
+            eprintln!(
+                "{errors} error{} and {warnings} warning{} in {}",
+                if errors == 1 { "" } else { "s" },
+                if warnings == 1 { "" } else { "s" },
+                dir.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(dir: &Path, serve: &ServeArgs, env: &dyn EnvSource) -> Result<Config, ExitCode> {
+    match config::load(dir, env) {
+        Ok(mut config) => {
+            print_diagnostics(&config.warnings);
+            if let Some(l) = &serve.listen {
+                config.server.listen = l.clone();
+            }
+            if let Some(l) = &serve.admin_listen {
+                config.server.admin_listen = l.clone();
+            }
+            if let Some(t) = serve.threads {
+                config.server.threads = t.max(1);
+            }
+            Ok(config)
+        }
+        Err(diags) => {
+            print_diagnostics(&diags);
+            eprintln!(
+                "qiao: the configuration in {} has errors; nothing was started (run `qiao check {}`)",
+                dir.display(),
+                dir.display()
+            );
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn run(dir: &Path, serve: &ServeArgs, env: &dyn EnvSource) -> ExitCode {
+    let config = match load(dir, serve, env) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    tracing::info!(config = %dir.display(), "{}", summary(&config));
+    match crate::server::serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("qiao: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts stubs on a runtime of their own, on a thread of their own: pingora owns the
+/// runtimes of the gateway.
+fn spawn_stubs(host: IpAddr, base_port: u16, kinds: Vec<SystemKind>) -> Result<Vec<(SystemKind, SocketAddr)>, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("qiao-stubs".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let mut handles = Vec::new();
+                for (i, kind) in kinds.into_iter().enumerate() {
+                    let port = if base_port == 0 { 0 } else { base_port + i as u16 };
+                    match crate::stub::start(kind, SocketAddr::new(host, port)).await {
+                        Ok(h) => handles.push((kind, h)),
+                        Err(e) => {
+                            let _ = tx.send(Err(format!("cannot start the {kind} stub on {host}:{port}: {e}")));
+                            return;
+                        }
+                    }
+                }
+                let _ = tx.send(Ok(handles.iter().map(|(k, h)| (*k, h.addr)).collect()));
+                std::future::pending::<()>().await;
+            });
+        })
+        .map_err(|e| e.to_string())?;
+    rx.recv().map_err(|e| e.to_string())?
+}
+
+fn stub(kind: StubKind, listen: SocketAddr) -> ExitCode {
+    let kinds = match kind {
+        StubKind::Erp => vec![SystemKind::Erp],
+        StubKind::Crm => vec![SystemKind::Crm],
+        StubKind::Oa => vec![SystemKind::Oa],
+        StubKind::Wms => vec![SystemKind::Wms],
+        StubKind::Mes => vec![SystemKind::Mes],
+        StubKind::All => SystemKind::ALL.to_vec(),
+    };
+    match spawn_stubs(listen.ip(), listen.port(), kinds) {
+        Ok(stubs) => {
+            for (kind, addr) in stubs {
+                tracing::info!(%kind, %addr, "stub listening; read what it received at http://{addr}/_stub/requests");
+            }
+            loop {
+                std::thread::park();
+            }
+        }
+        Err(e) => {
+            eprintln!("qiao: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo(dir: &Path, serve: &ServeArgs, stub_base_port: u16) -> ExitCode {
+    let stubs = match spawn_stubs(IpAddr::from([127, 0, 0, 1]), stub_base_port, SystemKind::ALL.to_vec()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("qiao: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Point the shipped systems at the stubs, whatever the environment says.
+    let overlay = Overlay(
+        stubs
+            .iter()
+            .map(|(kind, addr)| (format!("{}_URL", kind.as_str().to_uppercase()), format!("http://{addr}")))
+            .collect(),
+    );
+    let config = match load(dir, serve, &overlay) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let listen = config.server.listen.clone();
+    let erp = stubs.iter().find(|(k, _)| *k == SystemKind::Erp).map(|(_, a)| *a).expect("erp stub");
+    println!("{}", demo_banner(&listen, &config.server.admin_listen, &stubs, erp, dir));
+    match crate::server::serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("qiao: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo_banner(listen: &str, admin: &str, stubs: &[(SystemKind, SocketAddr)], erp: SocketAddr, dir: &Path) -> String {
+    let mut s = String::from("\nQiao demo: the shipped routes, with stub systems standing in for the real ones.\n\n");
+    for (kind, addr) in stubs {
+        s.push_str(&format!(
+            "  {:<4} stub  http://{addr}   (what it received: http://{addr}/_stub/requests)\n",
+            kind.as_str().to_uppercase()
+        ));
+    }
+    s.push_str(&format!("  gateway    http://{listen}   admin: http://{admin}/readyz\n\n"));
+    s.push_str("Try it (from the repository root):\n\n");
+    s.push_str(&format!(
+        "  curl -i http://{listen}/crm/orders/801J000000k3QpRIAU -H 'content-type: application/json' --data @{}/examples/crm-order.json\n",
+        dir.display()
+    ));
+    s.push_str(&format!("  curl 'http://{erp}/_stub/requests?last=1'\n"));
+    s.push_str(&format!(
+        "  curl -i http://{listen}/crm/orders/801J000000k3QpRIAU -H 'content-type: application/json' --data '{{\"totalSize\":1,\"records\":[{{}}]}}'\n"
+    ));
+    s.push_str("\nStop with Ctrl-C.\n");
+    s
+}

@@ -1,0 +1,214 @@
+//! Message routes: read the whole body, run the pipeline, deliver, answer.
+
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use qiao_connectors::{Message, MessageId, TraceContext};
+use serde_json::{Value, json};
+
+use super::{Ctx, answer};
+use crate::config::Route;
+use crate::error::{ErrorKind, Failure};
+use crate::pipeline::{self, Delivered};
+
+/// The message id: the sender's `Idempotency-Key` when it sent a usable one, so that a
+/// retried request keeps its identity end to end; a fresh UUIDv7 otherwise.
+pub fn message_id(session: &Session) -> MessageId {
+    session
+        .req_header()
+        .headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 200 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .map(MessageId::from_sender)
+        .unwrap_or_else(MessageId::generate)
+}
+
+enum BodyError {
+    TooLarge,
+    Read(Box<Error>),
+}
+
+/// Reads the whole request body, refusing more than `limit` bytes.
+async fn read_body(session: &mut Session, limit: u64) -> std::result::Result<Bytes, BodyError> {
+    let mut first: Option<Bytes> = None;
+    let mut rest: Option<BytesMut> = None;
+    let mut total: u64 = 0;
+    while let Some(chunk) = session.read_request_body().await.map_err(BodyError::Read)? {
+        total += chunk.len() as u64;
+        if total > limit {
+            return Err(BodyError::TooLarge);
+        }
+        // Most bodies arrive in one chunk: keep it without copying.
+        match (&mut first, &mut rest) {
+            (None, _) => first = Some(chunk),
+            (Some(f), None) => {
+                let mut buf = BytesMut::with_capacity((total as usize).max(f.len() * 2));
+                buf.extend_from_slice(f);
+                buf.extend_from_slice(&chunk);
+                rest = Some(buf);
+            }
+            (Some(_), Some(buf)) => buf.extend_from_slice(&chunk),
+        }
+    }
+    Ok(match (first, rest) {
+        (_, Some(buf)) => buf.freeze(),
+        (Some(f), None) => f,
+        (None, None) => Bytes::new(),
+    })
+}
+
+pub async fn handle(session: &mut Session, ctx: &mut Ctx, route: &Route, params: &[(String, String)]) -> Result<()> {
+    let header = session.req_header();
+    let content_type = header.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !pipeline::is_json_content_type(content_type) {
+        let detail = if content_type.is_empty() {
+            "Content-Type is missing; send the body as application/json".to_string()
+        } else {
+            format!("Content-Type `{content_type}` is not JSON; send the body as application/json")
+        };
+        return answer::problem(session, ctx, &Failure::new(ErrorKind::UnsupportedMediaType, detail)).await;
+    }
+    let declared: Option<u64> =
+        header.headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let too_large = |size: Option<u64>| {
+        let detail = match size {
+            Some(s) => format!("the body has {s} bytes; this route accepts at most {}", route.max_body_bytes),
+            None => format!("the body exceeds the {} bytes this route accepts", route.max_body_bytes),
+        };
+        Failure::new(ErrorKind::PayloadTooLarge, detail).with("max_body_bytes", route.max_body_bytes)
+    };
+    if let Some(size) = declared.filter(|s| *s > route.max_body_bytes) {
+        // Draining a body much larger than the limit costs more than a new connection.
+        if size > route.max_body_bytes.saturating_mul(2) {
+            session.set_keepalive(None);
+        }
+        return answer::problem(session, ctx, &too_large(Some(size))).await;
+    }
+    let body = match read_body(session, route.max_body_bytes).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            session.set_keepalive(None);
+            return answer::problem(session, ctx, &too_large(declared)).await;
+        }
+        Err(BodyError::Read(e)) => {
+            let f = Failure::new(ErrorKind::BadRequest, format!("the request body could not be read: {e}"));
+            session.set_keepalive(None);
+            return answer::problem(session, ctx, &f).await;
+        }
+    };
+
+    let header = session.req_header();
+    let message = Message {
+        id: ctx.message_id.clone().unwrap_or_else(MessageId::generate),
+        route: route.name.clone(),
+        headers: if route.uses.headers { lowercase_headers(&header.headers) } else { Vec::new() },
+        body,
+        trace: TraceContext {
+            traceparent: header.headers.get("traceparent").and_then(|v| v.to_str().ok()).map(String::from),
+            tracestate: header.headers.get("tracestate").and_then(|v| v.to_str().ok()).map(String::from),
+        },
+        received_at: SystemTime::now(),
+    };
+
+    match run(route, &message, params).await {
+        Ok(Outcome::Relay(d)) => {
+            if let Some(f) = &d.failure {
+                ctx.error = Some(f.kind);
+                tracing::warn!(route = %route.name, message_id = %message.id, error_kind = %f.kind, "{}", f.detail);
+            }
+            let ct = d.reply.headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
+            answer::write(session, ctx, d.reply.status.as_u16(), ct.as_deref(), d.reply.body, &[]).await
+        }
+        Ok(Outcome::FanOut(results)) => fan_out_answer(session, ctx, &message, results).await,
+        Err(f) => {
+            if f.kind.status() >= 500 {
+                tracing::warn!(route = %route.name, message_id = %message.id, error_kind = %f.kind, "{}", f.detail);
+            }
+            answer::problem(session, ctx, &f).await
+        }
+    }
+}
+
+fn lowercase_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers.iter().filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))).collect()
+}
+
+enum Outcome {
+    /// One destination: its answer goes back to the sender as it is.
+    Relay(Delivered),
+    /// Several destinations: each one's result.
+    FanOut(Vec<(String, std::result::Result<Delivered, Failure>)>),
+}
+
+async fn run(route: &Route, message: &Message, params: &[(String, String)]) -> std::result::Result<Outcome, Failure> {
+    let value = pipeline::parse(&message.body)?;
+    pipeline::validate(route, &value)?;
+    let vars = pipeline::vars(route, message, params, false);
+    let mapped = pipeline::map(route, value, &vars)?;
+    let body = Bytes::from(serde_json::to_vec(&mapped).map_err(|e| Failure::new(ErrorKind::Internal, e.to_string()))?);
+    let dest_vars = if route.uses.params { pipeline::vars(route, message, params, true) } else { vars };
+    if let [dest] = route.destinations.as_slice() {
+        let request = pipeline::outbound(dest, message, body, &dest_vars)?;
+        return pipeline::deliver(dest, &request).await.map(Outcome::Relay);
+    }
+    let mut results = Vec::with_capacity(route.destinations.len());
+    for dest in &route.destinations {
+        let result = match pipeline::outbound(dest, message, body.clone(), &dest_vars) {
+            Ok(request) => pipeline::deliver(dest, &request).await,
+            Err(f) => Err(f),
+        };
+        results.push((dest.system.name.clone(), result));
+    }
+    Ok(Outcome::FanOut(results))
+}
+
+/// Several destinations: 200 with each receiver's answer when all took the message;
+/// otherwise a problem (the first failure's kind) that lists every destination, so the
+/// sender can retry with the same `Idempotency-Key` and receivers deduplicate.
+async fn fan_out_answer(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    message: &Message,
+    results: Vec<(String, std::result::Result<Delivered, Failure>)>,
+) -> Result<()> {
+    let mut first_failure: Option<Failure> = None;
+    let mut deliveries = Vec::with_capacity(results.len());
+    for (system, result) in results {
+        match result {
+            Ok(d) => {
+                let body: Value = serde_json::from_slice(&d.reply.body)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&d.reply.body).into_owned()));
+                let ok = d.failure.is_none();
+                deliveries.push(json!({"system": system, "ok": ok, "status": d.reply.status.as_u16(), "body": body}));
+                if let (None, Some(f)) = (&first_failure, d.failure) {
+                    first_failure = Some(f);
+                }
+            }
+            Err(f) => {
+                deliveries
+                    .push(json!({"system": system, "ok": false, "error_kind": f.kind.slug(), "detail": f.detail}));
+                if first_failure.is_none() {
+                    first_failure = Some(f);
+                }
+            }
+        }
+    }
+    match first_failure {
+        None => {
+            let doc = json!({"message_id": message.id.as_str(), "deliveries": deliveries});
+            let body = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
+            answer::write(session, ctx, 200, Some("application/json"), body, &[]).await
+        }
+        Some(f) => {
+            let failed = deliveries.iter().filter(|d| d["ok"] == false).count();
+            let detail = format!("{failed} of {} deliveries failed; the first: {}", deliveries.len(), f.detail);
+            let mut f = Failure::new(f.kind, detail);
+            f.extra.push(("deliveries", Value::Array(deliveries)));
+            answer::problem(session, ctx, &f).await
+        }
+    }
+}

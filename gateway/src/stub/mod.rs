@@ -1,0 +1,323 @@
+//! Stub business systems: small real HTTP servers that stand in for an ERP, CRM, OA, WMS
+//! or MES in the demo, the tests and docker-compose.
+//!
+//! Each answers its system's real endpoints in the real shape (Kingdee K/3 Cloud WebAPI,
+//! Salesforce REST, DingTalk, Qimen, B2MML) and keeps what it received, so that a person or
+//! a test can read it back:
+//!
+//! - `GET /_stub/requests[?path=PREFIX&last=N]` — what arrived, oldest first
+//! - `DELETE /_stub/requests` — forget it
+//! - `GET /_stub/stats` — counts, with duplicates by `x-qiao-message-id`
+//! - `POST /_stub/faults` `{"status": 503, "times": 2, "delay_ms": 0}` — misbehave on the
+//!   next requests (fault injection for retry and timeout tests)
+//!
+//! Nothing in the production path depends on this module.
+
+mod systems;
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use qiao_connectors::SystemKind;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// One request as the stub received it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Recorded {
+    pub seq: u64,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HashMap<String, String>,
+    /// The body as JSON, or as a string when it is not JSON.
+    pub body: Value,
+    pub message_id: Option<String>,
+    pub received_at_ms: u64,
+}
+
+/// Misbehaviour for the next requests.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Answer this status instead of the normal answer.
+    pub status: Option<u16>,
+    /// Wait this long before answering.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// How many requests get this fault. Default 1.
+    #[serde(default = "one")]
+    pub times: u32,
+    /// Only requests whose path starts with this.
+    pub path: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug)]
+pub struct StubState {
+    pub kind: SystemKind,
+    /// Requests kept for reading back (the oldest are dropped past `keep`).
+    records: Mutex<VecDeque<Recorded>>,
+    keep: usize,
+    seq: AtomicU64,
+    /// Deliveries per message id, to count duplicates.
+    ids: Mutex<HashMap<String, u32>>,
+    faults: Mutex<VecDeque<Fault>>,
+    /// Bill numbers handed out (XSDD000001, ...).
+    pub bills: AtomicU64,
+}
+
+impl StubState {
+    pub fn new(kind: SystemKind, keep: usize) -> Self {
+        Self {
+            kind,
+            records: Mutex::new(VecDeque::new()),
+            keep,
+            seq: AtomicU64::new(0),
+            ids: Mutex::new(HashMap::new()),
+            faults: Mutex::new(VecDeque::new()),
+            bills: AtomicU64::new(0),
+        }
+    }
+
+    /// Business requests received so far (control requests under `/_stub` excluded).
+    pub fn received(&self) -> Vec<Recorded> {
+        self.records.lock().expect("stub lock").iter().cloned().collect()
+    }
+
+    pub fn clear(&self) {
+        self.records.lock().expect("stub lock").clear();
+        self.ids.lock().expect("stub lock").clear();
+    }
+
+    pub fn add_fault(&self, fault: Fault) {
+        self.faults.lock().expect("stub lock").push_back(fault);
+    }
+
+    pub fn stats(&self) -> Value {
+        let ids = self.ids.lock().expect("stub lock");
+        let duplicates: u32 = ids.values().map(|n| n.saturating_sub(1)).sum();
+        json!({
+            "kind": self.kind.as_str(),
+            "received": self.seq.load(Ordering::Relaxed),
+            "distinct_message_ids": ids.len(),
+            "duplicate_deliveries": duplicates,
+        })
+    }
+
+    fn take_fault(&self, path: &str) -> Option<Fault> {
+        let mut faults = self.faults.lock().expect("stub lock");
+        let i = faults.iter().position(|f| f.path.as_deref().is_none_or(|p| path.starts_with(p)))?;
+        let f = &mut faults[i];
+        let out = f.clone();
+        f.times = f.times.saturating_sub(1);
+        if f.times == 0 {
+            faults.remove(i);
+        }
+        Some(out)
+    }
+
+    fn record(&self, r: Recorded) {
+        if let Some(id) = &r.message_id {
+            *self.ids.lock().expect("stub lock").entry(id.clone()).or_default() += 1;
+        }
+        let mut records = self.records.lock().expect("stub lock");
+        if records.len() >= self.keep {
+            records.pop_front();
+        }
+        records.push_back(r);
+    }
+}
+
+/// A running stub.
+pub struct StubHandle {
+    pub addr: SocketAddr,
+    pub state: Arc<StubState>,
+    stop: watch::Sender<bool>,
+}
+
+impl StubHandle {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for StubHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts a stub of `kind` on `addr` (port 0 picks a free port) in the current runtime.
+pub async fn start(kind: SystemKind, addr: SocketAddr) -> std::io::Result<StubHandle> {
+    start_with(kind, addr, 100_000).await
+}
+
+/// Like [`start`], keeping at most `keep` requests for reading back.
+pub async fn start_with(kind: SystemKind, addr: SocketAddr, keep: usize) -> std::io::Result<StubHandle> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(StubState::new(kind, keep));
+    let (stop, mut stopped) = watch::channel(false);
+    let st = state.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "stub accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stopped.changed() => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let st = st.clone();
+            let mut conn_stop = stopped.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| handle(st.clone(), req));
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = conn_stop.changed() => {}
+                }
+            });
+        }
+    });
+    Ok(StubHandle { addr, state, stop })
+}
+
+fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(serde_json::to_vec_pretty(body).unwrap_or_default())));
+    *r.status_mut() = status;
+    r.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json; charset=utf-8"));
+    r
+}
+
+async fn handle(state: Arc<StubState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let bytes = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Ok(reply(StatusCode::BAD_REQUEST, &json!({"error": "unreadable body"}))),
+    };
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().map(str::to_string);
+
+    if let Some(control) = path.strip_prefix("/_stub/") {
+        return Ok(control_api(&state, &parts.method, control, query.as_deref(), &bytes));
+    }
+
+    let body: Value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    let headers: HashMap<String, String> = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
+    let recorded = Recorded {
+        seq,
+        method: parts.method.to_string(),
+        path: path.clone(),
+        query: query.clone(),
+        message_id: headers.get("x-qiao-message-id").cloned(),
+        headers,
+        body,
+        received_at_ms: crate::pipeline::now_ms(),
+    };
+
+    if let Some(fault) = state.take_fault(&path) {
+        if fault.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
+        }
+        if let Some(status) = fault.status {
+            // A failed request is not kept: the receiver did not take it.
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return Ok(reply(status, &json!({"error": "fault injected by the stub", "status": status.as_u16()})));
+        }
+    }
+    let (status, answer) = systems::answer(&state, &parts.method, &path, query.as_deref(), &recorded.body, seq);
+    if status.is_success() {
+        state.record(recorded);
+    }
+    Ok(reply(status, &answer))
+}
+
+fn control_api(
+    state: &StubState,
+    method: &Method,
+    what: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> Response<Full<Bytes>> {
+    let param = |name: &str| {
+        query.and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+        })
+    };
+    match (method, what) {
+        (&Method::GET, "requests") => {
+            let prefix = param("path").unwrap_or_default();
+            let mut list: Vec<Recorded> =
+                state.received().into_iter().filter(|r| r.path.starts_with(&prefix)).collect();
+            if let Some(last) = param("last").and_then(|n| n.parse::<usize>().ok()) {
+                let skip = list.len().saturating_sub(last);
+                list.drain(..skip);
+            }
+            reply(StatusCode::OK, &serde_json::to_value(list).unwrap_or_default())
+        }
+        (&Method::DELETE, "requests") => {
+            state.clear();
+            reply(StatusCode::OK, &json!({"cleared": true}))
+        }
+        (&Method::GET, "stats") | (&Method::GET, "health") => reply(StatusCode::OK, &state.stats()),
+        (&Method::POST, "faults") => match serde_json::from_slice::<Fault>(body) {
+            Ok(f) => {
+                state.add_fault(f);
+                reply(StatusCode::OK, &json!({"armed": true}))
+            }
+            Err(e) => reply(StatusCode::BAD_REQUEST, &json!({"error": e.to_string()})),
+        },
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "unknown stub control endpoint", "see": "GET /_stub/requests, DELETE /_stub/requests, GET /_stub/stats, POST /_stub/faults"}),
+        ),
+    }
+}
+
+/// Starts one stub of every kind on consecutive ports from `base_port` (0: free ports).
+pub async fn start_all(host: std::net::IpAddr, base_port: u16) -> std::io::Result<Vec<StubHandle>> {
+    let mut out = Vec::new();
+    for (i, kind) in SystemKind::ALL.into_iter().enumerate() {
+        let port = if base_port == 0 { 0 } else { base_port + i as u16 };
+        out.push(start(kind, SocketAddr::new(host, port)).await?);
+    }
+    Ok(out)
+}
