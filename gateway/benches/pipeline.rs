@@ -1,2 +1,151 @@
-//! Placeholder; the real benchmark is written next.
-fn main() {}
+//! The JSON work of one message on the shipped route `crm-order-to-erp`:
+//! parse → validate → vars → map → serialize, as `edge::message::run` does it before
+//! delivering.
+//!
+//! Groups (throughput is always the size of the inbound body, so rows compare):
+//! - `pipeline/{1KB,100KB}`: the whole chain, for the 887-byte example order
+//!   (routes/examples/crm-order.json) and a generated order with 500 order lines.
+//! - `phase_1KB/{parse,validate,vars,map,serialize}`: each phase alone on the 1 KB order,
+//!   to say where the time goes.
+//!
+//! Run: `cargo bench -p qiao --bench pipeline`. Numbers and the machine: docs/performance.md.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use qiao::config::{self, ProcessEnv, Route};
+use qiao::pipeline;
+use qiao_connectors::{Message, MessageId, TraceContext};
+use serde_json::{Value, json};
+
+const ROUTES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../routes");
+const ROUTE: &str = "crm-order-to-erp";
+const ORDER_ID: &str = "801J000000k3QpRIAU";
+/// Order lines of the large order: about 100 KB of JSON.
+const LARGE_LINES: usize = 500;
+
+fn route() -> Arc<Route> {
+    let config = match config::load(Path::new(ROUTES), &ProcessEnv) {
+        Ok(c) => c,
+        Err(diags) => {
+            let text: Vec<String> = diags.iter().map(ToString::to_string).collect();
+            panic!("the shipped routes do not load:\n{}", text.join("\n"));
+        }
+    };
+    let route = config.routes.iter().find(|r| &*r.name == ROUTE).cloned();
+    let route = route.unwrap_or_else(|| panic!("route {ROUTE} is not in {ROUTES}"));
+    assert!(route.uses.params, "{ROUTE} reads $params.order_id; the bench builds $params for it");
+    route
+}
+
+fn message(route: &Route, body: &[u8]) -> Message {
+    Message {
+        id: MessageId::generate(),
+        route: route.name.clone(),
+        headers: Vec::new(),
+        body: Bytes::copy_from_slice(body),
+        trace: TraceContext::default(),
+        received_at: SystemTime::now(),
+    }
+}
+
+fn small_order() -> Vec<u8> {
+    let path = Path::new(ROUTES).join("examples/crm-order.json");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// The example order with `lines` order lines: product codes of the shape the schema
+/// asks (`^[A-Z]{2}-[A-Z0-9]+(-[A-Z0-9]+)*$`), all different, pretty-printed like the example.
+fn large_order(lines: usize) -> Vec<u8> {
+    const FAMILIES: [(&str, &str, &str); 6] = [
+        ("FG", "BJ", "变频空压机"),
+        ("SP", "FLT", "空滤滤芯"),
+        ("RM", "AL6061", "铝合金棒材 6061-T6"),
+        ("SP", "OIL", "螺杆压缩机专用润滑油"),
+        ("PK", "CTN", "五层瓦楞纸箱"),
+        ("FG", "LY", "永磁变频螺杆机"),
+    ];
+    let mut doc: Value = serde_json::from_slice(&small_order()).expect("the example order is JSON");
+    let records: Vec<Value> = (0..lines)
+        .map(|i| {
+            let (class, family, name) = FAMILIES[i % FAMILIES.len()];
+            json!({
+                "Product2": {
+                    "ProductCode": format!("{class}-{family}-{:04}-V{}", 1000 + i, i % 7),
+                    "Name": format!("{name} {}kW 型号{:04}", 1 + i % 45, i),
+                },
+                "Quantity": 1 + (i * 7) % 120,
+                "UnitPrice": ((i * 3137) % 900_000) as f64 / 100.0 + 0.5,
+                "ServiceDate": format!("2025-{:02}-{:02}", 1 + i % 12, 1 + i % 28),
+            })
+        })
+        .collect();
+    let items = &mut doc["records"][0]["OrderItems"];
+    items["totalSize"] = json!(lines);
+    items["records"] = Value::Array(records);
+    serde_json::to_vec_pretty(&doc).expect("serializes")
+}
+
+fn params() -> Vec<(String, String)> {
+    vec![("order_id".to_string(), ORDER_ID.to_string())]
+}
+
+/// The chain `edge::message::run` runs before delivering.
+fn run(route: &Route, message: &Message, params: &[(String, String)]) -> Vec<u8> {
+    let value = pipeline::parse(&message.body).expect("parses");
+    pipeline::validate(route, &value).expect("valid");
+    let vars = pipeline::vars(route, message, params, false);
+    let mapped = pipeline::map(route, value, &vars).expect("maps");
+    serde_json::to_vec(&mapped).expect("serializes")
+}
+
+fn benches(c: &mut Criterion) {
+    let route = route();
+    let params = params();
+    let small = small_order();
+    let large = large_order(LARGE_LINES);
+
+    // Check once, outside the measurement, that both inputs take the whole path and map
+    // to what the ERP expects: a bench of an error path would measure the wrong thing.
+    for (name, body, lines) in [("1KB", &small, 2), ("100KB", &large, LARGE_LINES)] {
+        let out: Value = serde_json::from_slice(&run(&route, &message(&route, body), &params)).expect("JSON out");
+        let entries = out["data"]["Model"]["FSaleOrderEntry"].as_array().map(Vec::len);
+        assert_eq!(entries, Some(lines), "{name}: mapped order lines");
+        let note = out["data"]["Model"]["FNote"].as_str().unwrap_or_default();
+        assert!(note.ends_with(ORDER_ID), "{name}: FNote {note:?}");
+        eprintln!("input {name}: {} bytes in, {} order lines", body.len(), lines);
+    }
+
+    let mut group = c.benchmark_group("pipeline");
+    for (name, body) in [("1KB", &small), ("100KB", &large)] {
+        let msg = message(&route, body);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_function(name, |b| b.iter(|| run(&route, black_box(&msg), black_box(&params))));
+    }
+    group.finish();
+
+    // Each phase alone, on the 1 KB order. Inputs a phase consumes are prepared outside
+    // the timing (iter_batched); what a phase drops is dropped inside it, as in `run`.
+    let msg = message(&route, &small);
+    let parsed = pipeline::parse(&msg.body).expect("parses");
+    let vars = pipeline::vars(&route, &msg, &params, false);
+    let mapped = pipeline::map(&route, parsed.clone(), &vars).expect("maps");
+
+    let mut group = c.benchmark_group("phase_1KB");
+    group.throughput(Throughput::Bytes(small.len() as u64));
+    group.bench_function("parse", |b| b.iter(|| pipeline::parse(black_box(&msg.body))));
+    group.bench_function("validate", |b| b.iter(|| pipeline::validate(&route, black_box(&parsed))));
+    group.bench_function("vars", |b| b.iter(|| pipeline::vars(&route, black_box(&msg), black_box(&params), false)));
+    group.bench_function("map", |b| {
+        b.iter_batched(|| parsed.clone(), |v| pipeline::map(&route, v, black_box(&vars)), BatchSize::SmallInput)
+    });
+    group.bench_function("serialize", |b| b.iter(|| serde_json::to_vec(black_box(&mapped))));
+    group.finish();
+}
+
+criterion_group!(pipeline_benches, benches);
+criterion_main!(pipeline_benches);

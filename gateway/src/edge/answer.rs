@@ -26,7 +26,10 @@ pub async fn write(
     if let Some(ct) = content_type {
         header.insert_header("content-type", ct)?;
     }
-    header.insert_header("content-length", body.len().to_string())?;
+    // 204 and 304 carry no body and, per RFC 9110, no Content-Length either.
+    if !matches!(status, 204 | 304) {
+        header.insert_header("content-length", body.len().to_string())?;
+    }
     if let Some(id) = &ctx.message_id {
         header.insert_header(MESSAGE_ID, id.as_str())?;
     }
@@ -40,6 +43,36 @@ pub async fn write(
         session.write_response_body(Some(body), true).await?;
     }
     Ok(())
+}
+
+/// Reads and drops what is left of the request body, up to `limit` bytes, so that an
+/// early answer (404, 405, 415, 413) can keep the connection: pingora closes a connection
+/// whose request body was not read to the end. Past the limit it gives up and the
+/// connection closes after the answer — cheaper than draining a huge upload.
+pub async fn discard_body(session: &mut Session, limit: u64) {
+    let declared: Option<u64> =
+        session.req_header().headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    if declared.is_some_and(|n| n > limit) {
+        session.set_keepalive(None);
+        return;
+    }
+    let mut seen = 0u64;
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                seen += chunk.len() as u64;
+                if seen > limit {
+                    session.set_keepalive(None);
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(_) => {
+                session.set_keepalive(None);
+                return;
+            }
+        }
+    }
 }
 
 /// Answers with the problem+json document of `failure`.

@@ -70,6 +70,7 @@ pub async fn handle(session: &mut Session, ctx: &mut Ctx, route: &Route, params:
         } else {
             format!("Content-Type `{content_type}` is not JSON; send the body as application/json")
         };
+        answer::discard_body(session, route.max_body_bytes).await;
         return answer::problem(session, ctx, &Failure::new(ErrorKind::UnsupportedMediaType, detail)).await;
     }
     let declared: Option<u64> =
@@ -83,9 +84,7 @@ pub async fn handle(session: &mut Session, ctx: &mut Ctx, route: &Route, params:
     };
     if let Some(size) = declared.filter(|s| *s > route.max_body_bytes) {
         // Draining a body much larger than the limit costs more than a new connection.
-        if size > route.max_body_bytes.saturating_mul(2) {
-            session.set_keepalive(None);
-        }
+        answer::discard_body(session, route.max_body_bytes.saturating_mul(2)).await;
         return answer::problem(session, ctx, &too_large(Some(size))).await;
     }
     let body = match read_body(session, route.max_body_bytes).await {

@@ -69,11 +69,13 @@ impl ProxyHttp for Edge {
         let (index, params) = match config.router.find(&method, &path) {
             Found::Route { index, params } => (index, params),
             Found::NotFound => {
+                answer::discard_body(session, config.server.max_body_bytes).await;
                 let f = Failure::new(ErrorKind::RouteNotFound, format!("no route matches {method} {path}"));
                 answer::problem(session, ctx, &f).await?;
                 return Ok(true);
             }
             Found::MethodNotAllowed { allow } => {
+                answer::discard_body(session, config.server.max_body_bytes).await;
                 let mut f = Failure::new(ErrorKind::MethodNotAllowed, format!("{path} does not accept {method}"));
                 f.allow = allow.iter().map(|m| m.to_string()).collect();
                 answer::problem(session, ctx, &f).await?;
@@ -139,6 +141,8 @@ impl ProxyHttp for Edge {
             ctx.error = Some(kind);
             return FailToProxy { error_code: ctx.status, can_reuse_downstream: false };
         }
+        let limit = ctx.config.as_ref().map_or(0, |c| c.server.max_body_bytes);
+        answer::discard_body(session, limit).await;
         let written = answer::problem(session, ctx, &f).await.is_ok();
         FailToProxy { error_code: kind.status(), can_reuse_downstream: written }
     }

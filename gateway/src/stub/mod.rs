@@ -212,7 +212,12 @@ pub async fn start_with(kind: SystemKind, addr: SocketAddr, keep: usize) -> std:
 }
 
 fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(serde_json::to_vec_pretty(body).unwrap_or_default())));
+    let bytes = if status == StatusCode::NO_CONTENT {
+        Bytes::new()
+    } else {
+        Bytes::from(serde_json::to_vec_pretty(body).unwrap_or_default())
+    };
+    let mut r = Response::new(Full::new(bytes));
     *r.status_mut() = status;
     r.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json; charset=utf-8"));
     r

@@ -1,0 +1,360 @@
+#!/usr/bin/env bash
+# Load test: Qiao's CRM→ERP message route against nginx proxy_pass, side by side in one run.
+#
+#   bench/load.sh                         # defaults below
+#   DURATION=5 ROUNDS=5 bench/load.sh     # any knob from the list below
+#
+# What runs (all on 127.0.0.1, ports picked at runtime; everything started here is stopped
+# on exit):
+#   - the ERP stub:   qiao stub erp            (hyper, one tokio worker thread)
+#   - Qiao:           qiao run --config routes (THREADS_QIAO pingora worker threads,
+#                     --log-level warn: no per-request access line)
+#   - nginx:          worker_processes THREADS_QIAO, access_log off, keepalive upstream
+# and wrk POSTs routes/examples/crm-order.json (887 bytes) with the same connection count
+# to each target, alternating targets every round:
+#   qiao        POST /crm/orders/801J000000k3QpRIAU   parse, validate, map, deliver with
+#                                                     the hyper client, relay the answer
+#   nginx       POST /crm/orders/801J000000k3QpRIAU   proxy_pass to the stub's Kingdee Save
+#   qiao-proxy  POST /erp/k3cloud/...Save.common.kdsvc route erp-webapi-passthrough:
+#                                                     pingora's proxy engine, no JSON work
+#   qiao-edge   POST /bench/no-such-route             (opt-in) Qiao answers 404 itself:
+#                                                     the edge alone, no upstream
+#   stub        POST the Save path on the stub        (opt-in) the stub alone: the ceiling
+# nginx and qiao-proxy forward the CRM body unchanged, so the stub answers them with a
+# Kingdee business error (formid missing) under HTTP 200; Qiao sends the mapped order and
+# gets a saved bill. The stub does the same work either way (parse ~1 KB, record, answer).
+#
+# Knobs (environment):
+#   DURATION=10       seconds per measured run
+#   CONNECTIONS=64    wrk connections (same for every target)
+#   ROUNDS=3          measured runs per target; medians are over these
+#   THREADS_QIAO=1    Qiao worker threads; nginx gets as many worker processes
+#   WRK_THREADS=1     wrk threads (see docs/performance.md for why 1 on 2 cores)
+#   WARMUP=2          seconds of unrecorded load per target before the first round
+#   TARGETS="qiao nginx qiao-proxy"   order within a round; add qiao-edge and/or stub
+#   PERF=0            1: after the rounds, for each of PERF_TARGETS, `perf record -g` the
+#                     Qiao process during one more run and `perf stat` it during another;
+#                     reports go to OUT (keep it: OUT=bench/out or any directory)
+#   PERF_TARGETS=qiao Qiao targets to profile (qiao, qiao-proxy, qiao-edge)
+#   OUT=<tmp>         where logs, wrk outputs and perf reports are kept (printed at the end)
+#   QIAO_BIN=$CARGO_TARGET_DIR/release/qiao   built with cargo when missing
+#   QIAO_BUILD=missing   or `always`: run `cargo build --release` even if the binary exists
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+ROUNDS=${ROUNDS:-3}
+THREADS_QIAO=${THREADS_QIAO:-1}
+WRK_THREADS=${WRK_THREADS:-1}
+WARMUP=${WARMUP:-2}
+TARGETS=${TARGETS:-qiao nginx qiao-proxy}
+PERF=${PERF:-0}
+PERF_TARGETS=${PERF_TARGETS:-qiao}
+QIAO_BUILD=${QIAO_BUILD:-missing}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/qiao-target}
+QIAO_BIN=${QIAO_BIN:-$CARGO_TARGET_DIR/release/qiao}
+BODY=$ROOT/routes/examples/crm-order.json
+ORDER_ID=801J000000k3QpRIAU
+SAVE_PATH=/k3cloud/Kingdee.BOS.WebApi.ServicesStub.DynamicFormService.Save.common.kdsvc
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/qiao-load.XXXXXX")
+OUT=${OUT:-$TMP}
+mkdir -p "$OUT"
+PIDS=()
+
+log() { printf '%s\n' "$*" >&2; }
+die() {
+    log "load.sh: $*"
+    exit 1
+}
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -INT "$pid" 2>/dev/null || true # fast shutdown for Qiao and nginx
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    [[ $OUT == "$TMP" ]] || rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+for tool in wrk nginx curl ss; do
+    command -v "$tool" >/dev/null || die "$tool is missing (Debian: apt-get install -y wrk nginx-light curl iproute2)"
+done
+if [[ $PERF == 1 ]]; then command -v perf >/dev/null || die "PERF=1 needs perf"; fi
+[[ -f $BODY ]] || die "no $BODY"
+
+# --- the binary ---------------------------------------------------------------------------
+if [[ ! -x $QIAO_BIN || $QIAO_BUILD == always ]]; then
+    log "building $QIAO_BIN (cargo build --release; may wait for the shared build lock)"
+    (cd "$ROOT" && cargo build --release -p qiao --bin qiao) >&2
+fi
+[[ -x $QIAO_BIN ]] || die "no binary at $QIAO_BIN"
+
+# --- free ports ---------------------------------------------------------------------------
+USED_PORTS=" "
+free_port() {
+    local p
+    for _ in $(seq 1 200); do
+        p=$((20000 + RANDOM % 40000))
+        [[ $USED_PORTS == *" $p "* ]] && continue
+        if [[ -z $(ss -Htan "( sport = :$p )" 2>/dev/null) ]]; then
+            USED_PORTS+="$p "
+            echo "$p"
+            return
+        fi
+    done
+    die "no free port found"
+}
+
+wait_http() { # url [method]: until anything answers with an HTTP status
+    local url=$1 code
+    for _ in $(seq 1 100); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' -X "${2:-GET}" "$url" 2>/dev/null || true)
+        [[ $code != 000 && -n $code ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+STUB_PORT=$(free_port)
+QIAO_PORT=$(free_port)
+ADMIN_PORT=$(free_port)
+NGINX_PORT=$(free_port)
+STUB=http://127.0.0.1:$STUB_PORT
+
+# --- the ERP stub -------------------------------------------------------------------------
+"$QIAO_BIN" --log-level warn stub erp --listen "127.0.0.1:$STUB_PORT" >"$OUT/stub.log" 2>&1 &
+STUB_PID=$!
+PIDS+=("$STUB_PID")
+wait_http "$STUB/_stub/stats" || die "the ERP stub did not start; see $OUT/stub.log"
+
+# --- Qiao ---------------------------------------------------------------------------------
+(cd "$ROOT" && ERP_URL=$STUB exec "$QIAO_BIN" run --config routes --listen "127.0.0.1:$QIAO_PORT" \
+    --admin-listen "127.0.0.1:$ADMIN_PORT" --threads "$THREADS_QIAO" --log-level warn) >"$OUT/qiao.log" 2>&1 &
+QIAO_PID=$!
+PIDS+=("$QIAO_PID")
+wait_http "http://127.0.0.1:$QIAO_PORT/" || die "Qiao did not start; see $OUT/qiao.log"
+
+# --- nginx --------------------------------------------------------------------------------
+mkdir -p "$TMP/nginx"
+cat >"$TMP/nginx/nginx.conf" <<EOF
+worker_processes $THREADS_QIAO;
+daemon off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/client_body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    upstream erp_stub {
+        server 127.0.0.1:$STUB_PORT;
+        keepalive 256;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location = /crm/orders/$ORDER_ID {
+            proxy_pass http://erp_stub$SAVE_PATH;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+        location / { return 404; }
+    }
+}
+EOF
+nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" >"$OUT/nginx.log" 2>&1 &
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
+wait_http "http://127.0.0.1:$NGINX_PORT/" || die "nginx did not start; see $OUT/nginx.log and $TMP/nginx/error.log"
+
+# --- targets ------------------------------------------------------------------------------
+url_of() {
+    case $1 in
+        qiao) echo "http://127.0.0.1:$QIAO_PORT/crm/orders/$ORDER_ID" ;;
+        nginx) echo "http://127.0.0.1:$NGINX_PORT/crm/orders/$ORDER_ID" ;;
+        qiao-proxy) echo "http://127.0.0.1:$QIAO_PORT/erp$SAVE_PATH" ;;
+        qiao-edge) echo "http://127.0.0.1:$QIAO_PORT/bench/no-such-route" ;;
+        stub) echo "$STUB$SAVE_PATH" ;;
+        *) die "unknown target $1 (qiao, nginx, qiao-proxy, qiao-edge, stub)" ;;
+    esac
+}
+expected_status() { if [[ $1 == qiao-edge ]]; then echo 404; else echo 200; fi; }
+
+# Check every target answers what the benchmark means to measure, before any load.
+for t in $TARGETS; do
+    want=$(expected_status "$t")
+    got=$(curl -s -o "$OUT/check-$t.json" -w '%{http_code}' -X POST -H 'content-type: application/json' \
+        --data-binary "@$BODY" "$(url_of "$t")") || true
+    [[ $got == "$want" ]] || die "$t answered $got, not $want: $(head -c 400 "$OUT/check-$t.json")"
+    if [[ $t == qiao ]]; then
+        grep -q '"IsSuccess": *true' "$OUT/check-$t.json" ||
+            die "qiao: the ERP did not save the order: $(head -c 400 "$OUT/check-$t.json")"
+    fi
+    log "check $t: $got ($(wc -c <"$OUT/check-$t.json") bytes)"
+done
+
+cat >"$TMP/post.lua" <<EOF
+local f = assert(io.open("$BODY", "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+EOF
+
+# CPU time (user + system, every thread) of processes, in clock ticks.
+TICK=$(getconf CLK_TCK)
+cpu_ticks() {
+    local pid total=0 t
+    for pid in "$@"; do
+        t=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        total=$((total + t))
+    done
+    echo "$total"
+}
+server_pids() {
+    case $1 in
+        qiao*) echo "$QIAO_PID" ;;
+        nginx) echo "$NGINX_PID $(ps -o pid= --ppid "$NGINX_PID" | tr '\n' ' ')" ;;
+        stub) echo "$STUB_PID" ;;
+    esac
+}
+
+run_wrk() { # target seconds outfile: runs wrk; appends a `qiao-load:` line with CPU and connections
+    local t=$1 secs=$2 f=$3 spids s0 u0 s1 u1 wrk_pid conns
+    curl -s -o /dev/null -X DELETE "$STUB/_stub/requests" || true # same stub state for every run
+    spids=$(server_pids "$t")
+    # shellcheck disable=SC2086
+    s0=$(cpu_ticks $spids)
+    u0=$(cpu_ticks "$STUB_PID")
+    wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d "${secs}s" --latency -s "$TMP/post.lua" "$(url_of "$t")" >"$f" 2>&1 &
+    wrk_pid=$!
+    sleep "$(awk -v d="$secs" 'BEGIN {print d / 2}')"
+    # Connections the target holds open to the stub halfway through (wrk's own for `stub`):
+    # a pool that works keeps this near the concurrency.
+    local owner=$spids
+    [[ $t == stub ]] && owner=$wrk_pid
+    conns=$(ss -Htnp state established "( dport = :$STUB_PORT )" 2>/dev/null |
+        grep -cE "pid=($(echo $owner | tr ' ' '|'))," || true)
+    wait "$wrk_pid" || die "wrk failed on $t: $(cat "$f")"
+    # shellcheck disable=SC2086
+    s1=$(cpu_ticks $spids)
+    u1=$(cpu_ticks "$STUB_PID")
+    echo "qiao-load: server_cpu_ticks=$((s1 - s0)) stub_cpu_ticks=$((u1 - u0)) tick_hz=$TICK stub_conns=$conns" >>"$f"
+}
+
+parse_wrk() { # outfile -> "rps p50 p99 non2xx sockerr server_us_per_req stub_us_per_req stub_conns"
+    local f=$1
+    awk -v tick="$TICK" '
+        function ms(v,  n, u) { n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+            if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000; return n }
+        / requests in / { reqs = $1 }
+        /^Requests\/sec:/ { rps = $2 }
+        $1 == "50%" { p50 = ms($2) }
+        $1 == "99%" { p99 = ms($2) }
+        /Non-2xx or 3xx responses:/ { non2xx = $NF }
+        /Socket errors:/ { gsub(/,/, ""); sockerr = $4 + $6 + $8 + $10 }
+        /^qiao-load:/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); x[kv[1]] = kv[2] } }
+        END {
+            per = reqs > 0 ? 1e6 / tick / reqs : 0
+            printf "%s %.3f %.3f %d %d %.1f %.1f %d\n", rps + 0, p50, p99, non2xx, sockerr,
+                x["server_cpu_ticks"] * per, x["stub_cpu_ticks"] * per, x["stub_conns"]
+        }' "$f"
+}
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR] = $1} END {
+    if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+log ""
+log "Qiao $("$QIAO_BIN" --version 2>/dev/null | awk '{print $2}'), $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')"
+log "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
+log "load: $CONNECTIONS connections, $WRK_THREADS wrk thread(s), ${DURATION}s x $ROUNDS rounds, Qiao --threads $THREADS_QIAO, nginx worker_processes $THREADS_QIAO"
+log "body: $BODY ($(wc -c <"$BODY") bytes); targets: $TARGETS"
+log ""
+
+if [[ $WARMUP -gt 0 ]]; then
+    for t in $TARGETS; do run_wrk "$t" "$WARMUP" "$OUT/warmup-$t.txt"; done
+fi
+
+declare -A RPS P50 P99 ERR SCPU UCPU
+printf '%-5s %-11s %10s %9s %9s %7s %13s %11s %6s\n' round target "req/s" "p50 ms" "p99 ms" errors \
+    "server us/req" "stub us/req" conns
+for r in $(seq 1 "$ROUNDS"); do
+    for t in $TARGETS; do
+        f=$OUT/round$r-$t.txt
+        run_wrk "$t" "$DURATION" "$f"
+        read -r rps p50 p99 non2xx sockerr scpu ucpu conns < <(parse_wrk "$f")
+        # qiao-edge is meant to answer 404: only transport errors count there.
+        err=$((sockerr + ($(expected_status "$t") == 200 ? non2xx : 0)))
+        RPS[$t]+="$rps "
+        P50[$t]+="$p50 "
+        P99[$t]+="$p99 "
+        SCPU[$t]+="$scpu "
+        UCPU[$t]+="$ucpu "
+        ERR[$t]=$((${ERR[$t]:-0} + err))
+        printf '%-5s %-11s %10.0f %9.3f %9.3f %7d %13.1f %11.1f %6d\n' "$r" "$t" "$rps" "$p50" "$p99" "$err" \
+            "$scpu" "$ucpu" "$conns"
+    done
+done
+
+echo
+echo "medians over $ROUNDS rounds ($CONNECTIONS connections, ${DURATION}s each; CPU: user+system of every thread):"
+printf '%-11s %10s %9s %9s %7s %13s %11s %9s\n' target "req/s" "p50 ms" "p99 ms" errors "server us/req" \
+    "stub us/req" "vs nginx"
+declare -A MED
+for t in $TARGETS; do MED[$t]=$(echo "${RPS[$t]}" | median); done
+for t in $TARGETS; do
+    ratio=-
+    if [[ -n ${MED[nginx]:-} && ${MED[nginx]} != 0 ]]; then
+        ratio=$(awk -v a="${MED[$t]}" -v b="${MED[nginx]}" 'BEGIN {printf "%.2fx", a / b}')
+    fi
+    printf '%-11s %10.0f %9.3f %9.3f %7d %13.1f %11.1f %9s\n' "$t" "${MED[$t]}" "$(echo "${P50[$t]}" | median)" \
+        "$(echo "${P99[$t]}" | median)" "${ERR[$t]}" "$(echo "${SCPU[$t]}" | median)" \
+        "$(echo "${UCPU[$t]}" | median)" "$ratio"
+done
+if [[ -n ${MED[qiao]:-} && -n ${MED[nginx]:-} ]]; then
+    awk -v a="${MED[qiao]}" -v b="${MED[nginx]}" \
+        'BEGIN {printf "\nQiao/nginx throughput ratio: %.2f (target >= 0.70)\n", a / b}'
+fi
+
+# --- profile (opt-in) ---------------------------------------------------------------------
+if [[ $PERF == 1 ]]; then
+    for t in $PERF_TARGETS; do
+        [[ $t == qiao* ]] || die "PERF_TARGETS: only Qiao targets are profiled, not $t"
+        echo
+        echo "perf: Qiao (pid $QIAO_PID) under ${DURATION}s of $t load"
+        run_wrk "$t" 1 "$OUT/perf-warm-$t.txt"
+        # perf starts 1 s in and stops 1 s early, so it sees only steady load.
+        (sleep 1 && perf record -F 999 -g --call-graph dwarf,16384 -p "$QIAO_PID" -o "$OUT/perf-$t.data" \
+            -- sleep "$((DURATION - 2))") >"$OUT/perf-record-$t.log" 2>&1 &
+        perf_pid=$!
+        run_wrk "$t" "$DURATION" "$OUT/perf-wrk-$t.txt"
+        wait "$perf_pid" || true
+        perf report -i "$OUT/perf-$t.data" --no-children --percent-limit 0.5 --stdio -g none \
+            >"$OUT/perf-$t-self.txt" 2>/dev/null || true
+        perf report -i "$OUT/perf-$t.data" --children --percent-limit 1 --stdio -g none \
+            >"$OUT/perf-$t-children.txt" 2>/dev/null || true
+        (sleep 1 && perf stat -p "$QIAO_PID" -- sleep "$((DURATION - 2))") >"$OUT/perf-stat-$t.txt" 2>&1 &
+        perf_pid=$!
+        run_wrk "$t" "$DURATION" "$OUT/perf-stat-wrk-$t.txt"
+        wait "$perf_pid" || true
+        read -r rps _ _ _ _ scpu _ _ < <(parse_wrk "$OUT/perf-stat-wrk-$t.txt")
+        echo "  $rps req/s, $scpu us CPU per request (unprofiled run, perf stat attached)"
+        echo "  reports: $OUT/perf-$t-self.txt, $OUT/perf-$t-children.txt, $OUT/perf-stat-$t.txt"
+    done
+fi
+
+echo
+echo "outputs: $OUT"

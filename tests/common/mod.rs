@@ -1,0 +1,270 @@
+//! Harness for end-to-end tests: the real `qiao` binary, started as a user starts it, on
+//! free ports, against stub systems that are small real HTTP servers.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use qiao::stub::{self, StubHandle};
+use qiao_connectors::SystemKind;
+use serde_json::Value;
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+pub fn routes_dir() -> PathBuf {
+    repo().join("routes")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/fixtures").join(name)
+}
+
+pub fn example(name: &str) -> Vec<u8> {
+    std::fs::read(repo().join("routes/examples").join(name)).expect("example payload")
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The five stub systems on free ports.
+pub struct Stubs {
+    pub all: Vec<StubHandle>,
+}
+
+impl Stubs {
+    pub async fn start() -> Stubs {
+        let all = stub::start_all("127.0.0.1".parse().unwrap(), 0).await.expect("stubs start");
+        Stubs { all }
+    }
+
+    pub fn get(&self, kind: SystemKind) -> &StubHandle {
+        self.all.iter().find(|s| s.state.kind == kind).expect("stub of that kind")
+    }
+
+    /// `ERP_URL=...` etc., as the shipped systems.yaml reads them.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.all.iter().map(|s| (format!("{}_URL", s.state.kind.as_str().to_uppercase()), s.url())).collect()
+    }
+}
+
+/// A running `qiao` process.
+pub struct Qiao {
+    child: Child,
+    pub port: u16,
+    pub admin: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Qiao {
+    /// `qiao run --config DIR` on free ports, with `env` added to the environment.
+    pub async fn run(config: &Path, env: &[(String, String)]) -> Qiao {
+        let args = vec!["run".to_string(), "--config".to_string(), config.display().to_string()];
+        Self::spawn(args, env).await
+    }
+
+    /// Any subcommand that serves (`run`, `demo`); listen flags are added.
+    pub async fn spawn(mut args: Vec<String>, env: &[(String, String)]) -> Qiao {
+        let (port, admin) = (free_port(), free_port());
+        args.extend([
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--admin-listen".into(),
+            format!("127.0.0.1:{admin}"),
+            "--threads".into(),
+            "2".into(),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("qiao.log");
+        let logfile = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_qiao"))
+            .args(&args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env_remove("RUST_LOG")
+            .current_dir(repo())
+            .stdout(logfile.try_clone().unwrap())
+            .stderr(logfile)
+            .spawn()
+            .expect("qiao starts");
+        let mut q = Qiao { child, port, admin, log, _dir: dir };
+        q.wait_ready().await;
+        q
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("qiao exited with {status} before it was ready:\n{}", self.logs());
+            }
+            if let Ok(r) = get(&format!("http://127.0.0.1:{}/readyz", self.admin)).await {
+                if r.status == 200 && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("qiao was not ready within 30 s:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Qiao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Result<Reply, String> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut b = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b.body(Full::new(Bytes::from(body))).map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body })
+}
+
+pub async fn get(url: &str) -> Result<Reply, String> {
+    request("GET", url, &[], Vec::new()).await
+}
+
+pub async fn post_json(url: &str, body: impl Into<Vec<u8>>) -> Reply {
+    request("POST", url, &[("content-type", "application/json")], body.into()).await.expect("request")
+}
+
+/// Requests written by hand on one TCP connection, to see that it stays open.
+pub struct RawConn {
+    stream: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawConn {
+    pub fn open(addr: SocketAddr) -> RawConn {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        RawConn { stream, buf: Vec::new() }
+    }
+
+    /// Sends one request and reads one response: (status, headers lowercased, body).
+    pub fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        use std::io::Write;
+        let mut req = format!("{method} {path} HTTP/1.1\r\nhost: qiao.test\r\ncontent-length: {}\r\n", body.len());
+        if let Some(ct) = content_type {
+            req.push_str(&format!("content-type: {ct}\r\n"));
+        }
+        req.push_str("\r\n");
+        self.stream.write_all(req.as_bytes()).unwrap();
+        self.stream.write_all(body).unwrap();
+        self.read_response()
+    }
+
+    fn read_response(&mut self) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            self.fill();
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).to_string();
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let len: usize =
+            headers.iter().find(|(k, _)| k == "content-length").map(|(_, v)| v.parse().unwrap()).unwrap_or(0);
+        let start = head_end + 4;
+        while self.buf.len() < start + len {
+            self.fill();
+        }
+        let body = self.buf[start..start + len].to_vec();
+        self.buf.drain(..start + len);
+        (status, headers, body)
+    }
+
+    fn fill(&mut self) {
+        let mut chunk = [0u8; 65536];
+        let n = self.stream.read(&mut chunk).expect("read from qiao");
+        assert!(n > 0, "qiao closed the connection");
+        self.buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A CRM order with `lines` order lines (the shipped crm-order route accepts it).
+pub fn crm_order(lines: usize) -> Value {
+    let items: Vec<Value> = (0..lines)
+        .map(|i| {
+            serde_json::json!({
+                "Product2": {"ProductCode": format!("FG-BJ-{:04}", i % 10000), "Name": format!("变频空压机 3kW 批次{i}")},
+                "Quantity": (i % 50) + 1,
+                "UnitPrice": 4520.0,
+                "ServiceDate": "2025-04-10"
+            })
+        })
+        .collect();
+    let mut order: Value = serde_json::from_slice(&example("crm-order.json")).unwrap();
+    order["records"][0]["OrderItems"]["records"] = Value::Array(items);
+    order["records"][0]["OrderItems"]["totalSize"] = lines.into();
+    order
+}
