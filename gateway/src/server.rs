@@ -29,10 +29,12 @@ pub fn serve(config: Config) -> Result<(), String> {
     check_bind("ingress", &settings.listen)?;
     check_bind("admin", &settings.admin_listen)?;
 
-    let mut conf = ServerConf::default();
-    conf.threads = settings.threads;
-    conf.grace_period_seconds = Some(settings.grace_period_seconds);
-    conf.graceful_shutdown_timeout_seconds = Some(settings.graceful_shutdown_timeout_seconds);
+    let conf = ServerConf {
+        threads: settings.threads,
+        grace_period_seconds: Some(settings.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(settings.graceful_shutdown_timeout_seconds),
+        ..ServerConf::default()
+    };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 

@@ -108,10 +108,11 @@ impl Qiao {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("qiao exited with {status} before it was ready:\n{}", self.logs());
             }
-            if let Ok(r) = get(&format!("http://127.0.0.1:{}/readyz", self.admin)).await {
-                if r.status == 200 && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                    return;
-                }
+            if let Ok(r) = get(&format!("http://127.0.0.1:{}/readyz", self.admin)).await
+                && r.status == 200
+                && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
+                return;
             }
             if Instant::now() > deadline {
                 panic!("qiao was not ready within 30 s:\n{}", self.logs());

@@ -213,17 +213,17 @@ fn compile_server(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) -> ServerSetti
             graceful_shutdown_timeout_seconds,
         } = &server.value;
         for (text, slot) in [(listen, &mut settings.listen), (admin_listen, &mut settings.admin_listen)] {
-            if let Some(text) = text {
-                if let Some(v) = cx.env_value(file, text) {
-                    if v.parse::<std::net::SocketAddr>().is_err() {
-                        cx.error(
-                            Place::at(file, &text.referenced),
-                            format!("`{v}` is not an address to listen on"),
-                            Some("write it as host:port, e.g. 127.0.0.1:8080 or 0.0.0.0:8080".into()),
-                        );
-                    }
-                    *slot = v;
+            if let Some(text) = text
+                && let Some(v) = cx.env_value(file, text)
+            {
+                if v.parse::<std::net::SocketAddr>().is_err() {
+                    cx.error(
+                        Place::at(file, &text.referenced),
+                        format!("`{v}` is not an address to listen on"),
+                        Some("write it as host:port, e.g. 127.0.0.1:8080 or 0.0.0.0:8080".into()),
+                    );
                 }
+                *slot = v;
             }
         }
         if let Some(t) = threads {

@@ -46,9 +46,9 @@ pub fn interpolate(value: &str, env: &dyn EnvSource) -> Result<String, EnvError>
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
         let after = &rest[pos..];
-        if after.starts_with("$${") {
+        if let Some(tail) = after.strip_prefix("$${") {
             out.push_str("${");
-            rest = &after[3..];
+            rest = tail;
             consumed += pos + 3;
             continue;
         }

@@ -138,7 +138,7 @@ fn lowercase_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
 
 enum Outcome {
     /// One destination: its answer goes back to the sender as it is.
-    Relay(Delivered),
+    Relay(Box<Delivered>),
     /// Several destinations: each one's result.
     FanOut(Vec<(String, std::result::Result<Delivered, Failure>)>),
 }
@@ -152,7 +152,7 @@ async fn run(route: &Route, message: &Message, params: &[(String, String)]) -> s
     let dest_vars = if route.uses.params { pipeline::vars(route, message, params, true) } else { vars };
     if let [dest] = route.destinations.as_slice() {
         let request = pipeline::outbound(dest, message, body, &dest_vars)?;
-        return pipeline::deliver(dest, &request).await.map(Outcome::Relay);
+        return pipeline::deliver(dest, &request).await.map(|d| Outcome::Relay(Box::new(d)));
     }
     let mut results = Vec::with_capacity(route.destinations.len());
     for dest in &route.destinations {

@@ -204,7 +204,7 @@ impl DateSpec {
         Ok(if self.explicit_tz { dt.with_timezone(&self.tz) } else { dt })
     }
 
-    fn from_epoch(&self, n: i64, millis: bool) -> Result<DateTime<FixedOffset>, String> {
+    fn at_epoch(&self, n: i64, millis: bool) -> Result<DateTime<FixedOffset>, String> {
         let utc = if millis { DateTime::from_timestamp_millis(n) } else { DateTime::from_timestamp(n, 0) };
         utc.map(|d| d.with_timezone(&self.tz)).ok_or_else(|| format!("{n} is out of the range of dates"))
     }
@@ -223,8 +223,8 @@ impl DateSpec {
             }
         };
         match &self.parse {
-            DateParse::EpochMs => return self.from_epoch(epoch_arg(value).ok_or_else(err)?, true),
-            DateParse::EpochS => return self.from_epoch(epoch_arg(value).ok_or_else(err)?, false),
+            DateParse::EpochMs => return self.at_epoch(epoch_arg(value).ok_or_else(err)?, true),
+            DateParse::EpochS => return self.at_epoch(epoch_arg(value).ok_or_else(err)?, false),
             DateParse::Pattern(p) => {
                 let s = value.as_str().ok_or_else(err)?.trim();
                 if let Ok(dt) = DateTime::parse_from_str(s, p) {
@@ -241,7 +241,7 @@ impl DateSpec {
             DateParse::Auto => {}
         }
         let s = match value {
-            Value::Number(_) => return self.from_epoch(epoch_arg(value).ok_or_else(err)?, true),
+            Value::Number(_) => return self.at_epoch(epoch_arg(value).ok_or_else(err)?, true),
             Value::String(s) => s.trim(),
             _ => return Err(err()),
         };
@@ -252,10 +252,10 @@ impl DateSpec {
             // SAP OData v2: /Date(1744243200000)/ or /Date(1744243200000+0800)/
             let digits = ms.split(['+', '-']).next().unwrap_or(ms);
             let n: i64 = digits.parse().map_err(|_| err())?;
-            return self.from_epoch(n, true);
+            return self.at_epoch(n, true);
         }
         if s.len() >= 12 && s.bytes().all(|b| b.is_ascii_digit()) {
-            return self.from_epoch(s.parse().map_err(|_| err())?, s.len() > 10);
+            return self.at_epoch(s.parse().map_err(|_| err())?, s.len() > 10);
         }
         for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y/%m/%d %H:%M:%S", "%Y-%m-%d %H:%M"] {
             if let Ok(n) = NaiveDateTime::parse_from_str(s, f) {

@@ -68,7 +68,7 @@ pub struct ObjectMap {
 pub enum Node {
     /// An object built from several target keys (`data.Model.FID`, `data.Model.FDate`).
     Object(ObjectMap),
-    Value(Expr),
+    Value(Box<Expr>),
 }
 
 /// How one value is computed: a source, then default → lookup → coercion → required.
@@ -103,7 +103,7 @@ pub enum Source {
 #[derive(Clone, Debug)]
 pub enum EachItem {
     Object(ObjectMap),
-    Value(Expr),
+    Value(Box<Expr>),
 }
 
 /// A value translation table.
@@ -280,20 +280,20 @@ impl Expr {
                 }
             },
         };
-        if value.as_ref().is_none_or(Value::is_null) {
-            if let Some(d) = &self.default {
-                value = Some(d.clone());
-            }
+        if value.as_ref().is_none_or(Value::is_null)
+            && let Some(d) = &self.default
+        {
+            value = Some(d.clone());
         }
-        if let (Some(lookup), Some(v)) = (&self.lookup, &value) {
-            if !v.is_null() {
-                value = Some(lookup.translate(v).map_err(|r| fail(trail, r))?);
-            }
+        if let (Some(lookup), Some(v)) = (&self.lookup, &value)
+            && !v.is_null()
+        {
+            value = Some(lookup.translate(v).map_err(|r| fail(trail, r))?);
         }
-        if let Some(c) = &self.coerce {
-            if let Some(v) = value.take() {
-                value = Some(c.apply(v).map_err(|r| fail(trail, r))?);
-            }
+        if let Some(c) = &self.coerce
+            && let Some(v) = value.take()
+        {
+            value = Some(c.apply(v).map_err(|r| fail(trail, r))?);
         }
         if self.required && value.as_ref().is_none_or(Value::is_null) {
             return Err(fail(trail, "required, but the message has no value there".into()));
@@ -353,7 +353,7 @@ fn compile_object(map: &RawMap, env: &CompileEnv<'_>, diags: &mut Vec<Diagnostic
             RawFieldSpec::Full(ops) if is_plain_object(ops) => {
                 Some(Node::Object(compile_object(ops.map.as_ref().expect("checked"), env, diags, uses)))
             }
-            _ => compile_expr(spec, env, diags, uses).map(Node::Value),
+            _ => compile_expr(spec, env, diags, uses).map(|e| Node::Value(Box::new(e))),
         };
         let Some(node) = node else { continue };
         if let Err(msg) = insert(&mut root, &parts, node) {
@@ -498,7 +498,7 @@ fn compile_expr(
         let item = if let Some(map) = &ops.map {
             Some(EachItem::Object(compile_object(map, env, diags, uses)))
         } else {
-            ops.item.as_deref().and_then(|i| compile_expr(i, env, diags, uses)).map(EachItem::Value)
+            ops.item.as_deref().and_then(|i| compile_expr(i, env, diags, uses)).map(|e| EachItem::Value(Box::new(e)))
         };
         match (over, item) {
             (Some(over), Some(item)) => Some(Source::Each { over, item: Box::new(item) }),

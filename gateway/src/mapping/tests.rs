@@ -22,7 +22,7 @@ fn compile_ok(yaml: &str) -> Mapping {
 }
 
 fn errors(yaml: &str) -> Vec<String> {
-    try_compile(yaml).err().expect("expected compile errors").iter().map(|d| d.to_string()).collect()
+    try_compile(yaml).expect_err("expected compile errors").iter().map(|d| d.to_string()).collect()
 }
 
 fn run(yaml: &str, input: Value) -> Result<Value, MapError> {

@@ -69,10 +69,10 @@ fn kingdee(state: &StubState, method: &Method, path: &str, body: &Value) -> (Sta
             let Some(model) = data.get("Model") else {
                 return failure(9, "Model", "Model 不能为空 (data.Model is required)");
             };
-            if let Some(cust) = model.pointer("/FCustId/FNumber").and_then(Value::as_str) {
-                if cust.is_empty() {
-                    return failure(11, "FCustId", "客户不能为空 (customer is required)");
-                }
+            if let Some(cust) = model.pointer("/FCustId/FNumber").and_then(Value::as_str)
+                && cust.is_empty()
+            {
+                return failure(11, "FCustId", "客户不能为空 (customer is required)");
             }
             let n = state.bills.fetch_add(1, Ordering::Relaxed) + 1;
             let number = format!("{}{n:06}", bill_prefix(formid));
