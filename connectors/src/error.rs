@@ -14,6 +14,15 @@ pub enum DeliveryErrorKind {
     Io,
     /// The request could not be built (bad URL, header value). Not retryable.
     Invalid,
+    /// No connection to the AMQP broker right now (it is down or Qiao is reconnecting).
+    BrokerUnavailable,
+    /// The broker did not confirm the publish within the confirm timeout.
+    ConfirmTimeout,
+    /// The broker refused the message (`basic.nack`).
+    Nacked,
+    /// No queue is bound for the exchange and routing key: the broker returned the
+    /// message (published with `mandatory`).
+    Unroutable,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,7 @@
 //! about routes, schemas or mappings: those belong to the gateway (`qiao`). The dependency
 //! arrow runs one way, `qiao → qiao-connectors`.
 
+pub mod amqp;
 pub mod error;
 pub mod http;
 pub mod message;

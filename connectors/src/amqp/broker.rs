@@ -1,0 +1,330 @@
+//! One supervised connection to a broker: connect, declare, publish, consume, reconnect.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event};
+use tokio::sync::{Semaphore, watch};
+
+use super::Topology;
+use crate::error::{DeliveryError, DeliveryErrorKind};
+
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// `amqp://user:password@host:port/vhost`.
+    pub url: String,
+    /// Everything the routes on this broker need.
+    pub topology: Topology,
+    /// First wait before reconnecting; doubles up to `reconnect_max`, with jitter.
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+}
+
+/// A live connection and its publisher channel (in confirm mode).
+#[derive(Clone)]
+pub struct Live {
+    pub connection: Arc<Connection>,
+    publisher: Channel,
+    /// Increases with each successful connection, so a consumer can tell a new one.
+    pub generation: u64,
+}
+
+/// A handle on a supervised broker connection; cheap to clone.
+#[derive(Clone)]
+pub struct Broker(Arc<Inner>);
+
+struct Inner {
+    config: BrokerConfig,
+    display: String,
+    live: watch::Sender<Option<Live>>,
+    /// Why the last connection attempt failed, for readiness.
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("url", &self.0.display).field("connected", &self.is_connected()).finish()
+    }
+}
+
+/// One message to publish.
+#[derive(Debug)]
+pub struct Publish<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub body: &'a [u8],
+    pub properties: BasicProperties,
+    /// Unroutable messages come back as [`DeliveryErrorKind::Unroutable`] when set.
+    pub mandatory: bool,
+    pub timeout: Duration,
+    /// The system it is for, for errors.
+    pub system: &'a str,
+}
+
+/// What one consumer takes from which queue.
+#[derive(Clone, Debug)]
+pub struct ConsumeSpec {
+    pub queue: String,
+    /// Unacknowledged deliveries the broker may send ahead (`basic.qos`).
+    pub prefetch: u16,
+    /// Deliveries handled at once.
+    pub concurrency: usize,
+    pub tag: String,
+    /// How long shutdown waits for deliveries in progress.
+    pub drain: Duration,
+}
+
+type EventStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Event> + Send>>;
+
+enum Stop {
+    Shutdown,
+    Ended(String),
+}
+
+impl Broker {
+    pub fn new(config: BrokerConfig) -> Self {
+        let display = super::redact_url(&config.url);
+        let (live, _) = watch::channel(None);
+        Broker(Arc::new(Inner { config, display, live, last_error: std::sync::Mutex::new(None) }))
+    }
+
+    /// The URL without its password.
+    pub fn display(&self) -> &str {
+        &self.0.display
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.0.live.borrow().is_some()
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.0.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Option<Live>> {
+        self.0.live.subscribe()
+    }
+
+    /// Waits until connected (or `timeout`); tests and startup use it.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let mut rx = self.subscribe();
+        tokio::time::timeout(timeout, async {
+            loop {
+                if rx.borrow_and_update().is_some() {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await
+        .is_ok()
+            && self.is_connected()
+    }
+
+    /// Keeps the connection up until `shutdown` turns true.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+        let cfg = &self.0.config;
+        let mut backoff = cfg.reconnect_initial;
+        let mut generation = 0u64;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            match self.connect(generation + 1).await {
+                Ok((live, mut events)) => {
+                    generation += 1;
+                    backoff = cfg.reconnect_initial;
+                    *self.0.last_error.lock().expect("lock") = None;
+                    tracing::info!(broker = %self.0.display, generation, "connected to the AMQP broker");
+                    self.0.live.send_replace(Some(live.clone()));
+                    let lost = loop {
+                        tokio::select! {
+                            event = events.next() => match event {
+                                Some(Event::Error(e)) => break Some(e.to_string()),
+                                Some(Event::ConnectionBlocked(reason)) => {
+                                    tracing::warn!(broker = %self.0.display, %reason, "the broker blocked publishing (resource alarm)");
+                                }
+                                Some(Event::ConnectionUnblocked) => tracing::info!(broker = %self.0.display, "the broker unblocked publishing"),
+                                Some(_) => {}
+                                None => break Some("the connection's event stream ended".to_string()),
+                            },
+                            _ = shutdown.changed() => break None,
+                        }
+                    };
+                    self.0.live.send_replace(None);
+                    match lost {
+                        Some(reason) => {
+                            tracing::warn!(broker = %self.0.display, %reason, "lost the AMQP connection; reconnecting");
+                            *self.0.last_error.lock().expect("lock") = Some(reason);
+                        }
+                        None => {
+                            let _ = live.connection.close(200, "qiao is shutting down".into()).await;
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(broker = %self.0.display, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot connect to the AMQP broker");
+                    *self.0.last_error.lock().expect("lock") = Some(e);
+                }
+            }
+            let wait = backoff / 2 + Duration::from_millis(fastrand::u64(0..=(backoff.as_millis() as u64 / 2)));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => break,
+            }
+            backoff = (backoff * 2).min(cfg.reconnect_max);
+        }
+        self.0.live.send_replace(None);
+    }
+
+    async fn connect(&self, generation: u64) -> Result<(Live, EventStream), String> {
+        let props = ConnectionProperties::default().with_connection_name("qiao".into());
+        let connection = Connection::connect(&self.0.config.url, props).await.map_err(|e| e.to_string())?;
+        let events: EventStream = Box::pin(connection.events_listener());
+        self.0.config.topology.apply(&connection).await?;
+        let publisher = connection.create_channel().await.map_err(|e| e.to_string())?;
+        publisher.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| e.to_string())?;
+        Ok((Live { connection: Arc::new(connection), publisher, generation }, events))
+    }
+
+    /// Publishes one message and waits for the broker's confirm. Fails at once when there
+    /// is no connection: the caller decides whether to answer 503 or retry later.
+    pub async fn publish(&self, p: Publish<'_>) -> Result<(), DeliveryError> {
+        let err = |kind, detail: String| DeliveryError::new(kind, p.system, detail);
+        let Some(live) = self.0.live.borrow().clone() else {
+            let why = self.last_error().map(|e| format!(": {e}")).unwrap_or_default();
+            return Err(err(
+                DeliveryErrorKind::BrokerUnavailable,
+                format!("no connection to the broker {}{why}", self.0.display),
+            ));
+        };
+        let options = BasicPublishOptions { mandatory: p.mandatory, immediate: false };
+        let exchange = p.exchange;
+        let key = p.routing_key;
+        let confirm = tokio::time::timeout(p.timeout, async {
+            let pending =
+                live.publisher.basic_publish(exchange.into(), key.into(), options, p.body, p.properties).await?;
+            pending.await
+        })
+        .await;
+        match confirm {
+            Err(_) => Err(err(
+                DeliveryErrorKind::ConfirmTimeout,
+                format!("the broker did not confirm within {} ms", p.timeout.as_millis()),
+            )),
+            Ok(Err(e)) => Err(err(DeliveryErrorKind::BrokerUnavailable, format!("publishing failed: {e}"))),
+            Ok(Ok(Confirmation::Ack(None))) | Ok(Ok(Confirmation::NotRequested)) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(err(
+                DeliveryErrorKind::Unroutable,
+                format!(
+                    "no queue is bound to exchange `{exchange}` for routing key `{key}`; the broker returned the message"
+                ),
+            )),
+            Ok(Ok(Confirmation::Nack(_))) => Err(err(
+                DeliveryErrorKind::Nacked,
+                format!("the broker refused the message (nack) on exchange `{exchange}`"),
+            )),
+        }
+    }
+
+    /// Consumes `spec.queue` until shutdown, across reconnections: when the connection
+    /// drops, the consumer waits for the next one and subscribes again. `handler` must ack
+    /// or nack each delivery itself.
+    pub async fn consume<H, F>(&self, spec: ConsumeSpec, handler: H, mut shutdown: watch::Receiver<bool>)
+    where
+        H: Fn(Delivery) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let permits = Arc::new(Semaphore::new(spec.concurrency.max(1)));
+        let mut live_rx = self.subscribe();
+        let mut last_generation = 0;
+        loop {
+            let live = loop {
+                if let Some(l) = live_rx.borrow_and_update().clone() {
+                    break l;
+                }
+                tokio::select! {
+                    changed = live_rx.changed() => if changed.is_err() { return },
+                    _ = shutdown.changed() => return,
+                }
+            };
+            if live.generation == last_generation {
+                // Same connection as before: the consumer ended on its own (queue deleted,
+                // channel error). Do not spin.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+            last_generation = live.generation;
+            match self.consume_on(&live, &spec, &handler, &permits, &mut shutdown).await {
+                Ok(Stop::Shutdown) => {
+                    // Let deliveries in progress finish (and ack) before the connection closes.
+                    let all = spec.concurrency.max(1) as u32;
+                    let _ = tokio::time::timeout(spec.drain, permits.acquire_many(all)).await;
+                    return;
+                }
+                Ok(Stop::Ended(why)) | Err(why) => {
+                    tracing::warn!(queue = %spec.queue, reason = %why, "consumer stopped; it resumes when the connection is back");
+                }
+            }
+        }
+    }
+
+    async fn consume_on<H, F>(
+        &self,
+        live: &Live,
+        spec: &ConsumeSpec,
+        handler: &Arc<H>,
+        permits: &Arc<Semaphore>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Stop, String>
+    where
+        H: Fn(Delivery) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let channel = live.connection.create_channel().await.map_err(|e| e.to_string())?;
+        channel.basic_qos(spec.prefetch, BasicQosOptions::default()).await.map_err(|e| e.to_string())?;
+        let mut consumer = channel
+            .basic_consume(
+                spec.queue.as_str().into(),
+                spec.tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| format!("cannot consume from `{}`: {e}", spec.queue))?;
+        tracing::info!(queue = %spec.queue, prefetch = spec.prefetch, concurrency = spec.concurrency, generation = live.generation, "consuming");
+        loop {
+            tokio::select! {
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let permit = permits.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+                        let handler = handler.clone();
+                        tokio::spawn(async move {
+                            handler(delivery).await;
+                            drop(permit);
+                        });
+                    }
+                    Some(Err(e)) => return Ok(Stop::Ended(e.to_string())),
+                    None => return Ok(Stop::Ended("the broker cancelled the consumer".into())),
+                },
+                _ = shutdown.changed() => {
+                    let _ = channel.basic_cancel(spec.tag.as_str().into(), BasicCancelOptions::default()).await;
+                    return Ok(Stop::Shutdown);
+                }
+            }
+        }
+    }
+}

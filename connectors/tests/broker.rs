@@ -1,0 +1,193 @@
+//! The broker connection against the real RabbitMQ on 127.0.0.1:5672 (guest/guest).
+
+use std::time::Duration;
+
+use lapin::options::{BasicGetOptions, QueueDeleteOptions};
+use qiao_connectors::DeliveryErrorKind;
+use qiao_connectors::MessageId;
+use qiao_connectors::amqp::{
+    AmqpPublish, AmqpSink, BasicAckOptions, Binding, Broker, BrokerConfig, ConsumeSpec, Exchange, Queue, Topology,
+    header_str,
+};
+use tokio::sync::watch;
+
+const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+fn suffix() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+fn topology(exchange: &str, queue: &str) -> Topology {
+    Topology {
+        exchanges: vec![Exchange { name: exchange.into(), kind: "topic".into(), passive: false }],
+        queues: vec![Queue { name: queue.into(), dead_letter_to: None, passive: false }],
+        bindings: vec![Binding {
+            queue: queue.into(),
+            exchange: exchange.into(),
+            routing_key: "erp.#".into(),
+            passive: false,
+        }],
+    }
+}
+
+async fn started(url: &str, topology: Topology) -> (Broker, watch::Sender<bool>) {
+    let broker = Broker::new(BrokerConfig {
+        url: url.into(),
+        topology,
+        reconnect_initial: Duration::from_millis(50),
+        reconnect_max: Duration::from_millis(500),
+    });
+    let (stop, rx) = watch::channel(false);
+    let b = broker.clone();
+    tokio::spawn(async move { b.run(rx).await });
+    (broker, stop)
+}
+
+async fn cleanup(queue: &str, exchange: &str) {
+    let conn = lapin::Connection::connect(URL, Default::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let _ = ch.queue_delete(queue.into(), QueueDeleteOptions::default()).await;
+    let _ = ch.exchange_delete(exchange.into(), Default::default()).await;
+}
+
+#[tokio::test]
+async fn publishes_with_confirms_and_reports_unroutable_messages() {
+    let (exchange, queue) = (format!("qiao.test.{}", suffix()), format!("qiao.test.q.{}", suffix()));
+    let (broker, stop) = started(URL, topology(&exchange, &queue)).await;
+    assert!(broker.wait_connected(Duration::from_secs(10)).await, "{:?}", broker.last_error());
+    let sink = AmqpSink {
+        system: "wms".into(),
+        broker: broker.clone(),
+        exchange: exchange.clone(),
+        confirm_timeout: Duration::from_secs(5),
+    };
+    let id = MessageId::generate();
+    sink.send(AmqpPublish {
+        routing_key: "erp.delivery.audited",
+        exchange: None,
+        body: br#"{"deliveryOrderCode":"FHTZD000001"}"#,
+        message_id: &id,
+        headers: vec![("x-qiao-route", "erp-delivery-to-wms".into())],
+        timeout: None,
+    })
+    .await
+    .expect("confirmed");
+
+    // It is in the queue, persistent, with its id and headers.
+    let conn = lapin::Connection::connect(URL, Default::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let got = ch.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap().expect("a message");
+    assert_eq!(got.delivery.properties.message_id().as_ref().map(|s| s.as_str()), Some(id.as_str()));
+    assert_eq!(*got.delivery.properties.delivery_mode(), Some(2));
+    assert_eq!(
+        header_str(got.delivery.properties.headers().as_ref(), "x-qiao-route").as_deref(),
+        Some("erp-delivery-to-wms")
+    );
+
+    // A routing key nothing is bound to: the broker returns it, and that is an error.
+    let err = sink
+        .send(AmqpPublish {
+            routing_key: "mes.nothing",
+            exchange: None,
+            body: b"{}",
+            message_id: &id,
+            headers: vec![],
+            timeout: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, DeliveryErrorKind::Unroutable, "{err}");
+    assert!(err.detail.contains("mes.nothing"));
+
+    let _ = stop.send(true);
+    cleanup(&queue, &exchange).await;
+}
+
+#[tokio::test]
+async fn publishing_without_a_broker_fails_at_once() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (broker, stop) = started(&format!("amqp://guest:guest@127.0.0.1:{port}/%2f"), Topology::default()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!broker.is_connected());
+    assert!(broker.last_error().is_some());
+    let sink = AmqpSink { system: "wms".into(), broker, exchange: "x".into(), confirm_timeout: Duration::from_secs(5) };
+    let id = MessageId::generate();
+    let started = std::time::Instant::now();
+    let err = sink
+        .send(AmqpPublish {
+            routing_key: "k",
+            exchange: None,
+            body: b"{}",
+            message_id: &id,
+            headers: vec![],
+            timeout: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, DeliveryErrorKind::BrokerUnavailable);
+    assert!(err.detail.contains("guest:***"), "the password is redacted: {}", err.detail);
+    assert!(started.elapsed() < Duration::from_secs(2), "no waiting for a connection");
+    let _ = stop.send(true);
+}
+
+#[tokio::test]
+async fn consumes_with_manual_acks() {
+    let (exchange, queue) = (format!("qiao.test.{}", suffix()), format!("qiao.test.q.{}", suffix()));
+    let (broker, stop) = started(URL, topology(&exchange, &queue)).await;
+    assert!(broker.wait_connected(Duration::from_secs(10)).await);
+    let sink = AmqpSink {
+        system: "erp".into(),
+        broker: broker.clone(),
+        exchange: exchange.clone(),
+        confirm_timeout: Duration::from_secs(5),
+    };
+    for i in 0..20 {
+        let id = MessageId::from_sender(&format!("m-{i}"));
+        sink.send(AmqpPublish {
+            routing_key: "erp.x",
+            exchange: None,
+            body: b"{}",
+            message_id: &id,
+            headers: vec![],
+            timeout: None,
+        })
+        .await
+        .unwrap();
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let spec = ConsumeSpec {
+        queue: queue.clone(),
+        prefetch: 8,
+        concurrency: 4,
+        tag: format!("test-{}", suffix()),
+        drain: Duration::from_secs(1),
+    };
+    let (cstop, crx) = watch::channel(false);
+    let b = broker.clone();
+    tokio::spawn(async move {
+        b.consume(
+            spec,
+            move |d| {
+                let tx = tx.clone();
+                async move {
+                    let id = d.properties.message_id().as_ref().map(|s| s.to_string());
+                    d.acker.ack(BasicAckOptions::default()).await.unwrap();
+                    let _ = tx.send(id);
+                }
+            },
+            crx,
+        )
+        .await
+    });
+    let mut ids = Vec::new();
+    while ids.len() < 20 {
+        let id = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("deliveries arrive").unwrap();
+        ids.push(id.unwrap());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 20);
+    let _ = cstop.send(true);
+    let _ = stop.send(true);
+    cleanup(&queue, &exchange).await;
+}
