@@ -36,6 +36,10 @@ pub enum ErrorKind {
     /// The receiving system answered 2xx but its body reports a failure (Kingdee
     /// `IsSuccess: false`, Qimen `flag: failure`).
     ReceiverBusinessError,
+    /// The AMQP broker is unreachable, refused the message, or did not confirm it in time.
+    BrokerUnavailable,
+    /// The broker has no queue bound for the message's exchange and routing key.
+    Unroutable,
     /// The request could not be read (client went away, broken chunking).
     BadRequest,
     /// A fault in Qiao itself.
@@ -43,7 +47,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 16] = [
         Self::RouteNotFound,
         Self::MethodNotAllowed,
         Self::UnsupportedMediaType,
@@ -56,6 +60,8 @@ impl ErrorKind {
         Self::ReceiverRejected,
         Self::ReceiverFailed,
         Self::ReceiverBusinessError,
+        Self::BrokerUnavailable,
+        Self::Unroutable,
         Self::BadRequest,
         Self::Internal,
     ];
@@ -76,6 +82,8 @@ impl ErrorKind {
             Self::ReceiverRejected => "receiver-rejected",
             Self::ReceiverFailed => "receiver-failed",
             Self::ReceiverBusinessError => "receiver-business-error",
+            Self::BrokerUnavailable => "broker-unavailable",
+            Self::Unroutable => "unroutable",
             Self::BadRequest => "bad-request",
             Self::Internal => "internal",
         }
@@ -95,6 +103,8 @@ impl ErrorKind {
             Self::ReceiverRejected => "The receiving system rejected the message",
             Self::ReceiverFailed => "The receiving system failed",
             Self::ReceiverBusinessError => "The receiving system reported a failure",
+            Self::BrokerUnavailable => "The message broker did not take the message",
+            Self::Unroutable => "No queue takes this message",
             Self::BadRequest => "The request could not be read",
             Self::Internal => "Internal error",
         }
@@ -115,6 +125,8 @@ impl ErrorKind {
             Self::ReceiverRejected => 502,
             Self::ReceiverFailed => 502,
             Self::ReceiverBusinessError => 502,
+            Self::BrokerUnavailable => 503,
+            Self::Unroutable => 502,
             Self::BadRequest => 400,
             Self::Internal => 500,
         }
@@ -123,7 +135,15 @@ impl ErrorKind {
     /// Whether the same message could succeed on another attempt. Problems with the
     /// message itself never can; problems on the way may.
     pub fn retryable(self) -> bool {
-        matches!(self, Self::ReceiverUnreachable | Self::ReceiverTimeout | Self::ReceiverFailed)
+        matches!(
+            self,
+            Self::ReceiverUnreachable
+                | Self::ReceiverTimeout
+                | Self::ReceiverFailed
+                | Self::BrokerUnavailable
+                // A missing binding is fixed by people; retrying gives them the time.
+                | Self::Unroutable
+        )
     }
 
     /// Whether a message from a queue that failed this way goes to the dead-letter queue
@@ -246,10 +266,23 @@ mod tests {
     }
 
     #[test]
+    fn broker_failures_are_503_and_retryable() {
+        assert_eq!(ErrorKind::BrokerUnavailable.status(), 503);
+        assert!(ErrorKind::BrokerUnavailable.retryable());
+        assert!(ErrorKind::Unroutable.retryable());
+    }
+
+    #[test]
     fn only_transport_failures_are_retryable() {
         for kind in ErrorKind::ALL {
-            let expect =
-                matches!(kind, ErrorKind::ReceiverUnreachable | ErrorKind::ReceiverTimeout | ErrorKind::ReceiverFailed);
+            let expect = matches!(
+                kind,
+                ErrorKind::ReceiverUnreachable
+                    | ErrorKind::ReceiverTimeout
+                    | ErrorKind::ReceiverFailed
+                    | ErrorKind::BrokerUnavailable
+                    | ErrorKind::Unroutable
+            );
             assert_eq!(kind.retryable(), expect, "{kind}");
         }
         assert!(ErrorKind::SchemaViolation.dead_letter());

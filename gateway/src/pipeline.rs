@@ -13,9 +13,13 @@ use qiao_connectors::http::{HttpReply, HttpRequest};
 use qiao_connectors::{DeliveryError, DeliveryErrorKind, Message};
 use serde_json::{Map, Value, json};
 
-use crate::config::{Destination, Route};
+use std::sync::Arc;
+
+use qiao_connectors::amqp::AmqpPublish;
+
+use crate::config::{Destination, Route, Via};
 use crate::error::{ErrorKind, Failure};
-use crate::mapping::Scope;
+use crate::mapping::{Mapping, Scope, Template};
 
 /// Is this `Content-Type` JSON? `application/json`, `application/*+json`, `text/json`,
 /// with any parameters (`; charset=utf-8`).
@@ -96,41 +100,82 @@ pub fn vars(route: &Route, message: &Message, params: &[(String, String)], raw_p
     Value::Object(vars)
 }
 
-/// Map: to the receiver's shape. A route without a map forwards the body unchanged.
-pub fn map(route: &Route, body: Value, vars: &Value) -> Result<Value, Failure> {
-    let Some(mapping) = &route.mapping else { return Ok(body) };
-    mapping.apply(&body, vars).map_err(|e| {
+/// Map with one field map (or none: the body goes on unchanged).
+fn apply_map(route: &Route, mapping: Option<&Mapping>, input: &Value, vars: &Value) -> Result<Value, Failure> {
+    let Some(mapping) = mapping else { return Ok(input.clone()) };
+    mapping.apply(input, vars).map_err(|e| {
         Failure::new(ErrorKind::MappingFailed, format!("route {}: {e}", route.name))
             .with("target", e.target.clone())
             .with("source", e.source.clone())
     })
 }
 
-/// Builds the request for one destination: method, rendered path and headers, the body.
-pub fn outbound(dest: &Destination, message: &Message, body: Bytes, dest_vars: &Value) -> Result<HttpRequest, Failure> {
-    let scope = Scope { current: &Value::Null, document: &Value::Null, vars: dest_vars };
-    let render_fail = |what: &str, e: crate::mapping::template::RenderError| {
-        Failure::new(ErrorKind::MappingFailed, format!("destination {what} needs `{}`: {}", e.path, e.reason))
-            .with("system", dest.system.name.clone())
+/// What one destination is sent: the mapped body, and its bytes.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub value: Arc<Value>,
+    pub bytes: Bytes,
+}
+
+/// Map: the body for every destination, all before anything is delivered, so that a
+/// message that cannot be mapped reaches no one. The route's map serves every destination
+/// without a map of its own, and is run once.
+pub fn map(route: &Route, input: &Value, vars: &Value) -> Result<Vec<Outgoing>, Failure> {
+    let serialize = |v: Value| -> Result<Outgoing, Failure> {
+        let bytes = serde_json::to_vec(&v).map_err(|e| Failure::new(ErrorKind::Internal, e.to_string()))?;
+        Ok(Outgoing { value: Arc::new(v), bytes: Bytes::from(bytes) })
     };
-    let path = match &dest.path {
-        Some(t) => t.render(&scope).map_err(|e| render_fail("path", e))?,
+    let mut shared: Option<Outgoing> = None;
+    let mut out = Vec::with_capacity(route.destinations.len());
+    for dest in &route.destinations {
+        match &dest.mapping {
+            Some(own) => out.push(serialize(apply_map(route, Some(own), input, vars)?)?),
+            None => {
+                if shared.is_none() {
+                    shared = Some(serialize(apply_map(route, route.mapping.as_ref(), input, vars)?)?);
+                }
+                out.push(shared.clone().expect("set above"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn render(t: &Template, scope: &Scope<'_>, what: &str, system: &str) -> Result<String, Failure> {
+    t.render(scope).map_err(|e| {
+        Failure::new(ErrorKind::MappingFailed, format!("destination {what} needs `{}`: {}", e.path, e.reason))
+            .with("system", system.to_string())
+    })
+}
+
+/// Builds the HTTP request for one destination: method, rendered path and headers, the body.
+pub fn http_request(
+    dest: &Destination,
+    method: Option<&Method>,
+    path: Option<&Template>,
+    message: &Message,
+    out: &Outgoing,
+    dest_vars: &Value,
+) -> Result<HttpRequest, Failure> {
+    let scope = Scope { current: &out.value, document: &out.value, vars: dest_vars };
+    let path = match path {
+        Some(t) => render(t, &scope, "path", &dest.system.name)?,
         None => String::new(),
     };
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     for (name, template) in &dest.headers {
-        let value = template.render(&scope).map_err(|e| render_fail("header", e))?;
+        let value = render(template, &scope, "header", &dest.system.name)?;
         let value = HeaderValue::from_str(&value).map_err(|_| {
             Failure::new(ErrorKind::MappingFailed, format!("header {name} would not be a valid header value"))
         })?;
         headers.insert(name.clone(), value);
     }
     Ok(HttpRequest {
-        method: dest.method.clone().unwrap_or(Method::POST),
+        method: method.cloned().unwrap_or(Method::POST),
         path,
         headers,
-        body,
+        body: out.bytes.clone(),
         message_id: message.id.clone(),
         timeout: dest.timeout,
     })
@@ -140,33 +185,63 @@ pub fn outbound(dest: &Destination, message: &Message, body: Bytes, dest_vars: &
 #[derive(Debug)]
 pub struct Delivered {
     pub system: String,
-    pub reply: HttpReply,
+    /// The receiver's answer (HTTP); `None` for a confirmed AMQP publish.
+    pub reply: Option<HttpReply>,
     /// Set when the answer's status or body says the delivery failed.
     pub failure: Option<Failure>,
 }
 
-/// Deliver: send to one destination. `Err` when no answer came at all; an answer of any
-/// status is `Ok`, with `failure` telling whether the receiver took the message.
-pub async fn deliver(dest: &Destination, request: &HttpRequest) -> Result<Delivered, Failure> {
+/// Deliver: send to one destination. `Err` when it did not take the message at all (no
+/// answer, broker down); an HTTP answer of any status is `Ok`, with `failure` telling
+/// whether the receiver took the message.
+pub async fn deliver(dest: &Destination, message: &Message, out: &Outgoing, dest_vars: &Value) -> Result<Delivered, Failure> {
     let system = &dest.system;
-    let sink = system
-        .http
-        .as_ref()
-        .ok_or_else(|| Failure::new(ErrorKind::Internal, format!("system {} has no HTTP transport", system.name)))?;
-    let reply = sink.send(request).await.map_err(|e| delivery_failure(&e))?;
-    let status = reply.status.as_u16();
-    let failure = match status {
-        200..=299 => serde_json::from_slice::<Value>(&reply.body)
-            .ok()
-            .and_then(|body| system.kind.business_failure(&body))
-            .map(|msg| Failure::new(ErrorKind::ReceiverBusinessError, format!("{}: {msg}", system.name))),
-        408 | 429 | 500..=599 => {
-            Some(Failure::new(ErrorKind::ReceiverFailed, format!("{} answered {status}", system.name)))
+    match &dest.via {
+        Via::Http { method, path } => {
+            let request = http_request(dest, method.as_ref(), path.as_ref(), message, out, dest_vars)?;
+            let sink = system.http.as_ref().ok_or_else(|| {
+                Failure::new(ErrorKind::Internal, format!("system {} has no HTTP transport", system.name))
+            })?;
+            let reply = sink.send(&request).await.map_err(|e| delivery_failure(&e))?;
+            let status = reply.status.as_u16();
+            let failure = match status {
+                200..=299 => serde_json::from_slice::<Value>(&reply.body)
+                    .ok()
+                    .and_then(|body| system.kind.business_failure(&body))
+                    .map(|msg| Failure::new(ErrorKind::ReceiverBusinessError, format!("{}: {msg}", system.name))),
+                408 | 429 | 500..=599 => {
+                    Some(Failure::new(ErrorKind::ReceiverFailed, format!("{} answered {status}", system.name)))
+                }
+                _ => Some(Failure::new(ErrorKind::ReceiverRejected, format!("{} answered {status}", system.name))),
+            }
+            .map(|f| {
+                f.with("system", system.name.clone()).with("receiver_status", status).with("attempts", reply.attempts)
+            });
+            Ok(Delivered { system: system.name.clone(), reply: Some(reply), failure })
         }
-        _ => Some(Failure::new(ErrorKind::ReceiverRejected, format!("{} answered {status}", system.name))),
+        Via::Amqp { exchange, routing_key } => {
+            let sink = system.amqp.as_ref().ok_or_else(|| {
+                Failure::new(ErrorKind::Internal, format!("system {} has no AMQP transport", system.name))
+            })?;
+            let scope = Scope { current: &out.value, document: &out.value, vars: dest_vars };
+            let key = render(routing_key, &scope, "routing_key", &system.name)?;
+            let mut headers = vec![("x-qiao-route", message.route.to_string())];
+            for (name, template) in &dest.headers {
+                headers.push((name.as_str(), render(template, &scope, "header", &system.name)?));
+            }
+            sink.send(AmqpPublish {
+                routing_key: &key,
+                exchange: exchange.as_deref(),
+                body: &out.bytes,
+                message_id: &message.id,
+                headers,
+                timeout: dest.timeout,
+            })
+            .await
+            .map_err(|e| delivery_failure(&e).with("routing_key", key.clone()))?;
+            Ok(Delivered { system: system.name.clone(), reply: None, failure: None })
+        }
     }
-    .map(|f| f.with("system", system.name.clone()).with("receiver_status", status).with("attempts", reply.attempts));
-    Ok(Delivered { system: system.name.clone(), reply, failure })
 }
 
 /// The one place a transport error becomes an [`ErrorKind`].
@@ -176,6 +251,10 @@ pub fn delivery_failure(e: &DeliveryError) -> Failure {
         DeliveryErrorKind::Timeout => ErrorKind::ReceiverTimeout,
         DeliveryErrorKind::Io => ErrorKind::ReceiverFailed,
         DeliveryErrorKind::Invalid => ErrorKind::Internal,
+        DeliveryErrorKind::BrokerUnavailable | DeliveryErrorKind::ConfirmTimeout | DeliveryErrorKind::Nacked => {
+            ErrorKind::BrokerUnavailable
+        }
+        DeliveryErrorKind::Unroutable => ErrorKind::Unroutable,
     };
     Failure::new(
         kind,
@@ -227,6 +306,12 @@ mod tests {
             (DeliveryErrorKind::Io, ErrorKind::ReceiverFailed, 502),
             (DeliveryErrorKind::Invalid, ErrorKind::Internal, 500),
         ];
+        let cases = cases.into_iter().chain([
+            (DeliveryErrorKind::BrokerUnavailable, ErrorKind::BrokerUnavailable, 503),
+            (DeliveryErrorKind::ConfirmTimeout, ErrorKind::BrokerUnavailable, 503),
+            (DeliveryErrorKind::Nacked, ErrorKind::BrokerUnavailable, 503),
+            (DeliveryErrorKind::Unroutable, ErrorKind::Unroutable, 502),
+        ]);
         for (dk, kind, status) in cases {
             let f = delivery_failure(&DeliveryError::new(dk, "erp", "x"));
             assert_eq!((f.kind, f.kind.status()), (kind, status));

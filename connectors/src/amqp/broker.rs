@@ -42,6 +42,8 @@ pub struct Broker(Arc<Inner>);
 
 struct Inner {
     config: BrokerConfig,
+    /// What to declare on each connection: the config's, plus what routes add.
+    topology: std::sync::Mutex<Topology>,
     display: String,
     live: watch::Sender<Option<Live>>,
     /// Why the last connection attempt failed, for readiness.
@@ -92,7 +94,17 @@ impl Broker {
     pub fn new(config: BrokerConfig) -> Self {
         let display = super::redact_url(&config.url);
         let (live, _) = watch::channel(None);
-        Broker(Arc::new(Inner { config, display, live, last_error: std::sync::Mutex::new(None) }))
+        let topology = std::sync::Mutex::new(config.topology.clone());
+        Broker(Arc::new(Inner { config, topology, display, live, last_error: std::sync::Mutex::new(None) }))
+    }
+
+    /// Adds exchanges, queues and bindings to declare; takes effect on the next connection.
+    pub fn extend_topology(&self, more: Topology) {
+        self.0.topology.lock().expect("lock").merge(more);
+    }
+
+    pub fn topology(&self) -> Topology {
+        self.0.topology.lock().expect("lock").clone()
     }
 
     /// The URL without its password.
@@ -191,7 +203,8 @@ impl Broker {
         let props = ConnectionProperties::default().with_connection_name("qiao".into());
         let connection = Connection::connect(&self.0.config.url, props).await.map_err(|e| e.to_string())?;
         let events: EventStream = Box::pin(connection.events_listener());
-        self.0.config.topology.apply(&connection).await?;
+        let topology = self.topology();
+        topology.apply(&connection).await?;
         let publisher = connection.create_channel().await.map_err(|e| e.to_string())?;
         publisher.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| e.to_string())?;
         Ok((Live { connection: Arc::new(connection), publisher, generation }, events))

@@ -16,7 +16,7 @@ pub use compile::compile;
 pub use diag::{Diagnostic, Place, Severity, nearest, suggest};
 pub use env::{EnvSource, Overlay, ProcessEnv};
 pub use load::load_dir;
-pub use model::{Config, Destination, ProxyTarget, Route, RouteKind, ServerSettings, System};
+pub use model::{AmqpSource, Config, Destination, ProxyTarget, Route, RouteKind, ServerSettings, Source, System, Via};
 
 use std::path::Path;
 

@@ -7,8 +7,9 @@ use std::time::Duration;
 use http::Method;
 use http::header::{HeaderName, HeaderValue};
 use indexmap::IndexMap;
-use qiao_connectors::SystemKind;
+use qiao_connectors::amqp::{AmqpSink, Broker};
 use qiao_connectors::http::HttpSink;
+use qiao_connectors::{RetryPolicy, SystemKind};
 
 use super::Diagnostic;
 use crate::mapping::{Mapping, Template, Uses};
@@ -22,6 +23,8 @@ pub struct Config {
     pub systems: IndexMap<String, Arc<System>>,
     pub routes: Vec<Arc<Route>>,
     pub router: Router,
+    /// One supervised connection per broker URL.
+    pub brokers: IndexMap<String, Broker>,
     pub warnings: Vec<Diagnostic>,
 }
 
@@ -59,6 +62,8 @@ pub struct System {
     pub http: Option<HttpSink>,
     /// Where proxy routes stream to.
     pub proxy: Option<ProxyTarget>,
+    /// Delivery through an AMQP broker.
+    pub amqp: Option<AmqpSink>,
 }
 
 /// An upstream for pingora's proxy engine, derived from the system's `http` settings.
@@ -91,9 +96,7 @@ pub struct Route {
     pub description: Option<String>,
     pub file: PathBuf,
     pub kind: RouteKind,
-    /// `None`: every method.
-    pub methods: Vec<Option<Method>>,
-    pub path: String,
+    pub source: Source,
     pub schema: Option<Arc<Schema>>,
     pub mapping: Option<Mapping>,
     pub max_body_bytes: u64,
@@ -102,13 +105,69 @@ pub struct Route {
     pub uses: Uses,
 }
 
+/// Where a route's messages come from.
+#[derive(Debug)]
+pub enum Source {
+    Http {
+        /// `None`: every method.
+        methods: Vec<Option<Method>>,
+        path: String,
+    },
+    Amqp(AmqpSource),
+}
+
+/// A queue a route consumes, and what happens to messages that fail.
+#[derive(Debug)]
+pub struct AmqpSource {
+    pub system: Arc<System>,
+    pub broker: Broker,
+    pub queue: String,
+    pub prefetch: u16,
+    pub concurrency: usize,
+    /// Attempts and backoff of retryable failures (`retry_statuses` unused).
+    pub policy: RetryPolicy,
+    /// `<queue>.retry.<n>` for attempt n = 1 .. max_attempts-1.
+    pub retry_queues: Vec<String>,
+    pub dead_letter_queue: String,
+}
+
+impl Route {
+    /// An HTTP route whose destinations are all AMQP answers 202 once the broker has
+    /// confirmed, instead of relaying a receiver's answer.
+    pub fn answers_accepted(&self) -> bool {
+        !self.destinations.is_empty() && self.destinations.iter().all(|d| matches!(d.via, Via::Amqp { .. }))
+    }
+
+    pub fn http_path(&self) -> Option<&str> {
+        match &self.source {
+            Source::Http { path, .. } => Some(path),
+            Source::Amqp(_) => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Destination {
     pub system: Arc<System>,
-    /// `None`: the inbound method (proxy routes) or POST.
-    pub method: Option<Method>,
-    /// Path and query on the system; bare `{name}`s are path parameters.
-    pub path: Option<Template>,
+    pub via: Via,
+    /// HTTP headers, or AMQP message headers; values are templates.
     pub headers: Vec<(HeaderName, Template)>,
     pub timeout: Option<Duration>,
+    /// This destination's own field map, used instead of the route's.
+    pub mapping: Option<Mapping>,
+}
+
+#[derive(Debug)]
+pub enum Via {
+    Http {
+        /// `None`: the inbound method (proxy routes) or POST.
+        method: Option<Method>,
+        /// Path and query on the system; bare `{name}`s are path parameters.
+        path: Option<Template>,
+    },
+    Amqp {
+        /// `None`: the system's exchange.
+        exchange: Option<String>,
+        routing_key: Template,
+    },
 }

@@ -62,6 +62,42 @@ pub struct RawSystem {
     pub description: Option<String>,
     /// How to reach the system over HTTP.
     pub http: Option<RawHttpTransport>,
+    /// How to reach the system through an AMQP broker (RabbitMQ).
+    pub amqp: Option<RawAmqpTransport>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAmqpTransport {
+    /// Broker URL, `amqp://user:password@host:5672/vhost` (`%2f` is the default vhost).
+    /// Accepts `${ENV}`. Systems with the same URL share one connection.
+    pub url: Text,
+    /// The exchange that messages for this system are published to. Default `qiao.events`.
+    /// Accepts `${ENV}`.
+    pub exchange: Option<Text>,
+    /// Type of that exchange when Qiao declares it: `topic` (default), `direct`, `fanout`,
+    /// `headers`.
+    pub exchange_type: Option<Text>,
+    /// `true` (default): declare the exchanges, queues and bindings Qiao needs at startup,
+    /// idempotently. `false`: only check that they exist, and refuse to start consuming or
+    /// publishing when they do not.
+    pub declare: Option<bool>,
+    /// Time the broker has to confirm a publish. Default 5000.
+    pub confirm_timeout_ms: Option<u64>,
+    /// Queues the system reads, declared and bound to `exchange` so that messages
+    /// published for the system are never unroutable.
+    #[serde(default)]
+    pub queues: Vec<RawAmqpQueue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAmqpQueue {
+    /// Queue name. Accepts `${ENV}`.
+    pub name: Text,
+    /// Routing keys (topic patterns such as `wms.#`) that bind it to the system's exchange.
+    #[serde(default)]
+    pub bindings: Vec<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +185,22 @@ pub struct RawRoute {
     pub lookups: IndexMap<Text, RawLookup>,
     /// Where messages go: one destination or a list.
     pub to: OneOrMany<RawDestination>,
+    /// For routes that consume from AMQP: how failed messages are retried and where they
+    /// are dead-lettered (docs/amqp.md).
+    pub failure: Option<RawFailure>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailure {
+    /// Attempts in all for a retryable failure, the first included. Default 5.
+    pub max_attempts: Option<u32>,
+    /// Wait before the second attempt; doubles each time, with jitter. Default 1000.
+    pub initial_backoff_ms: Option<u64>,
+    /// Longest wait between attempts. Default 60000.
+    pub max_backoff_ms: Option<u64>,
+    /// Where messages that cannot be delivered go. Default `<queue>.dlq`. Accepts `${ENV}`.
+    pub dead_letter_queue: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +208,24 @@ pub struct RawRoute {
 pub struct RawSource {
     /// Messages arrive as HTTP requests.
     pub http: Option<RawHttpSource>,
+    /// Messages are consumed from an AMQP queue.
+    pub amqp: Option<RawAmqpSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAmqpSource {
+    /// The system the messages come from; its `amqp` block names the broker.
+    pub system: Text,
+    /// The queue to consume. Accepts `${ENV}`.
+    pub queue: Text,
+    /// Routing keys that bind the queue to the system's exchange, when Qiao declares.
+    #[serde(default)]
+    pub bindings: Vec<Text>,
+    /// Unacknowledged messages the broker may send ahead. Default 64.
+    pub prefetch: Option<u16>,
+    /// Messages processed at once. Default 16.
+    pub concurrency: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,8 +253,18 @@ pub struct RawDestination {
     /// Extra headers for this destination; values are templates like `path`.
     #[serde(default)]
     pub headers: IndexMap<Text, Text>,
-    /// Overrides the system's `request_timeout_ms` for this destination.
+    /// Overrides the system's `request_timeout_ms` (HTTP) or `confirm_timeout_ms` (AMQP).
     pub timeout_ms: Option<u64>,
+    /// `http` or `amqp`; needed only when the system has both transports and the
+    /// destination sets neither `path`/`method` nor `routing_key`/`exchange`.
+    pub transport: Option<Text>,
+    /// AMQP: the exchange to publish to. Default: the system's `exchange`.
+    pub exchange: Option<Text>,
+    /// AMQP: the routing key, a template like `path` (`wms.stockout.{$body.deliveryOrder.warehouseCode}`).
+    pub routing_key: Option<Text>,
+    /// A field map for this destination only, used instead of the route's `map` (fan-out
+    /// to systems that want different shapes).
+    pub map: Option<RawMap>,
 }
 
 /// A lookup table: translates values of one system into the codes of another.

@@ -119,8 +119,16 @@ pub async fn handle(session: &mut Session, ctx: &mut Ctx, route: &Route, params:
                 ctx.error = Some(f.kind);
                 tracing::warn!(route = %route.name, message_id = %message.id, error_kind = %f.kind, "{}", f.detail);
             }
-            let ct = d.reply.headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
-            answer::write(session, ctx, d.reply.status.as_u16(), ct.as_deref(), d.reply.body, &[]).await
+            let Some(reply) = d.reply else {
+                return answer::write(session, ctx, 204, None, Bytes::new(), &[]).await;
+            };
+            let ct = reply.headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
+            answer::write(session, ctx, reply.status.as_u16(), ct.as_deref(), reply.body, &[]).await
+        }
+        Ok(Outcome::Accepted) => {
+            let doc = json!({"message_id": message.id.as_str(), "route": &*route.name, "status": "accepted"});
+            let body = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
+            answer::write(session, ctx, 202, Some("application/json"), body, &[]).await
         }
         Ok(Outcome::FanOut(results)) => fan_out_answer(session, ctx, &message, results).await,
         Err(f) => {
@@ -137,8 +145,10 @@ fn lowercase_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
 }
 
 enum Outcome {
-    /// One destination: its answer goes back to the sender as it is.
+    /// One HTTP destination: its answer goes back to the sender as it is.
     Relay(Box<Delivered>),
+    /// Only AMQP destinations, and the broker confirmed every publish.
+    Accepted,
     /// Several destinations: each one's result.
     FanOut(Vec<(String, std::result::Result<Delivered, Failure>)>),
 }
@@ -147,20 +157,21 @@ async fn run(route: &Route, message: &Message, params: &[(String, String)]) -> s
     let value = pipeline::parse(&message.body)?;
     pipeline::validate(route, &value)?;
     let vars = pipeline::vars(route, message, params, false);
-    let mapped = pipeline::map(route, value, &vars)?;
-    let body = Bytes::from(serde_json::to_vec(&mapped).map_err(|e| Failure::new(ErrorKind::Internal, e.to_string()))?);
+    let bodies = pipeline::map(route, &value, &vars)?;
     let dest_vars = if route.uses.params { pipeline::vars(route, message, params, true) } else { vars };
-    if let [dest] = route.destinations.as_slice() {
-        let request = pipeline::outbound(dest, message, body, &dest_vars)?;
-        return pipeline::deliver(dest, &request).await.map(|d| Outcome::Relay(Box::new(d)));
+    if route.answers_accepted() {
+        // 202 only for what the broker holds: any publish that is not confirmed fails the request.
+        for (dest, out) in route.destinations.iter().zip(&bodies) {
+            pipeline::deliver(dest, message, out, &dest_vars).await?;
+        }
+        return Ok(Outcome::Accepted);
+    }
+    if let ([dest], [out]) = (route.destinations.as_slice(), bodies.as_slice()) {
+        return pipeline::deliver(dest, message, out, &dest_vars).await.map(|d| Outcome::Relay(Box::new(d)));
     }
     let mut results = Vec::with_capacity(route.destinations.len());
-    for dest in &route.destinations {
-        let result = match pipeline::outbound(dest, message, body.clone(), &dest_vars) {
-            Ok(request) => pipeline::deliver(dest, &request).await,
-            Err(f) => Err(f),
-        };
-        results.push((dest.system.name.clone(), result));
+    for (dest, out) in route.destinations.iter().zip(&bodies) {
+        results.push((dest.system.name.clone(), pipeline::deliver(dest, message, out, &dest_vars).await));
     }
     Ok(Outcome::FanOut(results))
 }
@@ -179,10 +190,15 @@ async fn fan_out_answer(
     for (system, result) in results {
         match result {
             Ok(d) => {
-                let body: Value = serde_json::from_slice(&d.reply.body)
-                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&d.reply.body).into_owned()));
                 let ok = d.failure.is_none();
-                deliveries.push(json!({"system": system, "ok": ok, "status": d.reply.status.as_u16(), "body": body}));
+                deliveries.push(match &d.reply {
+                    Some(reply) => {
+                        let body: Value = serde_json::from_slice(&reply.body)
+                            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&reply.body).into_owned()));
+                        json!({"system": system, "ok": ok, "status": reply.status.as_u16(), "body": body})
+                    }
+                    None => json!({"system": system, "ok": ok, "published": true}),
+                });
                 if let (None, Some(f)) = (&first_failure, d.failure) {
                     first_failure = Some(f);
                 }

@@ -8,7 +8,7 @@ use pingora::proxy::Session;
 use qiao_connectors::MessageId;
 use serde_json::{Map, Value};
 
-use crate::config::{Route, System};
+use crate::config::{Route, System, Via};
 use crate::error::ErrorKind;
 use crate::mapping::Scope;
 
@@ -24,8 +24,12 @@ pub struct ProxyPlan {
 /// parameters) or the inbound path, under the system's base path, with the inbound query.
 pub async fn plan(session: &Session, route: &Route, params: &[(String, String)], id: &MessageId) -> Result<ProxyPlan> {
     let dest = &route.destinations[0];
+    let (method, dest_path) = match &dest.via {
+        Via::Http { method, path } => (method.clone(), path.as_ref()),
+        Via::Amqp { .. } => return Err(Error::explain(ErrorType::InternalError, "proxy routes deliver over HTTP")),
+    };
     let uri = &session.req_header().uri;
-    let path = match &dest.path {
+    let path = match dest_path {
         Some(t) => {
             let p: Map<String, Value> = params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
             let mut vars = Map::new();
@@ -47,7 +51,7 @@ pub async fn plan(session: &Session, route: &Route, params: &[(String, String)],
     Ok(ProxyPlan {
         system: target.name.clone(),
         target,
-        method: dest.method.clone(),
+        method,
         path_and_query,
         message_id: id.clone(),
     })

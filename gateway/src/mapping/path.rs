@@ -7,6 +7,7 @@
 //!   name/value pairs)
 //! - JSON Pointer: `/OrderItems/records/0/Product2/ProductCode`
 //! - rooted: `$params.order_id`, `$headers.x-tenant`, `$meta.message_id`, `$root.PoNumber`
+//!   (`$body` is another name for `$root`)
 //!
 //! A plain path reads the current value: the message body, or the element of the array an
 //! `each` walks over. `$root` always reads the whole message body.
@@ -28,7 +29,7 @@ pub enum Root {
 }
 
 impl Root {
-    pub const NAMES: [&'static str; 4] = ["$root", "$params", "$headers", "$meta"];
+    pub const NAMES: [&'static str; 5] = ["$root", "$body", "$params", "$headers", "$meta"];
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,7 +99,9 @@ impl SourcePath {
         let (root, rest) = if let Some(after) = trimmed.strip_prefix('$') {
             let end = after.find(['.', '[']).unwrap_or(after.len());
             let root = match &after[..end] {
-                "root" => Root::Document,
+                // `$body` reads the same as `$root`: in a map, the inbound body; in a
+                // destination template, the body being sent.
+                "root" | "body" => Root::Document,
                 "params" => Root::Params,
                 "headers" => Root::Headers,
                 "meta" => Root::Meta,

@@ -1,0 +1,193 @@
+//! Raw config → compiled config, reporting every problem with its place.
+//!
+//! `systems.rs` compiles the server section and the systems (HTTP clients, AMQP brokers);
+//! `routes.rs` compiles routes: sources, schemas, maps and destinations.
+
+mod routes;
+mod systems;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use http::Method;
+use indexmap::IndexMap;
+use qiao_connectors::amqp::Broker;
+
+use super::env::{EnvSource, interpolate};
+use super::model::{Config, Route, Source, System};
+use super::raw::{RawFile, Text};
+use super::{Diagnostic, Place};
+use crate::mapping::Lookup;
+use crate::routing::{AddError, Router};
+
+const METHODS: [&str; 9] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE"];
+
+struct Ctx<'a> {
+    dir: &'a Path,
+    env: &'a dyn EnvSource,
+    diags: Vec<Diagnostic>,
+    /// One broker per URL, shared by every system and route that uses it.
+    brokers: IndexMap<String, Broker>,
+}
+
+impl Ctx<'_> {
+    fn error(&mut self, place: Place, message: impl Into<String>, hint: Option<String>) {
+        let mut d = Diagnostic::error(place, message);
+        d.hint = hint;
+        self.diags.push(d);
+    }
+
+    fn warning(&mut self, place: Place, message: impl Into<String>, hint: Option<String>) {
+        let mut d = Diagnostic::warning(place, message);
+        d.hint = hint;
+        self.diags.push(d);
+    }
+
+    fn error_count(&self) -> usize {
+        self.diags.iter().filter(|d| d.is_error()).count()
+    }
+
+    /// `${ENV}` interpolation of a field that accepts it.
+    fn env_value(&mut self, file: &Path, text: &Text) -> Option<String> {
+        match interpolate(&text.value, self.env) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let mut place = Place::at(file, &text.referenced);
+                // Point at the `${` itself when the value sits on one line.
+                if !text.value[..e.offset].contains('\n') {
+                    place.column += text.value[..e.offset].chars().count() as u64;
+                }
+                self.error(place, e.message, Some("set the variable, or give a default: `${NAME:-value}`".into()));
+                None
+            }
+        }
+    }
+}
+
+/// Compiles the parsed files of config directory `dir`.
+pub fn compile(dir: &Path, files: &[(PathBuf, RawFile)], env: &dyn EnvSource) -> Result<Config, Vec<Diagnostic>> {
+    let mut cx = Ctx { dir, env, diags: Vec::new(), brokers: IndexMap::new() };
+
+    let server = systems::compile_server(&mut cx, files);
+    let lookups = compile_lookups(&mut cx, files);
+    let systems = systems::compile_systems(&mut cx, files);
+
+    let mut routes: Vec<Arc<Route>> = Vec::new();
+    let mut route_places: HashMap<String, Place> = HashMap::new();
+    let mut router = Router::default();
+    for (file, raw) in files {
+        for (name, route) in &raw.routes {
+            let place = Place::at(file, &name.referenced);
+            if let Some(first) = route_places.get(&name.value) {
+                cx.error(
+                    place,
+                    format!("route `{}` is defined twice", name.value),
+                    Some(format!("first defined at {first}")),
+                );
+                continue;
+            }
+            route_places.insert(name.value.clone(), place.clone());
+            check_name(&mut cx, &place, "route", &name.value);
+            let Some(compiled) = routes::compile_route(&mut cx, file, &name.value, route, &server, &systems, &lookups)
+            else {
+                continue;
+            };
+            if let Source::Http { methods, path } = &compiled.source {
+                let path_text = &route.from.value.http.as_ref().expect("an HTTP source").path;
+                let place = Place::at(file, &path_text.referenced);
+                match router.add(path, methods, routes.len()) {
+                    Ok(()) => {}
+                    Err(AddError::Duplicate { other }) => {
+                        let other = &routes[other];
+                        cx.error(
+                            place,
+                            format!(
+                                "duplicate route path: route `{}` already takes {} {path}",
+                                other.name,
+                                methods_text(methods)
+                            ),
+                            Some(format!("route `{}` is defined in {}", other.name, other.file.display())),
+                        );
+                        continue;
+                    }
+                    Err(AddError::Conflict { detail }) => {
+                        cx.error(
+                            place,
+                            format!("route path `{path}` overlaps another route's path: {detail}"),
+                            Some(
+                                "two patterns may not differ only in a parameter name; see docs/configuration.md#paths"
+                                    .into(),
+                            ),
+                        );
+                        continue;
+                    }
+                }
+            }
+            routes.push(Arc::new(compiled));
+        }
+    }
+
+    if cx.error_count() > 0 {
+        return Err(cx.diags);
+    }
+    Ok(Config { dir: dir.to_path_buf(), server, systems, routes, router, brokers: cx.brokers, warnings: cx.diags })
+}
+
+fn compile_lookups(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) -> HashMap<String, Arc<Lookup>> {
+    let mut lookups: HashMap<String, Arc<Lookup>> = HashMap::new();
+    let mut places: HashMap<String, Place> = HashMap::new();
+    for (file, raw) in files {
+        for (name, table) in &raw.lookups {
+            let place = Place::at(file, &name.referenced);
+            if let Some(first) = places.get(&name.value) {
+                cx.error(
+                    place,
+                    format!("lookup table `{}` is defined twice", name.value),
+                    Some(format!("first defined at {first}")),
+                );
+                continue;
+            }
+            places.insert(name.value.clone(), place);
+            lookups.insert(name.value.clone(), Arc::new(Lookup::from_raw(&name.value, table)));
+        }
+    }
+    lookups
+}
+
+fn methods_text(methods: &[Option<Method>]) -> String {
+    if methods.iter().any(Option::is_none) {
+        return "every method on".into();
+    }
+    methods.iter().flatten().map(Method::as_str).collect::<Vec<_>>().join(",")
+}
+
+fn check_name(cx: &mut Ctx<'_>, place: &Place, what: &str, name: &str) {
+    let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        cx.error(
+            place.clone(),
+            format!("{what} name `{name}` may only use ASCII letters, digits, `-`, `_` and `.`"),
+            Some("names appear in metrics, logs and queue names; put free text in `description`".into()),
+        );
+    }
+}
+
+fn parse_method(cx: &mut Ctx<'_>, file: &Path, m: &Text) -> Option<Method> {
+    let upper = m.value.trim().to_ascii_uppercase();
+    if METHODS.contains(&upper.as_str()) {
+        Some(Method::from_bytes(upper.as_bytes()).expect("known method"))
+    } else {
+        cx.error(
+            Place::at(file, &m.referenced),
+            format!("unknown HTTP method `{}`", m.value),
+            Some(super::suggest(&upper, METHODS)),
+        );
+        None
+    }
+}
+
+/// Names of systems for hints.
+fn system_names(systems: &IndexMap<String, Arc<System>>) -> impl Iterator<Item = &str> + Clone {
+    systems.keys().map(String::as_str)
+}
