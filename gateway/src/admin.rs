@@ -34,17 +34,28 @@ impl ServeHttp for Admin {
             "/healthz" => json_response(200, &json!({"status": "ok"})),
             "/readyz" => {
                 let config = self.config.load();
-                json_response(
-                    200,
-                    &json!({
-                        "status": "ready",
-                        "uptime_seconds": self.started.elapsed().as_secs(),
-                        "config": {
-                            "dir": config.dir.display().to_string(),
-                            "routes": config.routes.len(),
-                            "systems": config.systems.keys().collect::<Vec<_>>(),
+                let mut checks = vec![
+                    json!({"name": "config", "ok": true, "detail": format!("{} routes from {}", config.routes.len(), config.dir.display())}),
+                ];
+                for broker in config.brokers.values() {
+                    let ok = broker.is_connected();
+                    checks.push(json!({
+                        "name": format!("amqp {}", broker.display()),
+                        "ok": ok,
+                        "detail": if ok { "connected".to_string() } else {
+                            broker.last_error().map_or("connecting".to_string(), |e| format!("not connected: {e}"))
                         },
-                        "checks": [{"name": "config", "ok": true}],
+                    }));
+                }
+                let ready = checks.iter().all(|c| c["ok"] == true);
+                json_response(
+                    if ready { 200 } else { 503 },
+                    &json!({
+                        "status": if ready { "ready" } else { "not ready" },
+                        "uptime_seconds": self.started.elapsed().as_secs(),
+                        "routes": config.routes.len(),
+                        "systems": config.systems.keys().collect::<Vec<_>>(),
+                        "checks": checks,
                     }),
                 )
             }

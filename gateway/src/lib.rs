@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod consume;
 pub mod edge;
 pub mod error;
 pub mod logging;

@@ -194,7 +194,12 @@ pub struct Delivered {
 /// Deliver: send to one destination. `Err` when it did not take the message at all (no
 /// answer, broker down); an HTTP answer of any status is `Ok`, with `failure` telling
 /// whether the receiver took the message.
-pub async fn deliver(dest: &Destination, message: &Message, out: &Outgoing, dest_vars: &Value) -> Result<Delivered, Failure> {
+pub async fn deliver(
+    dest: &Destination,
+    message: &Message,
+    out: &Outgoing,
+    dest_vars: &Value,
+) -> Result<Delivered, Failure> {
     let system = &dest.system;
     match &dest.via {
         Via::Http { method, path } => {

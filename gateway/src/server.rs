@@ -8,13 +8,77 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use std::time::Duration;
+
+use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server};
+use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{BackgroundService, background_service};
 use pingora::services::listening::Service;
+use qiao_connectors::amqp::ConsumeSpec;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::admin::Admin;
-use crate::config::Config;
-use crate::edge::Edge;
+use crate::config::{Config, Source};
+use crate::edge::{Edge, SharedConfig};
+
+/// Runs the AMQP side: one supervised connection per broker, one consumer per route that
+/// reads a queue. On shutdown the consumers stop taking deliveries and finish (and ack)
+/// those in progress before the connections close: closing first would return them to
+/// their queues and deliver them twice.
+pub struct AmqpService {
+    pub config: SharedConfig,
+}
+
+#[async_trait]
+impl BackgroundService for AmqpService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let config = self.config.load_full();
+        let (stop_brokers, brokers_stopped) = watch::channel(false);
+        let mut brokers = JoinSet::new();
+        for broker in config.brokers.values() {
+            let (broker, stop) = (broker.clone(), brokers_stopped.clone());
+            brokers.spawn(async move { broker.run(stop).await });
+        }
+        let drain = Duration::from_secs(config.server.graceful_shutdown_timeout_seconds.max(1));
+        let mut consumers = JoinSet::new();
+        for route in &config.routes {
+            let Source::Amqp(src) = &route.source else { continue };
+            let spec = ConsumeSpec {
+                queue: src.queue.clone(),
+                prefetch: src.prefetch,
+                concurrency: src.concurrency,
+                tag: format!("qiao.{}.{}", route.name, std::process::id()),
+                drain,
+            };
+            let (broker, route, stop) = (src.broker.clone(), route.clone(), shutdown.clone());
+            consumers.spawn(async move {
+                broker
+                    .consume(
+                        spec,
+                        move |d| {
+                            let r = route.clone();
+                            async move {
+                                crate::consume::handle(r, d).await;
+                            }
+                        },
+                        stop,
+                    )
+                    .await
+            });
+        }
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        while consumers.join_next().await.is_some() {}
+        let _ = stop_brokers.send(true);
+        while brokers.join_next().await.is_some() {}
+        tracing::info!("AMQP connections closed");
+    }
+}
 
 /// Fails early, with the address in the message, when a listener cannot bind (pingora
 /// would panic later with a less helpful one).
@@ -47,11 +111,17 @@ pub fn serve(config: Config) -> Result<(), String> {
         "qiao-edge",
     );
     edge.add_tcp(&settings.listen);
-    let mut admin = Service::new("qiao-admin".to_string(), Admin { config: shared, started: Instant::now() });
+    let has_brokers = !shared.load().brokers.is_empty();
+    let mut admin = Service::new("qiao-admin".to_string(), Admin { config: shared.clone(), started: Instant::now() });
     admin.threads = Some(1);
     admin.add_tcp(&settings.admin_listen);
     server.add_service(edge);
     server.add_service(admin);
+    if has_brokers {
+        let mut amqp = background_service("qiao-amqp", AmqpService { config: shared });
+        amqp.threads = Some(settings.threads);
+        server.add_service(amqp);
+    }
 
     tracing::info!(
         listen = %settings.listen,

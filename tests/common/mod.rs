@@ -64,6 +64,7 @@ pub struct Qiao {
     pub port: u16,
     pub admin: u16,
     log: PathBuf,
+    broker_down_expected: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -97,9 +98,16 @@ impl Qiao {
             .stderr(logfile)
             .spawn()
             .expect("qiao starts");
-        let mut q = Qiao { child, port, admin, log, _dir: dir };
+        let broker_down_expected = env.iter().any(|(k, v)| k == "QIAO_TEST_BROKER_DOWN" && v == "1");
+        let mut q = Qiao { child, port, admin, log, broker_down_expected, _dir: dir };
         q.wait_ready().await;
         q
+    }
+
+    /// Stops the process hard, as a crash or the OOM killer would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     async fn wait_ready(&mut self) {
@@ -108,8 +116,10 @@ impl Qiao {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("qiao exited with {status} before it was ready:\n{}", self.logs());
             }
+            // A broker that is meant to be down keeps /readyz at 503: then an answer is enough.
+            let wanted = |status: u16| status == 200 || (status == 503 && self.broker_down_expected);
             if let Ok(r) = get(&format!("http://127.0.0.1:{}/readyz", self.admin)).await
-                && r.status == 200
+                && wanted(r.status)
                 && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
             {
                 return;
@@ -268,4 +278,83 @@ pub fn crm_order(lines: usize) -> Value {
     order["records"][0]["OrderItems"]["records"] = Value::Array(items);
     order["records"][0]["OrderItems"]["totalSize"] = lines.into();
     order
+}
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// A name prefix no other test uses, for queues and exchanges.
+pub fn unique_prefix(test: &str) -> String {
+    format!("qiao.test.{test}.{}", &uuid::Uuid::now_v7().simple().to_string()[20..])
+}
+
+/// A plain AMQP client for tests: publish, read queues, clean up.
+pub struct Amqp {
+    pub conn: lapin::Connection,
+    pub channel: lapin::Channel,
+}
+
+impl Amqp {
+    pub async fn connect(url: &str) -> Amqp {
+        let conn =
+            lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await.expect("AMQP connects");
+        let channel = conn.create_channel().await.unwrap();
+        channel.confirm_select(Default::default()).await.unwrap();
+        Amqp { conn, channel }
+    }
+
+    /// Publishes persistently, with confirms (the caller awaits them in bulk).
+    pub async fn publish(&self, exchange: &str, key: &str, body: &[u8], message_id: &str) -> lapin::PublisherConfirm {
+        let props = lapin::BasicProperties::default()
+            .with_message_id(message_id.into())
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into());
+        self.channel.basic_publish(exchange.into(), key.into(), Default::default(), body, props).await.unwrap()
+    }
+
+    /// How many messages wait in `queue` (None when it does not exist).
+    pub async fn queue_len(&self, queue: &str) -> Option<u32> {
+        let ch = self.conn.create_channel().await.unwrap();
+        let opts = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        ch.queue_declare(queue.into(), opts, Default::default()).await.ok().map(|q| q.message_count())
+    }
+
+    /// Takes every message from `queue` (acked).
+    pub async fn drain(&self, queue: &str) -> Vec<lapin::message::BasicGetMessage> {
+        let mut out = Vec::new();
+        while let Ok(Some(m)) =
+            self.channel.basic_get(queue.into(), lapin::options::BasicGetOptions { no_ack: true }).await
+        {
+            out.push(m);
+        }
+        out
+    }
+
+    /// Deletes the queues and exchanges a test made.
+    pub async fn cleanup(&self, queues: &[String], exchanges: &[String]) {
+        let ch = self.conn.create_channel().await.unwrap();
+        for q in queues {
+            let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+        }
+        for e in exchanges {
+            let _ = ch.exchange_delete(e.as_str().into(), Default::default()).await;
+        }
+    }
+}
+
+/// A header of a message read back from a queue, as text.
+pub fn amqp_header(props: &lapin::BasicProperties, name: &str) -> Option<String> {
+    qiao_connectors::amqp::header_str(props.headers().as_ref(), name)
+}
+
+/// Waits until `done` returns true, polling; panics with `what` after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

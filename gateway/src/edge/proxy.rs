@@ -48,13 +48,7 @@ pub async fn plan(session: &Session, route: &Route, params: &[(String, String)],
         path_and_query.push(if path_and_query.contains('?') { '&' } else { '?' });
         path_and_query.push_str(q);
     }
-    Ok(ProxyPlan {
-        system: target.name.clone(),
-        target,
-        method,
-        path_and_query,
-        message_id: id.clone(),
-    })
+    Ok(ProxyPlan { system: target.name.clone(), target, method, path_and_query, message_id: id.clone() })
 }
 
 impl ProxyPlan {

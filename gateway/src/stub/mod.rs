@@ -6,7 +6,7 @@
 //! a test can read it back:
 //!
 //! - `GET /_stub/requests[?path=PREFIX&last=N]` — what arrived, oldest first
-//! - `DELETE /_stub/requests` — forget it
+//! - `DELETE /_stub/requests` — forget it, and drop pending faults
 //! - `GET /_stub/stats` — counts, with duplicates by `x-qiao-message-id`
 //! - `POST /_stub/faults` `{"status": 503, "times": 2, "delay_ms": 0}` — misbehave on the
 //!   next requests (fault injection for retry and timeout tests)
@@ -100,9 +100,12 @@ impl StubState {
         self.records.lock().expect("stub lock").iter().cloned().collect()
     }
 
+    /// Forgets what was received and drops pending faults.
     pub fn clear(&self) {
         self.records.lock().expect("stub lock").clear();
         self.ids.lock().expect("stub lock").clear();
+        self.faults.lock().expect("stub lock").clear();
+        self.seq.store(0, Ordering::Relaxed);
     }
 
     pub fn add_fault(&self, fault: Fault) {

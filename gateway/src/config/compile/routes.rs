@@ -12,7 +12,9 @@ use qiao_connectors::RetryPolicy;
 use qiao_connectors::amqp::{Binding, Queue, Topology};
 
 use super::super::model::{AmqpSource, Destination, Route, RouteKind, ServerSettings, Source, System, Via};
-use super::super::raw::{RawAmqpSource, RawDestination, RawFieldSpec, RawHttpSource, RawLookupRef, RawMap, RawRoute, Text};
+use super::super::raw::{
+    RawAmqpSource, RawDestination, RawFieldSpec, RawHttpSource, RawLookupRef, RawMap, RawRoute, Text,
+};
 use super::super::{Place, suggest};
 use super::{Ctx, parse_method, system_names};
 use crate::mapping::{self, Lookup, Mapping, Root, Template, Uses};
@@ -38,7 +40,11 @@ pub(super) fn compile_route(
         (Some(http), None) => compile_http_source(cx, file, http, is_message),
         (None, Some(amqp)) => compile_amqp_source(cx, file, name, amqp, raw, systems),
         (Some(_), Some(_)) => {
-            cx.error(from_place.clone(), format!("route `{name}` has two sources"), Some("a route reads either `http` or `amqp`; make two routes".into()));
+            cx.error(
+                from_place.clone(),
+                format!("route `{name}` has two sources"),
+                Some("a route reads either `http` or `amqp`; make two routes".into()),
+            );
             None
         }
         (None, None) => {
@@ -90,7 +96,11 @@ pub(super) fn compile_route(
         }
     }
     if raw.to.0.is_empty() {
-        cx.error(from_place.clone(), format!("route `{name}` has no destination"), Some("add `to: { system: ..., path: ... }`".into()));
+        cx.error(
+            from_place.clone(),
+            format!("route `{name}` has no destination"),
+            Some("add `to: { system: ..., path: ... }`".into()),
+        );
     }
     if kind == RouteKind::Proxy && raw.to.0.len() > 1 {
         cx.error(
@@ -155,12 +165,20 @@ fn compile_amqp_source(
         return None;
     };
     let Some(amqp) = &system.amqp else {
-        cx.error(place, format!("system `{}` has no `amqp` block to consume from", system.name), Some("give the system `amqp: { url: ... }`".into()));
+        cx.error(
+            place,
+            format!("system `{}` has no `amqp` block to consume from", system.name),
+            Some("give the system `amqp: { url: ... }`".into()),
+        );
         return None;
     };
     let queue = cx.env_value(file, &raw.queue)?;
     if queue.is_empty() || queue.starts_with("amq.") {
-        cx.error(Place::at(file, &raw.queue.referenced), format!("`{queue}` cannot be a queue name"), Some("names starting with amq. are reserved by the broker".into()));
+        cx.error(
+            Place::at(file, &raw.queue.referenced),
+            format!("`{queue}` cannot be a queue name"),
+            Some("names starting with amq. are reserved by the broker".into()),
+        );
     }
     let failure = route_raw.failure.as_ref();
     let policy = RetryPolicy {
@@ -186,10 +204,19 @@ fn compile_amqp_source(
     topology.queues.push(Queue { name: dead_letter_queue.clone(), dead_letter_to: None, passive });
     for key in &raw.bindings {
         if amqp.exchange.is_empty() {
-            cx.error(Place::at(file, &key.referenced), "a queue cannot be bound to the default exchange", Some(format!("give system `{}` an `exchange`", system.name)));
+            cx.error(
+                Place::at(file, &key.referenced),
+                "a queue cannot be bound to the default exchange",
+                Some(format!("give system `{}` an `exchange`", system.name)),
+            );
             continue;
         }
-        topology.bindings.push(Binding { queue: queue.clone(), exchange: amqp.exchange.clone(), routing_key: key.value.clone(), passive });
+        topology.bindings.push(Binding {
+            queue: queue.clone(),
+            exchange: amqp.exchange.clone(),
+            routing_key: key.value.clone(),
+            passive,
+        });
     }
     amqp.broker.extend_topology(topology);
     let _ = route;
@@ -212,7 +239,10 @@ fn compile_schema(cx: &mut Ctx<'_>, file: &Path, s: &Text, validate_formats: boo
         cx.error(
             place,
             format!("schema file `{}` not found", s.value),
-            Some(format!("paths are relative to the config directory {}; schemas usually live in schemas/", cx.dir.display())),
+            Some(format!(
+                "paths are relative to the config directory {}; schemas usually live in schemas/",
+                cx.dir.display()
+            )),
         );
         return None;
     }
@@ -244,7 +274,11 @@ fn warn_unused_lookups(cx: &mut Ctx<'_>, file: &Path, raw: &RawRoute) {
         let used = raw.map.as_ref().is_some_and(|m| map_uses(m, &lname.value))
             || raw.to.0.iter().any(|d| d.map.as_ref().is_some_and(|m| map_uses(m, &lname.value)));
         if !used {
-            cx.warning(Place::at(file, &lname.referenced), format!("lookup table `{}` is never used", lname.value), None);
+            cx.warning(
+                Place::at(file, &lname.referenced),
+                format!("lookup table `{}` is never used", lname.value),
+                None,
+            );
         }
     }
 }
@@ -260,35 +294,61 @@ fn pick_transport(cx: &mut Ctx<'_>, file: &Path, raw: &RawDestination, system: &
             "http" => Some("http"),
             "amqp" => Some("amqp"),
             other => {
-                cx.error(Place::at(file, &t.referenced), format!("unknown transport `{other}`"), Some("`http` or `amqp`".into()));
+                cx.error(
+                    Place::at(file, &t.referenced),
+                    format!("unknown transport `{other}`"),
+                    Some("`http` or `amqp`".into()),
+                );
                 return None;
             }
         },
         None => None,
     };
     if http_keys && amqp_keys {
-        cx.error(place, "a destination takes `path`/`method` (HTTP) or `routing_key`/`exchange` (AMQP), not both", None);
+        cx.error(
+            place,
+            "a destination takes `path`/`method` (HTTP) or `routing_key`/`exchange` (AMQP), not both",
+            None,
+        );
         return None;
     }
-    let transport = said.or(if http_keys { Some("http") } else if amqp_keys { Some("amqp") } else { None }).or(
-        match (system.http.is_some(), system.amqp.is_some()) {
+    let transport = said
+        .or(if http_keys {
+            Some("http")
+        } else if amqp_keys {
+            Some("amqp")
+        } else {
+            None
+        })
+        .or(match (system.http.is_some(), system.amqp.is_some()) {
             (true, false) => Some("http"),
             (false, true) => Some("amqp"),
             _ => None,
-        },
-    );
+        });
     match transport {
         Some("http") if system.http.is_none() => {
-            cx.error(place, format!("system `{}` cannot be reached over HTTP", system.name), Some("give the system an `http:` block".into()));
+            cx.error(
+                place,
+                format!("system `{}` cannot be reached over HTTP", system.name),
+                Some("give the system an `http:` block".into()),
+            );
             None
         }
         Some("amqp") if system.amqp.is_none() => {
-            cx.error(place, format!("system `{}` cannot be reached over AMQP", system.name), Some("give the system an `amqp:` block".into()));
+            cx.error(
+                place,
+                format!("system `{}` cannot be reached over AMQP", system.name),
+                Some("give the system an `amqp:` block".into()),
+            );
             None
         }
         Some(t) => Some(t),
         None => {
-            cx.error(place, format!("system `{}` has both `http` and `amqp`: which one?", system.name), Some("add `transport: http` or `transport: amqp`".into()));
+            cx.error(
+                place,
+                format!("system `{}` has both `http` and `amqp`: which one?", system.name),
+                Some("add `transport: http` or `transport: amqp`".into()),
+            );
             None
         }
     }
@@ -311,7 +371,11 @@ fn compile_destination(
     };
     let transport = pick_transport(cx, file, raw, system)?;
     if kind == RouteKind::Proxy && transport == "amqp" {
-        cx.error(place, "a proxy route streams over HTTP and cannot publish to AMQP", Some("give the route a `schema` or a `map`".into()));
+        cx.error(
+            place,
+            "a proxy route streams over HTTP and cannot publish to AMQP",
+            Some("give the route a `schema` or a `map`".into()),
+        );
         return None;
     }
     if kind == RouteKind::Proxy && raw.map.is_some() {
@@ -340,7 +404,11 @@ fn compile_destination(
                         }
                     }
                     if kind == RouteKind::Proxy && matches!(p.root, Root::Current | Root::Document) {
-                        cx.error(tplace.clone(), format!("{what} of a proxy route cannot read the body"), Some("proxy routes stream the body unread".into()));
+                        cx.error(
+                            tplace.clone(),
+                            format!("{what} of a proxy route cannot read the body"),
+                            Some("proxy routes stream the body unread".into()),
+                        );
                     }
                 }
                 Some(t)
@@ -357,7 +425,11 @@ fn compile_destination(
             Some(p) => {
                 let t = template(p, "path", cx)?;
                 if !(p.value.starts_with('/') || p.value.starts_with('?') || p.value.is_empty()) {
-                    cx.error(Place::at(file, &p.referenced), format!("destination path `{}` must start with `/`", p.value), None);
+                    cx.error(
+                        Place::at(file, &p.referenced),
+                        format!("destination path `{}` must start with `/`", p.value),
+                        None,
+                    );
                 }
                 Some(t)
             }
@@ -366,7 +438,11 @@ fn compile_destination(
         Via::Http { method, path }
     } else {
         let Some(key) = &raw.routing_key else {
-            cx.error(place, format!("the AMQP destination `{}` needs a `routing_key`", system.name), Some("e.g. routing_key: wms.stockout.create".into()));
+            cx.error(
+                place,
+                format!("the AMQP destination `{}` needs a `routing_key`", system.name),
+                Some("e.g. routing_key: wms.stockout.create".into()),
+            );
             return None;
         };
         let routing_key = template(key, "routing_key", cx)?;
@@ -386,5 +462,11 @@ fn compile_destination(
             headers.push((hname, t));
         }
     }
-    Some(Destination { system: system.clone(), via, headers, timeout: raw.timeout_ms.map(Duration::from_millis), mapping: None })
+    Some(Destination {
+        system: system.clone(),
+        via,
+        headers,
+        timeout: raw.timeout_ms.map(Duration::from_millis),
+        mapping: None,
+    })
 }

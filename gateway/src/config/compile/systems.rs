@@ -11,9 +11,9 @@ use qiao_connectors::RetryPolicy;
 use qiao_connectors::amqp::{AmqpSink, Binding, Broker, BrokerConfig, Exchange, Queue, Topology};
 use qiao_connectors::http::{HttpAuth, HttpSink, HttpSinkConfig};
 
+use super::super::Place;
 use super::super::model::{ProxyTarget, ServerSettings, System};
 use super::super::raw::{RawAmqpTransport, RawAuth, RawFile, RawHttpTransport, RawServer};
-use super::super::Place;
 use super::{Ctx, check_name};
 
 /// Exchange used when a system's `amqp` block names none.
@@ -332,4 +332,3 @@ fn compile_http(
     };
     Some((sink, proxy))
 }
-

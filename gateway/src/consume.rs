@@ -1,0 +1,326 @@
+//! AMQP ingress: a delivery from a route's queue goes through the same phases as an HTTP
+//! request, then is acknowledged, sent to a retry queue, or dead-lettered.
+//!
+//! Nothing is acknowledged before it is safe: the ack comes after every destination took
+//! the message, or after the retry or dead-letter copy was confirmed by the broker. When
+//! even that publish fails, the delivery is returned to the queue (nack with requeue).
+//!
+//! Headers Qiao reads and writes (docs/amqp.md lists them with the queue names):
+//! - `x-qiao-attempts`: attempts made so far; travels with retry copies, so the count
+//!   survives a restart of Qiao.
+//! - `x-qiao-delivered`: indexes of the route's destinations that already took the
+//!   message; a retry skips them, so a healthy destination gets one copy.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use qiao_connectors::amqp::{
+    BasicAckOptions, BasicNackOptions, Delivery, FieldTable, FieldTableExt, Publish, header_str, string_headers,
+};
+use qiao_connectors::{Message, MessageId, TraceContext};
+
+use crate::config::{AmqpSource, Route, Source};
+use crate::error::Failure;
+use crate::pipeline;
+
+pub const ATTEMPTS: &str = "x-qiao-attempts";
+pub const DELIVERED: &str = "x-qiao-delivered";
+pub const DELIVERED_SYSTEMS: &str = "x-qiao-delivered-systems";
+pub const LAST_ERROR_KIND: &str = "x-qiao-last-error-kind";
+pub const LAST_ERROR: &str = "x-qiao-last-error";
+pub const ERROR_KIND: &str = "x-qiao-error-kind";
+pub const ERROR_DETAIL: &str = "x-qiao-error-detail";
+pub const ROUTE: &str = "x-qiao-route";
+pub const FAILED_AT: &str = "x-qiao-failed-at";
+pub const ORIGINAL_QUEUE: &str = "x-qiao-original-queue";
+
+/// How long the broker gets to confirm a retry or dead-letter copy.
+const COPY_CONFIRM: Duration = Duration::from_secs(10);
+
+/// What became of one delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    Delivered,
+    Retried,
+    DeadLettered,
+    /// Returned to the queue: the copy could not be published, or the ack failed.
+    Requeued,
+}
+
+/// Handles one delivery of `route` to the end: process, then ack / retry / dead-letter.
+pub async fn handle(route: Arc<Route>, mut delivery: Delivery) -> Fate {
+    let Source::Amqp(src) = &route.source else {
+        return Fate::Requeued;
+    };
+    let headers = delivery.properties.headers().as_ref();
+    let attempt = header_str(headers, ATTEMPTS).and_then(|s| s.parse::<u32>().ok()).unwrap_or(0) + 1;
+    let mut delivered: Vec<usize> = header_str(headers, DELIVERED)
+        .map(|s| s.split(',').filter_map(|i| i.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    let body = Bytes::from(std::mem::take(&mut delivery.data));
+    let id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|s| MessageId::from_sender(s.as_str()))
+        .unwrap_or_else(MessageId::generate);
+    let message = Message {
+        id,
+        route: route.name.clone(),
+        headers: if route.uses.headers { string_headers(headers) } else { Vec::new() },
+        body,
+        trace: TraceContext {
+            traceparent: header_str(headers, "traceparent"),
+            tracestate: header_str(headers, "tracestate"),
+        },
+        received_at: SystemTime::now(),
+    };
+
+    let result = process(&route, &message, &mut delivered).await;
+    let fate = match result {
+        Ok(()) => {
+            tracing::debug!(route = %route.name, message_id = %message.id, attempt, "delivered");
+            Fate::Delivered
+        }
+        Err(f) if f.kind.retryable() && attempt < src.policy.max_attempts => {
+            match retry(&route, src, &delivery, &message, attempt, &delivered, &f).await {
+                Ok(wait) => {
+                    tracing::warn!(
+                        route = %route.name, message_id = %message.id, attempt, error_kind = %f.kind,
+                        retry_in_ms = wait.as_millis() as u64, "delivery failed; retrying: {}", f.detail
+                    );
+                    Fate::Retried
+                }
+                Err(e) => return requeue(&route, &delivery, &message, &e).await,
+            }
+        }
+        Err(f) => match dead_letter(&route, src, &delivery, &message, attempt, &delivered, &f).await {
+            Ok(()) => {
+                tracing::warn!(
+                    route = %route.name, message_id = %message.id, attempt, error_kind = %f.kind,
+                    queue = %src.dead_letter_queue, "dead-lettered: {}", f.detail
+                );
+                Fate::DeadLettered
+            }
+            Err(e) => return requeue(&route, &delivery, &message, &e).await,
+        },
+    };
+    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+        // The channel is gone (connection lost): the broker will deliver the message
+        // again, and receivers deduplicate on its id.
+        tracing::warn!(route = %route.name, message_id = %message.id, error = %e, "ack failed; the message will be redelivered");
+        return Fate::Requeued;
+    }
+    fate
+}
+
+/// The phases, skipping the destinations that already took the message. A permanent
+/// failure wins over a retryable one: retrying would not help the destination that failed
+/// permanently.
+async fn process(route: &Route, message: &Message, delivered: &mut Vec<usize>) -> Result<(), Failure> {
+    let value = pipeline::parse(&message.body)?;
+    pipeline::validate(route, &value)?;
+    let vars = pipeline::vars(route, message, &[], false);
+    let bodies = pipeline::map(route, &value, &vars)?;
+    let mut worst: Option<Failure> = None;
+    for (i, (dest, out)) in route.destinations.iter().zip(&bodies).enumerate() {
+        if delivered.contains(&i) {
+            continue;
+        }
+        let failure = match pipeline::deliver(dest, message, out, &vars).await {
+            Ok(d) => d.failure,
+            Err(f) => Some(f),
+        };
+        match failure {
+            None => delivered.push(i),
+            Some(f) => {
+                let replace = match &worst {
+                    None => true,
+                    Some(w) => w.kind.retryable() && !f.kind.retryable(),
+                };
+                if replace {
+                    worst = Some(f);
+                }
+            }
+        }
+    }
+    worst.map_or(Ok(()), Err)
+}
+
+fn delivered_headers(route: &Route, table: &mut FieldTable, delivered: &[usize]) {
+    let mut idx: Vec<usize> = delivered.to_vec();
+    idx.sort_unstable();
+    idx.dedup();
+    let list = idx.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+    let systems = idx
+        .iter()
+        .filter_map(|i| route.destinations.get(*i))
+        .map(|d| d.system.name.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    table.put_str(DELIVERED, &list);
+    table.put_str(DELIVERED_SYSTEMS, &systems);
+}
+
+fn original_headers(delivery: &Delivery) -> FieldTable {
+    delivery.properties.headers().clone().unwrap_or_default()
+}
+
+/// Sends a copy to the retry queue for this attempt; when its time is up the broker puts
+/// it back on the route's queue.
+async fn retry(
+    route: &Route,
+    src: &AmqpSource,
+    delivery: &Delivery,
+    message: &Message,
+    attempt: u32,
+    delivered: &[usize],
+    failure: &Failure,
+) -> Result<Duration, String> {
+    let queue = src.retry_queues.get(attempt as usize - 1).ok_or("no retry queue for this attempt")?;
+    let wait = src.policy.backoff(attempt);
+    let mut headers = original_headers(delivery);
+    headers.put_int(ATTEMPTS, attempt as i64);
+    delivered_headers(route, &mut headers, delivered);
+    headers.put_str(LAST_ERROR_KIND, failure.kind.slug());
+    headers.put_str(LAST_ERROR, &failure.detail);
+    headers.put_str(ROUTE, &route.name);
+    let properties = delivery
+        .properties
+        .clone()
+        .with_message_id(message.id.as_str().into())
+        .with_delivery_mode(2)
+        .with_expiration(wait.as_millis().max(1).to_string().into())
+        .with_headers(headers);
+    src.broker
+        .publish(Publish {
+            exchange: "",
+            routing_key: queue,
+            body: &message.body,
+            properties,
+            mandatory: true,
+            timeout: COPY_CONFIRM,
+            system: &src.system.name,
+        })
+        .await
+        .map_err(|e| format!("publishing the retry copy to {queue}: {e}"))?;
+    Ok(wait)
+}
+
+/// Sends the message to the route's dead-letter queue, with headers that say why.
+async fn dead_letter(
+    route: &Route,
+    src: &AmqpSource,
+    delivery: &Delivery,
+    message: &Message,
+    attempt: u32,
+    delivered: &[usize],
+    failure: &Failure,
+) -> Result<(), String> {
+    let mut headers = original_headers(delivery);
+    headers.put_str(ERROR_KIND, failure.kind.slug());
+    headers.put_str(ERROR_DETAIL, &failure.detail);
+    headers.put_str(ROUTE, &route.name);
+    headers.put_str(FAILED_AT, &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    headers.put_str(ORIGINAL_QUEUE, &src.queue);
+    headers.put_int(ATTEMPTS, attempt as i64);
+    delivered_headers(route, &mut headers, delivered);
+    if !failure.violations.is_empty() {
+        let pointers = failure.violations.iter().map(|v| v.pointer.as_str()).collect::<Vec<_>>().join(",");
+        headers.put_str("x-qiao-error-pointers", &pointers);
+    }
+    // The copy must not expire or be dead-lettered again by the broker.
+    let mut properties = delivery.properties.clone().with_message_id(message.id.as_str().into()).with_delivery_mode(2);
+    properties = properties.with_headers(headers);
+    let properties = strip_expiration(properties);
+    src.broker
+        .publish(Publish {
+            exchange: "",
+            routing_key: &src.dead_letter_queue,
+            body: &message.body,
+            properties,
+            mandatory: true,
+            timeout: COPY_CONFIRM,
+            system: &src.system.name,
+        })
+        .await
+        .map_err(|e| format!("publishing to the dead-letter queue {}: {e}", src.dead_letter_queue))
+}
+
+fn strip_expiration(p: qiao_connectors::amqp::BasicProperties) -> qiao_connectors::amqp::BasicProperties {
+    // BasicProperties has no way to unset one field; rebuild without `expiration`.
+    let mut out = qiao_connectors::amqp::BasicProperties::default();
+    if let Some(v) = p.content_type() {
+        out = out.with_content_type(v.clone());
+    }
+    if let Some(v) = p.content_encoding() {
+        out = out.with_content_encoding(v.clone());
+    }
+    if let Some(v) = p.headers() {
+        out = out.with_headers(v.clone());
+    }
+    if let Some(v) = p.delivery_mode() {
+        out = out.with_delivery_mode(*v);
+    }
+    if let Some(v) = p.priority() {
+        out = out.with_priority(*v);
+    }
+    if let Some(v) = p.correlation_id() {
+        out = out.with_correlation_id(v.clone());
+    }
+    if let Some(v) = p.reply_to() {
+        out = out.with_reply_to(v.clone());
+    }
+    if let Some(v) = p.message_id() {
+        out = out.with_message_id(v.clone());
+    }
+    if let Some(v) = p.timestamp() {
+        out = out.with_timestamp(*v);
+    }
+    if let Some(v) = p.kind() {
+        out = out.with_type(v.clone());
+    }
+    if let Some(v) = p.app_id() {
+        out = out.with_app_id(v.clone());
+    }
+    out
+}
+
+/// The copy could not be published: give the message back to the queue rather than lose
+/// it, after a pause so that a broker in trouble is not hammered.
+async fn requeue(route: &Route, delivery: &Delivery, message: &Message, why: &str) -> Fate {
+    tracing::warn!(route = %route.name, message_id = %message.id, reason = why, "returning the message to its queue");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+    Fate::Requeued
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn expiration_is_dropped_and_everything_else_kept() {
+        let p = qiao_connectors::amqp::BasicProperties::default()
+            .with_expiration("1000".into())
+            .with_message_id("m-1".into())
+            .with_correlation_id("c".into())
+            .with_delivery_mode(2);
+        let q = strip_expiration(p);
+        assert!(q.expiration().is_none());
+        assert_eq!(q.message_id().as_ref().map(|s| s.as_str()), Some("m-1"));
+        assert_eq!(q.correlation_id().as_ref().map(|s| s.as_str()), Some("c"));
+        assert_eq!(*q.delivery_mode(), Some(2));
+    }
+
+    #[test]
+    fn failure_kinds_decide_retry_or_dead_letter() {
+        // The decision in `handle`: retryable and attempts left → retry; otherwise DLQ.
+        let permanent = Failure::new(ErrorKind::SchemaViolation, "x");
+        let transient = Failure::new(ErrorKind::ReceiverFailed, "x");
+        assert!(!permanent.kind.retryable());
+        assert!(transient.kind.retryable());
+    }
+}

@@ -1,0 +1,227 @@
+//! AMQP against the real RabbitMQ: publish with confirms, consume with manual acks, dead
+//! letters with reasons, retries with an attempt count, fan-out without duplicates.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use qiao::stub::Fault;
+use qiao_connectors::SystemKind;
+use serde_json::json;
+
+struct Setup {
+    stubs: Stubs,
+    qiao: Qiao,
+    amqp: Amqp,
+    prefix: String,
+}
+
+impl Setup {
+    async fn start(test: &str) -> Setup {
+        let prefix = unique_prefix(test);
+        let stubs = Stubs::start().await;
+        let mut env = stubs.env();
+        env.push(("PREFIX".into(), prefix.clone()));
+        let qiao = Qiao::run(&fixture("amqp"), &env).await;
+        let amqp = Amqp::connect(AMQP_URL).await;
+        Setup { stubs, qiao, amqp, prefix }
+    }
+
+    fn q(&self, name: &str) -> String {
+        format!("{}.{name}", self.prefix)
+    }
+
+    fn exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+
+    async fn cleanup(self) {
+        let mut queues = vec![self.q("wms.inbox"), self.q("in.dlq"), self.q("fan.dlq")];
+        for base in ["in", "fan"] {
+            queues.push(self.q(base));
+            for n in 1..=6 {
+                queues.push(self.q(&format!("{base}.retry.{n}")));
+            }
+        }
+        self.amqp.cleanup(&queues, &[self.exchange()]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_to_amqp_answers_202_only_after_the_broker_confirmed() {
+    let s = Setup::start("publish").await;
+    let reply = request(
+        "POST",
+        &s.qiao.url("/publish/FHTZD000517"),
+        &[("content-type", "application/json"), ("idempotency-key", "erp-FHTZD000517")],
+        serde_json::to_vec(&json!({"code": "FHTZD000517", "warehouse": "WH-HZ-01"})).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.json()["message_id"], "erp-FHTZD000517");
+
+    let got = s.amqp.drain(&s.q("wms.inbox")).await;
+    assert_eq!(got.len(), 1, "the broker holds exactly the message that was answered 202");
+    let m = &got[0].delivery;
+    assert_eq!(m.routing_key.as_str(), "wms.stockout.FHTZD000517", "routing key template");
+    assert_eq!(m.properties.message_id().as_ref().map(|s| s.as_str()), Some("erp-FHTZD000517"));
+    assert_eq!(*m.properties.delivery_mode(), Some(2), "persistent");
+    assert_eq!(m.properties.content_type().as_ref().map(|s| s.as_str()), Some("application/json"));
+    assert_eq!(amqp_header(&m.properties, "x-qiao-route").as_deref(), Some("publish"));
+    assert_eq!(amqp_header(&m.properties, "x-warehouse").as_deref(), Some("WH-HZ-01"));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&m.data).unwrap()["code"], "FHTZD000517");
+
+    // Nothing is bound for this routing key: an error, not a silent loss.
+    let reply = post_json(&s.qiao.url("/unroutable"), r#"{"code":"x"}"#).await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.json()["type"], "urn:qiao:problem:unroutable");
+    assert!(reply.json()["detail"].as_str().unwrap().contains("nothing.is.bound.here"));
+    s.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumed_messages_are_delivered_over_http_and_acked() {
+    let s = Setup::start("consume").await;
+    for i in 0..25 {
+        s.amqp
+            .publish(
+                &s.exchange(),
+                "mes.test.completed",
+                format!(r#"{{"code":"MO250318-{i:02}"}}"#).as_bytes(),
+                &format!("mes-{i}"),
+            )
+            .await
+            .await
+            .unwrap();
+    }
+    let erp = s.stubs.get(SystemKind::Erp).state.clone();
+    eventually(Duration::from_secs(20), "25 deliveries at the ERP", || {
+        let erp = erp.clone();
+        async move { erp.stats()["distinct_message_ids"] == 25 }
+    })
+    .await;
+    let got = erp.received();
+    assert!(got.iter().all(|r| r.body["formid"] == "PRD_INSTOCK"));
+    assert!(
+        got.iter()
+            .any(|r| r.body["data"]["Model"]["FMoBillNo"] == "MO250318-07" && r.message_id.as_deref() == Some("mes-7"))
+    );
+    eventually(Duration::from_secs(10), "the queue to be empty (all acked)", || async {
+        s.amqp.queue_len(&s.q("in")).await == Some(0)
+    })
+    .await;
+    assert_eq!(erp.stats()["duplicate_deliveries"], 0);
+    s.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_messages_are_dead_lettered_at_once_with_the_reason() {
+    let s = Setup::start("invalid").await;
+    s.amqp.publish(&s.exchange(), "mes.test.x", b"{not json", "bad-json").await.await.unwrap();
+    s.amqp.publish(&s.exchange(), "mes.test.x", br#"{"qty": 1}"#, "no-code").await.await.unwrap();
+    eventually(Duration::from_secs(15), "2 dead letters", || async {
+        s.amqp.queue_len(&s.q("in.dlq")).await == Some(2)
+    })
+    .await;
+    let mut dead = s.amqp.drain(&s.q("in.dlq")).await;
+    dead.sort_by_key(|m| m.delivery.properties.message_id().as_ref().map(|s| s.to_string()));
+    let (json, schema) = (&dead[0].delivery.properties, &dead[1].delivery.properties);
+    assert_eq!(json.message_id().as_ref().unwrap().as_str(), "bad-json");
+    assert_eq!(amqp_header(json, "x-qiao-error-kind").as_deref(), Some("malformed-json"));
+    assert_eq!(amqp_header(schema, "x-qiao-error-kind").as_deref(), Some("schema-violation"));
+    assert!(amqp_header(schema, "x-qiao-error-detail").unwrap().contains("code"));
+    assert_eq!(amqp_header(schema, "x-qiao-error-pointers").as_deref(), Some("/code"));
+    for p in [json, schema] {
+        assert_eq!(amqp_header(p, "x-qiao-route").as_deref(), Some("consume-to-http"));
+        assert_eq!(amqp_header(p, "x-qiao-original-queue"), Some(s.q("in")));
+        assert_eq!(amqp_header(p, "x-qiao-attempts").as_deref(), Some("1"), "permanent failures are not retried");
+        let at = amqp_header(p, "x-qiao-failed-at").unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(&at).is_ok(), "{at}");
+    }
+    assert_eq!(&dead[0].delivery.data[..], b"{not json", "the original body is kept");
+    assert!(s.stubs.get(SystemKind::Erp).state.received().is_empty());
+    s.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_receiver_is_retried_then_dead_lettered_with_the_attempt_count() {
+    let s = Setup::start("retry").await;
+    let erp = s.stubs.get(SystemKind::Erp).state.clone();
+    erp.add_fault(Fault { status: Some(503), times: 100, ..Fault::default() });
+    s.amqp.publish(&s.exchange(), "mes.test.x", br#"{"code":"MO-1"}"#, "mo-1").await.await.unwrap();
+    eventually(Duration::from_secs(20), "the dead letter", || async {
+        s.amqp.queue_len(&s.q("in.dlq")).await == Some(1)
+    })
+    .await;
+    let dead = s.amqp.drain(&s.q("in.dlq")).await;
+    let p = &dead[0].delivery.properties;
+    assert_eq!(amqp_header(p, "x-qiao-attempts").as_deref(), Some("3"), "max_attempts: 3");
+    assert_eq!(amqp_header(p, "x-qiao-error-kind").as_deref(), Some("receiver-failed"));
+    assert!(amqp_header(p, "x-qiao-error-detail").unwrap().contains("503"));
+    assert!(p.headers().as_ref().unwrap().inner().contains_key("x-death"), "the retries went through the TTL queues");
+    assert_eq!(erp.stats()["received"], 3, "one HTTP attempt per delivery attempt");
+    assert!(erp.received().is_empty());
+
+    // A receiver that recovers before the last attempt gets the message once.
+    erp.clear();
+    erp.add_fault(Fault { status: Some(503), times: 1, ..Fault::default() });
+    s.amqp.publish(&s.exchange(), "mes.test.x", br#"{"code":"MO-2"}"#, "mo-2").await.await.unwrap();
+    eventually(Duration::from_secs(20), "delivery after one retry", || {
+        let erp = erp.clone();
+        async move { erp.received().len() == 1 }
+    })
+    .await;
+    assert_eq!(s.amqp.queue_len(&s.q("in.dlq")).await, Some(0));
+    s.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_retries_only_the_destination_that_failed() {
+    let s = Setup::start("fanout").await;
+    let (erp, wms) = (s.stubs.get(SystemKind::Erp).state.clone(), s.stubs.get(SystemKind::Wms).state.clone());
+    wms.add_fault(Fault { status: Some(503), times: 3, ..Fault::default() });
+    s.amqp.publish(&s.exchange(), "mes.fan.completed", br#"{"code":"MO250318-01"}"#, "fan-1").await.await.unwrap();
+    eventually(Duration::from_secs(20), "the WMS to take the message", || {
+        let wms = wms.clone();
+        async move { wms.received().len() == 1 }
+    })
+    .await;
+    assert_eq!(wms.stats()["received"], 4, "three 503s, then success");
+    assert_eq!(wms.received()[0].body, json!({"entryOrder": {"entryOrderCode": "MO250318-01", "orderType": "SCRK"}}));
+    assert_eq!(erp.stats()["received"], 1, "the ERP took it the first time and never again");
+    assert_eq!(
+        erp.received()[0].body,
+        json!({"formid": "PRD_INSTOCK", "data": {"Model": {"FMoBillNo": "MO250318-01"}}})
+    );
+    assert_eq!(erp.stats()["duplicate_deliveries"], 0);
+    assert_eq!(s.amqp.queue_len(&s.q("fan.dlq")).await, Some(0));
+    s.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_async_routes_answer_503_and_readiness_says_why() {
+    let stubs = Stubs::start().await;
+    let mut env = stubs.env();
+    env.push(("PREFIX".into(), unique_prefix("down")));
+    env.push(("AMQP_URL".into(), format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port())));
+    env.push(("QIAO_TEST_BROKER_DOWN".into(), "1".into()));
+    let qiao = Qiao::run(&fixture("amqp"), &env).await;
+    let reply = post_json(&qiao.url("/publish/X1"), r#"{"code":"X1","warehouse":"WH-HZ-01"}"#).await;
+    assert_eq!(reply.status, 503, "{}", String::from_utf8_lossy(&reply.body));
+    let p = reply.json();
+    assert_eq!(p["type"], "urn:qiao:problem:broker-unavailable");
+    assert!(p["detail"].as_str().unwrap().contains("guest:***"), "credentials are redacted: {p}");
+    let ready = get(&format!("http://127.0.0.1:{}/readyz", qiao.admin)).await.unwrap();
+    assert_eq!(ready.status, 503);
+    let checks = ready.json()["checks"].clone();
+    assert!(
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["ok"] == false && c["detail"].as_str().unwrap().contains("not connected")),
+        "{checks}"
+    );
+}
