@@ -178,7 +178,7 @@ async fn fan_out_reports_each_destination() {
     assert_eq!(d["deliveries"][0]["system"], "erp");
     assert_eq!(d["deliveries"][1]["body"]["flag"], "success");
 
-    // The WMS refuses (a Qimen failure inside a 200): the sender learns which one failed.
+    // The WMS refuses (a 400): the sender learns which destination failed.
     stubs.get(SystemKind::Wms).state.add_fault(Fault { status: Some(400), times: 1, ..Fault::default() });
     let reply = post_json(&qiao.url("/fan-out/RCV-2"), "{}").await;
     assert_eq!(reply.status, 502);
@@ -201,6 +201,7 @@ async fn the_proxy_route_answers_problems_when_the_system_is_down() {
     let (status, headers, body) = conn.exchange("POST", "/erp/k3cloud/x.kdsvc", Some("application/json"), b"{}");
     assert_eq!(status, 502);
     assert!(headers.iter().any(|(k, v)| k == "content-type" && v == "application/problem+json"));
+    assert!(headers.iter().any(|(k, v)| k == "connection" && v == "close"), "says it closes: {headers:?}");
     let p = problem(&body);
     assert_eq!(p["type"], "urn:qiao:problem:receiver-unreachable");
     assert_eq!(p["route"], "erp-webapi-passthrough");
@@ -211,4 +212,32 @@ async fn the_proxy_route_answers_problems_when_the_system_is_down() {
     let (status, _, _) =
         conn.exchange("POST", "/wms/material-issues", Some("application/json"), &example("wms-material-issue.json"));
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_routes_add_destination_headers_and_enforce_the_body_limit() {
+    let (stubs, qiao, _) = edge().await;
+    let body = br#"{"formid":"SAL_SaleOrder","data":{"Number":"XSDD000001"}}"#.to_vec();
+    let path = "/raw/k3cloud/Kingdee.BOS.WebApi.ServicesStub.DynamicFormService.View.common.kdsvc";
+    let reply = request("POST", &qiao.url(path), &[("content-type", "application/json"), ("x-tenant", "hz")], body)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let got = &stubs.get(SystemKind::Erp).state.received()[0];
+    assert_eq!(
+        got.headers.get("x-qiao-op").map(String::as_str),
+        Some("k3cloud/Kingdee.BOS.WebApi.ServicesStub.DynamicFormService.View.common.kdsvc")
+    );
+    assert_eq!(got.headers.get("x-tenant").map(String::as_str), Some("hz"), "a $headers template");
+    assert!(got.headers.get("authorization").is_some_and(|a| a.starts_with("Basic ")), "system credentials");
+
+    // Over the route's 4096 bytes: refused before anything is sent, connection kept.
+    let mut conn = RawConn::open(qiao.addr());
+    let (status, _, body) = conn.exchange("POST", path, Some("application/json"), &vec![b' '; 5000]);
+    assert_eq!(status, 413);
+    assert_eq!(problem(&body)["route"], "passthrough");
+    let (status, _, _) =
+        conn.exchange("POST", "/small", Some("application/json"), br#"{"formid":"X","data":{"Model":{}}}"#);
+    assert_eq!(status, 200);
+    assert_eq!(stubs.get(SystemKind::Erp).state.stats()["received"], 2, "the big body never reached the ERP");
 }

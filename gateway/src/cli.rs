@@ -43,8 +43,8 @@ struct ServeArgs {
     #[arg(long, env = "QIAO_ADMIN_LISTEN")]
     admin_listen: Option<String>,
     /// Worker threads of the HTTP ingress (overrides `server.threads`).
-    #[arg(long, env = "QIAO_THREADS")]
-    threads: Option<usize>,
+    #[arg(long, env = "QIAO_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,13 +60,13 @@ enum Command {
     /// Compile a config directory as `run` would and report every problem.
     Check {
         /// The config directory.
-        #[arg(default_value = "routes")]
+        #[arg(env = "QIAO_CONFIG", default_value = "routes")]
         dir: PathBuf,
     },
     /// Serve the shipped routes with built-in stub systems, ready for curl.
     Demo {
         /// The config directory.
-        #[arg(long, short, default_value = "routes")]
+        #[arg(long, short, env = "QIAO_CONFIG", default_value = "routes")]
         config: PathBuf,
         #[command(flatten)]
         serve: ServeArgs,
@@ -149,14 +149,22 @@ fn load(dir: &Path, serve: &ServeArgs, env: &dyn EnvSource) -> Result<Config, Ex
     match config::load(dir, env) {
         Ok(mut config) => {
             print_diagnostics(&config.warnings);
-            if let Some(l) = &serve.listen {
-                config.server.listen = l.clone();
-            }
-            if let Some(l) = &serve.admin_listen {
-                config.server.admin_listen = l.clone();
+            for (flag, value, slot) in [
+                ("--listen", &serve.listen, &mut config.server.listen),
+                ("--admin-listen", &serve.admin_listen, &mut config.server.admin_listen),
+            ] {
+                if let Some(addr) = value {
+                    if addr.parse::<SocketAddr>().is_err() {
+                        eprintln!(
+                            "qiao: {flag} `{addr}` is not an address to listen on (write host:port, e.g. 127.0.0.1:8080)"
+                        );
+                        return Err(ExitCode::FAILURE);
+                    }
+                    *slot = addr.clone();
+                }
             }
             if let Some(t) = serve.threads {
-                config.server.threads = t.max(1);
+                config.server.threads = usize::from(t);
             }
             Ok(config)
         }

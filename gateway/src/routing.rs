@@ -43,6 +43,9 @@ pub enum AddError {
     Duplicate { other: usize },
     /// The pattern overlaps another pattern in a way matching cannot tell apart.
     Conflict { detail: String },
+    /// The pattern itself is malformed (a catch-all not at the end, two parameters in
+    /// one segment).
+    Invalid { detail: String },
 }
 
 impl Router {
@@ -52,7 +55,10 @@ impl Router {
             Some(i) => i,
             None => {
                 let i = self.entries.len();
-                self.paths.insert(pattern, i).map_err(|e| AddError::Conflict { detail: e.to_string() })?;
+                self.paths.insert(pattern, i).map_err(|e| match e {
+                    matchit::InsertError::Conflict { .. } => AddError::Conflict { detail: e.to_string() },
+                    other => AddError::Invalid { detail: other.to_string() },
+                })?;
                 self.entries.push(Entry { pattern: pattern.to_string(), methods: Vec::new() });
                 i
             }
@@ -82,7 +88,13 @@ impl Router {
                 index: *index,
                 params: m.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             },
-            None => Found::MethodNotAllowed { allow: entry.methods.iter().filter_map(|(m, _)| m.clone()).collect() },
+            None => {
+                let mut allow: Vec<Method> = entry.methods.iter().filter_map(|(m, _)| m.clone()).collect();
+                if allow.contains(&Method::GET) && !allow.contains(&Method::HEAD) {
+                    allow.push(Method::HEAD);
+                }
+                Found::MethodNotAllowed { allow }
+            }
         }
     }
 
@@ -135,6 +147,7 @@ mod tests {
         let mut r = Router::default();
         r.add("/x", &[Some(Method::GET)], 0).unwrap();
         assert!(matches!(r.find(&Method::HEAD, "/x"), Found::Route { index: 0, .. }));
+        assert_eq!(r.find(&Method::POST, "/x"), Found::MethodNotAllowed { allow: vec![Method::GET, Method::HEAD] });
     }
 
     #[test]

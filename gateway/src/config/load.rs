@@ -78,6 +78,8 @@ fn parse_error(path: &Path, e: &serde_saphyr::Error) -> Diagnostic {
             let hint = super::suggest(field, valid.iter().map(String::as_str));
             d = d.hint(format!("{hint} (docs/configuration.md lists every key)"));
         }
+    } else if message.contains("flow mapping") || message.contains("flow sequence") {
+        d = d.hint("inside `{ ... }` or `[ ... ]`, quote values that contain `{`, `}`, `[`, `]` or `,`, e.g. `{ path: \"/orders/{id}\" }`");
     } else if message.starts_with("unknown variant `") {
         d = d.hint("docs/configuration.md lists the accepted values");
     }

@@ -178,7 +178,7 @@ pub struct RawRoute {
     /// Largest accepted body for this route, in bytes. Default: `server.max_body_bytes`.
     pub max_body_bytes: Option<u64>,
     /// The field map from the sender's shape to the receiver's (docs/mapping.md). Without
-    /// it the validated body is forwarded unchanged.
+    /// it the validated body is forwarded as parsed (the same JSON, serialized again).
     pub map: Option<RawMap>,
     /// Lookup tables used by this route's map, by name.
     #[serde(default)]
@@ -248,7 +248,8 @@ pub struct RawDestination {
     pub method: Option<Text>,
     /// Path (and query) on the system, appended to its `base_url`. `{name}` inserts a path
     /// parameter of the route; `{$meta.message_id}` and other `$` paths insert message
-    /// data. Default: the inbound path for proxy routes, `/` otherwise.
+    /// data. Default: the inbound path for proxy routes; for message routes, the system's
+    /// `base_url` itself.
     pub path: Option<Text>,
     /// Extra headers for this destination; values are templates like `path`.
     #[serde(default)]
@@ -316,7 +317,7 @@ pub struct RawFieldOps {
     pub timezone: Option<Text>,
     /// Translate the value through a lookup table: a table's name, or an inline table.
     pub lookup: Option<Spanned<RawLookupRef>>,
-    /// When true, a value that is still absent after `default` is a mapping error.
+    /// When true, a value that is still absent or null after `default` is a mapping error.
     pub required: Option<bool>,
     /// Build an object with its own field map (relative to `from` when given).
     pub map: Option<RawMap>,

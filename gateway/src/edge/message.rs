@@ -120,7 +120,9 @@ pub async fn handle(session: &mut Session, ctx: &mut Ctx, route: &Route, params:
                 tracing::warn!(route = %route.name, message_id = %message.id, error_kind = %f.kind, "{}", f.detail);
             }
             let Some(reply) = d.reply else {
-                return answer::write(session, ctx, 204, None, Bytes::new(), &[]).await;
+                // Only an HTTP destination is relayed; an AMQP-only route answers 202.
+                let f = Failure::new(ErrorKind::Internal, "no answer to relay");
+                return answer::problem(session, ctx, &f).await;
             };
             let ct = reply.headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
             answer::write(session, ctx, reply.status.as_u16(), ct.as_deref(), reply.body, &[]).await
@@ -221,7 +223,7 @@ async fn fan_out_answer(
         Some(f) => {
             let failed = deliveries.iter().filter(|d| d["ok"] == false).count();
             let detail = format!("{failed} of {} deliveries failed; the first: {}", deliveries.len(), f.detail);
-            let mut f = Failure::new(f.kind, detail);
+            let mut f = Failure { detail, ..f };
             f.extra.push(("deliveries", Value::Array(deliveries)));
             answer::problem(session, ctx, &f).await
         }

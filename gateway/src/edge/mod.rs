@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use qiao_connectors::MessageId;
@@ -41,6 +42,8 @@ pub struct Ctx {
     error: Option<ErrorKind>,
     status: u16,
     proxy: Option<ProxyPlan>,
+    /// Bytes of a proxied body seen so far.
+    body_seen: u64,
 }
 
 #[async_trait]
@@ -56,6 +59,7 @@ impl ProxyHttp for Edge {
             error: None,
             status: 0,
             proxy: None,
+            body_seen: 0,
         }
     }
 
@@ -87,14 +91,43 @@ impl ProxyHttp for Edge {
         ctx.message_id = Some(message::message_id(session));
         match route.kind {
             RouteKind::Proxy => {
-                ctx.proxy =
-                    Some(proxy::plan(session, &route, &params, ctx.message_id.as_ref().expect("set above")).await?);
-                Ok(false)
+                if let Some(f) = proxy::too_large(session, &route) {
+                    answer::discard_body(session, route.max_body_bytes.saturating_mul(2)).await;
+                    answer::problem(session, ctx, &f).await?;
+                    return Ok(true);
+                }
+                match proxy::plan(session, &route, &params, ctx.message_id.as_ref().expect("set above")).await {
+                    Ok(plan) => {
+                        ctx.proxy = Some(plan);
+                        Ok(false)
+                    }
+                    Err(e) => {
+                        answer::discard_body(session, route.max_body_bytes).await;
+                        let f = Failure::new(ErrorKind::BadRequest, e.to_string());
+                        answer::problem(session, ctx, &f).await?;
+                        Ok(true)
+                    }
+                }
             }
             RouteKind::Message => {
                 message::handle(session, ctx, &route, &params).await?;
                 Ok(true)
             }
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        match &ctx.route {
+            Some(route) if ctx.proxy.is_some() => {
+                proxy::count_body(&mut ctx.body_seen, body.as_ref(), route.max_body_bytes)
+            }
+            _ => Ok(()),
         }
     }
 
@@ -141,10 +174,11 @@ impl ProxyHttp for Edge {
             ctx.error = Some(kind);
             return FailToProxy { error_code: ctx.status, can_reuse_downstream: false };
         }
-        let limit = ctx.config.as_ref().map_or(0, |c| c.server.max_body_bytes);
-        answer::discard_body(session, limit).await;
-        let written = answer::problem(session, ctx, &f).await.is_ok();
-        FailToProxy { error_code: kind.status(), can_reuse_downstream: written }
+        // pingora does not reuse a client connection after a failed upstream attempt: say
+        // so in the answer (`Connection: close`) rather than let the client find out.
+        session.set_keepalive(None);
+        let _ = answer::problem(session, ctx, &f).await;
+        FailToProxy { error_code: kind.status(), can_reuse_downstream: false }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {

@@ -5,12 +5,16 @@ use std::sync::Arc;
 
 use pingora::prelude::*;
 use pingora::proxy::Session;
-use qiao_connectors::MessageId;
-use serde_json::{Map, Value};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use qiao_connectors::{Message, MessageId, TraceContext};
+use serde_json::Value;
 
 use crate::config::{Route, System, Via};
 use crate::error::ErrorKind;
 use crate::mapping::Scope;
+use crate::pipeline;
 
 pub struct ProxyPlan {
     pub system: String,
@@ -18,6 +22,10 @@ pub struct ProxyPlan {
     method: Option<http::Method>,
     path_and_query: String,
     message_id: MessageId,
+    /// The destination's own headers, rendered.
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The destination's `timeout_ms`, when it overrides the system's.
+    timeout: Option<std::time::Duration>,
 }
 
 /// Works out where the request goes: the destination's path (with the route's path
@@ -28,19 +36,42 @@ pub async fn plan(session: &Session, route: &Route, params: &[(String, String)],
         Via::Http { method, path } => (method.clone(), path.as_ref()),
         Via::Amqp { .. } => return Err(Error::explain(ErrorType::InternalError, "proxy routes deliver over HTTP")),
     };
-    let uri = &session.req_header().uri;
+    let req = session.req_header();
+    let uri = &req.uri;
+    // The same `$params`, `$headers` and `$meta` a message route's templates read; path
+    // parameters stay percent-encoded, as they go back into a path.
+    let head = Message {
+        id: id.clone(),
+        route: route.name.clone(),
+        headers: if route.uses.headers {
+            req.headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .collect()
+        } else {
+            Vec::new()
+        },
+        body: Bytes::new(),
+        trace: TraceContext::default(),
+        received_at: SystemTime::now(),
+    };
+    let vars = pipeline::vars(route, &head, params, true);
+    let scope = Scope { current: &Value::Null, document: &Value::Null, vars: &vars };
+    let render = |what: &str, t: &crate::mapping::Template| {
+        t.render(&scope).map_err(|e| {
+            Error::explain(ErrorType::HTTPStatus(400), format!("destination {what} needs `{}`: {}", e.path, e.reason))
+        })
+    };
     let path = match dest_path {
-        Some(t) => {
-            let p: Map<String, Value> = params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-            let mut vars = Map::new();
-            vars.insert("params".into(), Value::Object(p));
-            vars.insert("meta".into(), serde_json::json!({"message_id": id.as_str(), "route": &*route.name}));
-            let vars = Value::Object(vars);
-            t.render(&Scope { current: &Value::Null, document: &Value::Null, vars: &vars })
-                .map_err(|e| Error::explain(ErrorType::InternalError, format!("destination path: {}", e.reason)))?
-        }
+        Some(t) => render("path", t)?,
         None => uri.path().to_string(),
     };
+    let mut headers = Vec::with_capacity(dest.headers.len());
+    for (name, t) in &dest.headers {
+        let value = http::HeaderValue::from_str(&render("header", t)?)
+            .map_err(|_| Error::explain(ErrorType::HTTPStatus(400), format!("header {name} would not be valid")))?;
+        headers.push((name.clone(), value));
+    }
     let target = dest.system.clone();
     let base = target.proxy.as_ref().map(|p| p.base_path.as_str()).unwrap_or("");
     let mut path_and_query = format!("{base}{path}");
@@ -48,7 +79,15 @@ pub async fn plan(session: &Session, route: &Route, params: &[(String, String)],
         path_and_query.push(if path_and_query.contains('?') { '&' } else { '?' });
         path_and_query.push_str(q);
     }
-    Ok(ProxyPlan { system: target.name.clone(), target, method, path_and_query, message_id: id.clone() })
+    Ok(ProxyPlan {
+        system: target.name.clone(),
+        target,
+        method,
+        path_and_query,
+        message_id: id.clone(),
+        headers,
+        timeout: dest.timeout,
+    })
 }
 
 impl ProxyPlan {
@@ -67,9 +106,10 @@ impl ProxyPlan {
                 .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, format!("cannot resolve {}", t.host)))?,
         };
         let mut peer = HttpPeer::new(addr, t.tls, t.host.clone());
+        let io_timeout = self.timeout.unwrap_or(t.read_timeout);
         peer.options.connection_timeout = Some(t.connect_timeout);
-        peer.options.read_timeout = Some(t.read_timeout);
-        peer.options.write_timeout = Some(t.read_timeout);
+        peer.options.read_timeout = Some(io_timeout);
+        peer.options.write_timeout = Some(io_timeout);
         Ok(Box::new(peer))
     }
 
@@ -88,6 +128,9 @@ impl ProxyPlan {
         }
         req.insert_header("host", t.authority.as_str())?;
         for (name, value) in &t.headers {
+            req.insert_header(name.clone(), value.clone())?;
+        }
+        for (name, value) in &self.headers {
             req.insert_header(name.clone(), value.clone())?;
         }
         req.insert_header("x-qiao-message-id", self.message_id.as_str())?;
@@ -111,11 +154,42 @@ pub fn classify(e: &Error) -> Option<ErrorKind> {
             ErrorKind::ReceiverUnreachable
         }
         ReadTimedout | WriteTimedout if e.esource() == &ErrorSource::Upstream => ErrorKind::ReceiverTimeout,
-        HTTPStatus(s) if *s == 413 => ErrorKind::PayloadTooLarge,
+        // Raised by the edge's own body counter (`request_body_filter`).
+        HTTPStatus(413) => ErrorKind::PayloadTooLarge,
         _ => match e.esource() {
             ErrorSource::Upstream => ErrorKind::ReceiverFailed,
             ErrorSource::Downstream => return None,
             ErrorSource::Internal | ErrorSource::Unset => ErrorKind::Internal,
         },
     })
+}
+
+/// A proxied body with a declared `Content-Length` over the route's limit is refused
+/// before anything is sent; a chunked one is counted as it streams (`count_body`).
+pub fn too_large(session: &Session, route: &Route) -> Option<crate::error::Failure> {
+    let declared: u64 = session
+        .req_header()
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())?;
+    (declared > route.max_body_bytes).then(|| {
+        crate::error::Failure::new(
+            ErrorKind::PayloadTooLarge,
+            format!("the body has {declared} bytes; this route accepts at most {}", route.max_body_bytes),
+        )
+        .with("max_body_bytes", route.max_body_bytes)
+    })
+}
+
+/// Counts a streamed body; past the route's limit the upload is cut and answered 413.
+pub fn count_body(seen: &mut u64, chunk: Option<&Bytes>, limit: u64) -> Result<()> {
+    *seen += chunk.map_or(0, |c| c.len() as u64);
+    if *seen > limit {
+        return Err(Error::explain(
+            ErrorType::HTTPStatus(413),
+            format!("the body exceeds the {limit} bytes this route accepts"),
+        ));
+    }
+    Ok(())
 }

@@ -181,7 +181,12 @@ pub fn parse_offset(text: &str) -> Option<FixedOffset> {
         b'-' => (-1, &t[1..]),
         _ => return None,
     };
-    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+    // `+08:00`, `+0800` or `+8`.
+    let (h, m) = match rest.split_once(':') {
+        Some(hm) => hm,
+        None if rest.len() == 4 => rest.split_at(2),
+        None => (rest, "0"),
+    };
     let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
     if h > 23 || m > 59 {
         return None;
@@ -254,8 +259,9 @@ impl DateSpec {
             let n: i64 = digits.parse().map_err(|_| err())?;
             return self.at_epoch(n, true);
         }
-        if s.len() >= 12 && s.bytes().all(|b| b.is_ascii_digit()) {
-            return self.at_epoch(s.parse().map_err(|_| err())?, s.len() > 10);
+        // Digits only: 13 are epoch milliseconds, 10 are epoch seconds (8 are YYYYMMDD).
+        if (s.len() == 10 || s.len() == 13) && s.bytes().all(|b| b.is_ascii_digit()) {
+            return self.at_epoch(s.parse().map_err(|_| err())?, s.len() == 13);
         }
         for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y/%m/%d %H:%M:%S", "%Y-%m-%d %H:%M"] {
             if let Ok(n) = NaiveDateTime::parse_from_str(s, f) {
@@ -337,6 +343,8 @@ mod tests {
         assert_eq!(d.apply(json!("2025-03-20 14:32:10")).unwrap(), json!("2025-03-20"));
         assert_eq!(d.apply(json!("2025-03-25T08:00:00+08:00")).unwrap(), json!("2025-03-25"));
         assert_eq!(d.apply(json!("/Date(1744243200000)/")).unwrap(), json!("2025-04-10"));
+        assert_eq!(d.apply(json!("1742274000")).unwrap(), json!("2025-03-18"), "10 digits: epoch seconds");
+        assert_eq!(d.apply(json!("1742274000000")).unwrap(), json!("2025-03-18"), "13 digits: epoch ms");
         assert!(d.apply(json!("2025-13-45")).is_err());
         assert!(d.apply(json!(true)).is_err());
     }
@@ -382,6 +390,8 @@ mod tests {
         assert_eq!(parse_offset("+08:00").unwrap().local_minus_utc(), 8 * 3600);
         assert_eq!(parse_offset("-05:30").unwrap().local_minus_utc(), -(5 * 3600 + 1800));
         assert_eq!(parse_offset("UTC").unwrap().local_minus_utc(), 0);
+        assert_eq!(parse_offset("+0800").unwrap().local_minus_utc(), 8 * 3600);
+        assert_eq!(parse_offset("+8").unwrap().local_minus_utc(), 8 * 3600);
         assert!(parse_offset("Asia/Shanghai").is_none());
         assert!(parse_offset("+25:00").is_none());
     }

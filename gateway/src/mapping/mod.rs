@@ -480,6 +480,13 @@ fn compile_expr(
         );
         return None;
     }
+    if ops.from.is_some() && ops.each.is_some() {
+        diags.push(
+            Diagnostic::error(place.clone(), "`each` reads its own source array; `from` is not used with it")
+                .hint("write the array's path in `each`, e.g. `each: OrderItems.records`"),
+        );
+        return None;
+    }
     if ops.item.is_some() && ops.each.is_none() {
         diags.push(
             Diagnostic::error(place.clone(), "`item` only makes sense with `each`").hint("see docs/mapping.md#arrays"),
@@ -626,6 +633,12 @@ fn compile_coerce(ops: &RawFieldOps, env: &CompileEnv<'_>, diags: &mut Vec<Diagn
     match Coerce::from_name(&name.value, spec) {
         Some(c) => {
             let is_date = matches!(c, Coerce::Date(_) | Coerce::DateTime(_) | Coerce::EpochMs(_) | Coerce::EpochS(_));
+            if let (Coerce::EpochMs(_) | Coerce::EpochS(_), Some(f)) = (&c, &ops.format) {
+                diags.push(Diagnostic::warning(
+                    Place::at(env.file, &f.referenced),
+                    format!("`format` has no effect with `as: {}`, which writes a number", c.name()),
+                ));
+            }
             if !is_date {
                 for (opt, value) in [("format", &ops.format), ("parse", &ops.parse), ("timezone", &ops.timezone)] {
                     if let Some(v) = value {

@@ -29,6 +29,9 @@ struct Ctx<'a> {
     diags: Vec<Diagnostic>,
     /// One broker per URL, shared by every system and route that uses it.
     brokers: IndexMap<String, Broker>,
+    /// Systems whose transport failed to compile: their error is reported once, not again
+    /// for every destination that names them.
+    broken: std::collections::HashSet<String>,
 }
 
 impl Ctx<'_> {
@@ -67,7 +70,7 @@ impl Ctx<'_> {
 
 /// Compiles the parsed files of config directory `dir`.
 pub fn compile(dir: &Path, files: &[(PathBuf, RawFile)], env: &dyn EnvSource) -> Result<Config, Vec<Diagnostic>> {
-    let mut cx = Ctx { dir, env, diags: Vec::new(), brokers: IndexMap::new() };
+    let mut cx = Ctx { dir, env, diags: Vec::new(), brokers: IndexMap::new(), broken: Default::default() };
 
     let server = systems::compile_server(&mut cx, files);
     let lookups = compile_lookups(&mut cx, files);
@@ -111,6 +114,14 @@ pub fn compile(dir: &Path, files: &[(PathBuf, RawFile)], env: &dyn EnvSource) ->
                         );
                         continue;
                     }
+                    Err(AddError::Invalid { detail }) => {
+                        cx.error(
+                            place,
+                            format!("route path `{path}` is not a valid pattern: {detail}"),
+                            Some("`{name}` matches one segment, `{*name}` the rest of the path and must come last; see docs/configuration.md#paths".into()),
+                        );
+                        continue;
+                    }
                     Err(AddError::Conflict { detail }) => {
                         cx.error(
                             place,
@@ -128,6 +139,7 @@ pub fn compile(dir: &Path, files: &[(PathBuf, RawFile)], env: &dyn EnvSource) ->
         }
     }
 
+    warn_unused_shared_lookups(&mut cx, files);
     if cx.error_count() > 0 {
         return Err(cx.diags);
     }
@@ -153,6 +165,22 @@ fn compile_lookups(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) -> HashMap<St
         }
     }
     lookups
+}
+
+/// A shared lookup table that no route's map names is probably a typo or left over.
+fn warn_unused_shared_lookups(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) {
+    for (file, raw) in files {
+        for name in raw.lookups.keys() {
+            let used = files.iter().any(|(_, f)| f.routes.values().any(|r| routes::route_names_lookup(r, &name.value)));
+            if !used {
+                cx.warning(
+                    Place::at(file, &name.referenced),
+                    format!("lookup table `{}` is never used", name.value),
+                    None,
+                );
+            }
+        }
+    }
 }
 
 fn methods_text(methods: &[Option<Method>]) -> String {

@@ -33,7 +33,10 @@ pub(super) fn compile_route(
 ) -> Option<Route> {
     let errors_before = cx.error_count();
     let from_place = Place::at(file, &raw.from.referenced);
-    let is_message = raw.schema.is_some() || raw.map.is_some() || raw.from.value.amqp.is_some();
+    let is_message = raw.schema.is_some()
+        || raw.map.is_some()
+        || raw.to.0.iter().any(|d| d.map.is_some())
+        || raw.from.value.amqp.is_some();
     let kind = if is_message { RouteKind::Message } else { RouteKind::Proxy };
 
     let source = match (&raw.from.value.http, &raw.from.value.amqp) {
@@ -164,6 +167,9 @@ fn compile_amqp_source(
         cx.error(place, format!("unknown system `{}`", raw.system.value), Some(hint));
         return None;
     };
+    if cx.broken.contains(&system.name) {
+        return None;
+    }
     let Some(amqp) = &system.amqp else {
         cx.error(
             place,
@@ -255,7 +261,8 @@ fn compile_schema(cx: &mut Ctx<'_>, file: &Path, s: &Text, validate_formats: boo
     }
 }
 
-fn warn_unused_lookups(cx: &mut Ctx<'_>, file: &Path, raw: &RawRoute) {
+/// Whether any map of the route (its own or a destination's) names lookup table `name`.
+pub(super) fn route_names_lookup(raw: &RawRoute, name: &str) -> bool {
     fn spec_uses(spec: &RawFieldSpec, name: &str) -> bool {
         match spec {
             RawFieldSpec::Path(_) => false,
@@ -270,10 +277,13 @@ fn warn_unused_lookups(cx: &mut Ctx<'_>, file: &Path, raw: &RawRoute) {
     fn map_uses(map: &RawMap, name: &str) -> bool {
         map.values().any(|spec| spec_uses(&spec.value, name))
     }
+    raw.map.as_ref().is_some_and(|m| map_uses(m, name))
+        || raw.to.0.iter().any(|d| d.map.as_ref().is_some_and(|m| map_uses(m, name)))
+}
+
+fn warn_unused_lookups(cx: &mut Ctx<'_>, file: &Path, raw: &RawRoute) {
     for lname in raw.lookups.keys() {
-        let used = raw.map.as_ref().is_some_and(|m| map_uses(m, &lname.value))
-            || raw.to.0.iter().any(|d| d.map.as_ref().is_some_and(|m| map_uses(m, &lname.value)));
-        if !used {
+        if !route_names_lookup(raw, &lname.value) {
             cx.warning(
                 Place::at(file, &lname.referenced),
                 format!("lookup table `{}` is never used", lname.value),
@@ -369,6 +379,9 @@ fn compile_destination(
         cx.error(place, format!("unknown system `{}`", raw.system.value), Some(hint));
         return None;
     };
+    if cx.broken.contains(&system.name) {
+        return None;
+    }
     let transport = pick_transport(cx, file, raw, system)?;
     if kind == RouteKind::Proxy && transport == "amqp" {
         cx.error(

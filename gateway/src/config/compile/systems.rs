@@ -48,6 +48,9 @@ pub(super) fn compile_systems(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) ->
                 None => (None, None),
             };
             let amqp = sys.amqp.as_ref().and_then(|a| compile_amqp(cx, file, &name.value, a));
+            if (sys.http.is_some() && http.is_none()) || (sys.amqp.is_some() && amqp.is_none()) {
+                cx.broken.insert(name.value.clone());
+            }
             systems.insert(
                 name.value.clone(),
                 Arc::new(System {
