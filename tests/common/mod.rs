@@ -358,3 +358,111 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A RabbitMQ node of the test's own, on free ports, with its data in a temporary
+/// directory: it can be stopped and started again (durable queues and persistent messages
+/// survive) without disturbing tests that use the shared broker on 5672.
+pub struct PrivateBroker {
+    pub port: u16,
+    node: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    dist_port: u16,
+}
+
+impl PrivateBroker {
+    pub async fn start() -> PrivateBroker {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let dist_port = free_port();
+        let node = format!("qiaotest{port}@localhost");
+        std::fs::create_dir_all(dir.path().join("mnesia")).unwrap();
+        std::fs::create_dir_all(dir.path().join("log")).unwrap();
+        std::fs::write(dir.path().join("plugins"), "[].\n").unwrap();
+        std::fs::write(dir.path().join("rabbitmq.conf"), format!("listeners.tcp.local = 127.0.0.1:{port}\n")).unwrap();
+        // rabbitmq-server drops to the rabbitmq user when started as root: let it write.
+        if let Some((uid, gid)) = rabbitmq_user() {
+            for entry in walk(dir.path()) {
+                let _ = std::os::unix::fs::chown(&entry, Some(uid), Some(gid));
+            }
+        }
+        let mut b = PrivateBroker { port, node, dir, child: None, dist_port };
+        b.spawn().await;
+        b
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(d.join("server.out")).unwrap();
+        let child = Command::new("rabbitmq-server")
+            .env("RABBITMQ_NODENAME", &self.node)
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+            .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq.conf"))
+            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", d.join("log"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("plugins"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("rabbitmq-server is installed (./scripts/test installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                let out = std::fs::read_to_string(d.join("server.out")).unwrap_or_default();
+                panic!("the private RabbitMQ exited with {status}:\n{out}");
+            }
+            assert!(Instant::now() < deadline, "the private RabbitMQ did not start within 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the node the way an operator would (`rabbitmqctl stop`).
+    pub fn stop(&mut self) {
+        let _ = Command::new("rabbitmqctl").args(["-n", &self.node, "stop"]).output();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops and starts the node again, keeping its data.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn rabbitmq_user() -> Option<(u32, u32)> {
+    let id = |flag: &str| -> Option<u32> {
+        let out = Command::new("id").args([flag, "rabbitmq"]).output().ok()?;
+        String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+    };
+    Some((id("-u")?, id("-g")?))
+}
+
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
