@@ -225,3 +225,66 @@ async fn without_a_broker_async_routes_answer_503_and_readiness_says_why() {
         "{checks}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_flows_erp_delivery_to_wms_and_mes_completion_fan_out() {
+    let prefix = unique_prefix("shipped");
+    let stubs = Stubs::start().await;
+    let mut env = stubs.env();
+    env.retain(|(k, _)| k != "AMQP_PREFIX");
+    env.push(("AMQP_PREFIX".into(), prefix.clone()));
+    let qiao = Qiao::run(&routes_dir(), &env).await;
+    let amqp = Amqp::connect(AMQP_URL).await;
+
+    // F3: an audited delivery notice goes to the WMS's queue as a Qimen stockout order.
+    let reply = post_json(&qiao.url("/erp/delivery-notices"), example("erp-delivery-notice.json")).await;
+    assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.body));
+    let got = amqp.drain(&format!("{prefix}.wms.stockout")).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].delivery.routing_key.as_str(), "wms.stockout.create.WH-HZ-01");
+    let order: serde_json::Value = serde_json::from_slice(&got[0].delivery.data).unwrap();
+    assert_eq!(order["deliveryOrder"]["deliveryOrderCode"], "FHTZD000231");
+    assert_eq!(order["deliveryOrder"]["warehouseCode"], "WH-HZ-01", "CK001 through the warehouses lookup");
+    assert_eq!(order["deliveryOrder"]["createTime"], "2025-04-08 00:00:00");
+    assert_eq!(order["deliveryOrder"]["receiverInfo"]["company"], "杭州恒泽机电设备有限公司");
+    assert_eq!(order["orderLines"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        order["orderLines"][0],
+        json!({"orderLineNo": "1", "itemCode": "FG-BJ-3000", "itemName": "变频空压机 3kW", "inventoryType": "ZP",
+               "planQty": 20, "batchCode": "FG250325-L2-01", "outBizCode": "FHTZD000231-1"})
+    );
+
+    // F4: a production completion is taken in, buffered on the broker, then fanned out.
+    let reply = post_json(&qiao.url("/mes/production-completions"), example("mes-production-performance.json")).await;
+    assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.body));
+    let (wms, erp) = (stubs.get(SystemKind::Wms).state.clone(), stubs.get(SystemKind::Erp).state.clone());
+    eventually(Duration::from_secs(20), "the WMS receipt and the ERP posting", || {
+        let (wms, erp) = (wms.clone(), erp.clone());
+        async move { wms.received().len() == 1 && erp.received().len() == 1 }
+    })
+    .await;
+    let receipt = &wms.received()[0];
+    assert_eq!(receipt.query.as_deref(), Some("method=taobao.qimen.entryorder.create"));
+    assert_eq!(
+        receipt.body,
+        json!({"entryOrder": {"entryOrderCode": "SCRK-MO250318-01", "orderType": "SCRK", "ownerCode": "HZHZ", "warehouseCode": "WH-HZ-01",
+                              "relatedOrders": [{"orderType": "MO", "orderCode": "MO250318-01"}]},
+               "orderLines": [{"orderLineNo": "1", "itemCode": "FG-BJ-3000", "inventoryType": "ZP", "planQty": 20,
+                               "batchCode": "FG250325-L2-01", "productDate": "2025-03-25"}]})
+    );
+    let posting = &erp.received()[0].body;
+    assert_eq!(posting["formid"], "PRD_INSTOCK");
+    assert_eq!(
+        posting["data"]["Model"]["FEntity"][0],
+        json!({"FMaterialId": {"FNumber": "FG-BJ-3000"}, "FRealQty": 20, "FLot": {"FNumber": "FG250325-L2-01"},
+               "FMoBillNo": "MO250318-01", "FStockId": {"FNumber": "CK001"}, "FNote": "MES PP-20250325-L2-001"})
+    );
+    assert_eq!(receipt.message_id, erp.received()[0].message_id, "one message id from intake to both receivers");
+
+    let mut queues = vec![format!("{prefix}.wms.stockout"), format!("{prefix}.mes.production-completed.dlq")];
+    queues.push(format!("{prefix}.mes.production-completed"));
+    for n in 1..5 {
+        queues.push(format!("{prefix}.mes.production-completed.retry.{n}"));
+    }
+    amqp.cleanup(&queues, &[format!("{prefix}.events")]).await;
+}

@@ -24,7 +24,7 @@ fn qiao(args: &[&str]) -> (i32, String, String) {
 fn check_passes_the_shipped_routes_with_a_summary() {
     let (code, out, err) = qiao(&["check", "routes"]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.trim(), "5 systems, 4 routes OK");
+    assert_eq!(out.trim(), "5 systems, 7 routes OK");
 }
 
 #[test]
@@ -84,7 +84,11 @@ fn help_has_examples_and_version_is_the_crate_version() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_serves_the_shipped_routes_with_its_own_stubs() {
-    let demo = Qiao::spawn(vec!["demo".into(), "--stub-base-port".into(), "0".into()], &[]).await;
+    let demo = Qiao::spawn(
+        vec!["demo".into(), "--stub-base-port".into(), "0".into()],
+        &[("AMQP_PREFIX".into(), "qiao.test.demo".into())],
+    )
+    .await;
     let reply = post_json(&demo.url("/crm/orders/801J000000k3QpRIAU"), example("crm-order.json")).await;
     assert_eq!(reply.status, 200, "{}\n{}", String::from_utf8_lossy(&reply.body), demo.logs());
     assert_eq!(reply.json()["Result"]["ResponseStatus"]["IsSuccess"], true, "the ERP stub answered");

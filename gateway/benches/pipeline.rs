@@ -60,7 +60,8 @@ fn small_order() -> Vec<u8> {
 }
 
 /// The example order with `lines` order lines: product codes of the shape the schema
-/// asks (`^[A-Z]{2}-[A-Z0-9]+(-[A-Z0-9]+)*$`), all different, pretty-printed like the example.
+/// asks (`^[A-Z]{2}-[A-Z0-9]+(-[A-Z0-9]+)*$`), all different; laid out like the example,
+/// one order line per text line (500 lines: about 100 KB).
 fn large_order(lines: usize) -> Vec<u8> {
     const FAMILIES: [(&str, &str, &str); 6] = [
         ("FG", "BJ", "变频空压机"),
@@ -70,25 +71,28 @@ fn large_order(lines: usize) -> Vec<u8> {
         ("PK", "CTN", "五层瓦楞纸箱"),
         ("FG", "LY", "永磁变频螺杆机"),
     ];
-    let mut doc: Value = serde_json::from_slice(&small_order()).expect("the example order is JSON");
-    let records: Vec<Value> = (0..lines)
+    let items: Vec<String> = (0..lines)
         .map(|i| {
             let (class, family, name) = FAMILIES[i % FAMILIES.len()];
-            json!({
+            let item = json!({
                 "Product2": {
                     "ProductCode": format!("{class}-{family}-{:04}-V{}", 1000 + i, i % 7),
-                    "Name": format!("{name} {}kW 型号{:04}", 1 + i % 45, i),
+                    "Name": format!("{name} {}kW 型号{:04} 380V/50Hz", 1 + i % 45, i),
                 },
                 "Quantity": 1 + (i * 7) % 120,
                 "UnitPrice": ((i * 3137) % 900_000) as f64 / 100.0 + 0.5,
                 "ServiceDate": format!("2025-{:02}-{:02}", 1 + i % 12, 1 + i % 28),
-            })
+            });
+            serde_json::to_string(&item).expect("serializes")
         })
         .collect();
-    let items = &mut doc["records"][0]["OrderItems"];
-    items["totalSize"] = json!(lines);
-    items["records"] = Value::Array(records);
-    serde_json::to_vec_pretty(&doc).expect("serializes")
+    let mut doc: Value = serde_json::from_slice(&small_order()).expect("the example order is JSON");
+    let order_items = &mut doc["records"][0]["OrderItems"];
+    order_items["totalSize"] = json!(lines);
+    order_items["records"] = json!("@ORDER_LINES@");
+    let text = serde_json::to_string_pretty(&doc).expect("serializes");
+    let lines_text = format!("[\n          {}\n        ]", items.join(",\n          "));
+    text.replacen("\"@ORDER_LINES@\"", &lines_text, 1).into_bytes()
 }
 
 fn params() -> Vec<(String, String)> {
@@ -110,6 +114,7 @@ fn benches(c: &mut Criterion) {
     let params = params();
     let small = small_order();
     let large = large_order(LARGE_LINES);
+    assert!((80_000..=120_000).contains(&large.len()), "the large order has {} bytes, not about 100 KB", large.len());
 
     // Check once, outside the measurement, that both inputs take the whole path and map
     // to what the ERP expects: a bench of an error path would measure the wrong thing.

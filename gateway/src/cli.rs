@@ -82,6 +82,12 @@ enum Command {
         /// Address of the (first) stub.
         #[arg(long, default_value = "127.0.0.1:9101")]
         listen: SocketAddr,
+        /// Also read this broker's queue with the WMS stub (`wms` or `all`).
+        #[arg(long, env = "STUB_AMQP_URL")]
+        amqp_url: Option<String>,
+        /// The queue the WMS stub reads.
+        #[arg(long, default_value = "qiao.wms.stockout")]
+        amqp_queue: String,
     },
 }
 
@@ -102,7 +108,7 @@ pub fn main() -> ExitCode {
         Command::Check { dir } => check(&dir),
         Command::Run { config, serve } => run(&config, &serve, &ProcessEnv),
         Command::Demo { config, serve, stub_base_port } => demo(&config, &serve, stub_base_port),
-        Command::Stub { kind, listen } => stub(kind, listen),
+        Command::Stub { kind, listen, amqp_url, amqp_queue } => stub(kind, listen, amqp_url, amqp_queue),
     }
 }
 
@@ -196,8 +202,13 @@ fn run(dir: &Path, serve: &ServeArgs, env: &dyn EnvSource) -> ExitCode {
 }
 
 /// Starts stubs on a runtime of their own, on a thread of their own: pingora owns the
-/// runtimes of the gateway.
-fn spawn_stubs(host: IpAddr, base_port: u16, kinds: Vec<SystemKind>) -> Result<Vec<(SystemKind, SocketAddr)>, String> {
+/// runtimes of the gateway. `amqp` makes the WMS stub also read its queue (url, queue).
+fn spawn_stubs(
+    host: IpAddr,
+    base_port: u16,
+    kinds: Vec<SystemKind>,
+    amqp: Option<(String, String)>,
+) -> Result<Vec<(SystemKind, SocketAddr)>, String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("qiao-stubs".into())
@@ -222,6 +233,13 @@ fn spawn_stubs(host: IpAddr, base_port: u16, kinds: Vec<SystemKind>) -> Result<V
                     }
                 }
                 let _ = tx.send(Ok(handles.iter().map(|(k, h)| (*k, h.addr)).collect()));
+                if let (Some((url, queue)), Some((_, wms))) =
+                    (amqp, handles.iter().find(|(k, _)| *k == SystemKind::Wms))
+                {
+                    let (_keep, stop) = tokio::sync::watch::channel(false);
+                    tracing::info!(%queue, "the WMS stub reads its AMQP queue");
+                    crate::stub::consume_queue(wms.state.clone(), url, queue, stop).await;
+                }
                 std::future::pending::<()>().await;
             });
         })
@@ -229,7 +247,7 @@ fn spawn_stubs(host: IpAddr, base_port: u16, kinds: Vec<SystemKind>) -> Result<V
     rx.recv().map_err(|e| e.to_string())?
 }
 
-fn stub(kind: StubKind, listen: SocketAddr) -> ExitCode {
+fn stub(kind: StubKind, listen: SocketAddr, amqp: Option<String>, amqp_queue: String) -> ExitCode {
     let kinds = match kind {
         StubKind::Erp => vec![SystemKind::Erp],
         StubKind::Crm => vec![SystemKind::Crm],
@@ -238,7 +256,7 @@ fn stub(kind: StubKind, listen: SocketAddr) -> ExitCode {
         StubKind::Mes => vec![SystemKind::Mes],
         StubKind::All => SystemKind::ALL.to_vec(),
     };
-    match spawn_stubs(listen.ip(), listen.port(), kinds) {
+    match spawn_stubs(listen.ip(), listen.port(), kinds, amqp.map(|url| (url, amqp_queue))) {
         Ok(stubs) => {
             for (kind, addr) in stubs {
                 tracing::info!(%kind, %addr, "stub listening; read what it received at http://{addr}/_stub/requests");
@@ -255,7 +273,15 @@ fn stub(kind: StubKind, listen: SocketAddr) -> ExitCode {
 }
 
 fn demo(dir: &Path, serve: &ServeArgs, stub_base_port: u16) -> ExitCode {
-    let stubs = match spawn_stubs(IpAddr::from([127, 0, 0, 1]), stub_base_port, SystemKind::ALL.to_vec()) {
+    // The WMS reads its outbound orders from RabbitMQ (routes/erp-delivery-to-wms.yaml).
+    let env = |name: &str, default: &str| {
+        std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.into())
+    };
+    let amqp = (
+        env("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+        format!("{}.wms.stockout", env("AMQP_PREFIX", "qiao")),
+    );
+    let stubs = match spawn_stubs(IpAddr::from([127, 0, 0, 1]), stub_base_port, SystemKind::ALL.to_vec(), Some(amqp)) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("qiao: {e}");

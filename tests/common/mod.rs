@@ -52,9 +52,13 @@ impl Stubs {
         self.all.iter().find(|s| s.state.kind == kind).expect("stub of that kind")
     }
 
-    /// `ERP_URL=...` etc., as the shipped systems.yaml reads them.
+    /// `ERP_URL=...` etc., as the shipped systems.yaml reads them, and broker names of
+    /// their own (nothing publishes to them) so that tests never meet a person's demo.
     pub fn env(&self) -> Vec<(String, String)> {
-        self.all.iter().map(|s| (format!("{}_URL", s.state.kind.as_str().to_uppercase()), s.url())).collect()
+        let mut env: Vec<(String, String)> =
+            self.all.iter().map(|s| (format!("{}_URL", s.state.kind.as_str().to_uppercase()), s.url())).collect();
+        env.push(("AMQP_PREFIX".into(), "qiao.test.shared".into()));
+        env
     }
 }
 

@@ -320,6 +320,56 @@ fn control_api(
     }
 }
 
+/// Makes a stub read an AMQP queue too, as a system that consumes from the broker would:
+/// each message is kept like a request (method `AMQP`, path `amqp:<queue>`, the routing key
+/// as query) and acknowledged. Runs until `stop` turns true; resumes after reconnects.
+pub async fn consume_queue(state: Arc<StubState>, url: String, queue: String, stop: watch::Receiver<bool>) {
+    use qiao_connectors::amqp::{BasicAckOptions, Broker, BrokerConfig, ConsumeSpec, Topology, string_headers};
+    let broker = Broker::new(BrokerConfig {
+        url,
+        topology: Topology::default(),
+        reconnect_initial: Duration::from_millis(200),
+        reconnect_max: Duration::from_secs(5),
+    });
+    let runner = broker.clone();
+    let broker_stop = stop.clone();
+    tokio::spawn(async move { runner.run(broker_stop).await });
+    let spec = ConsumeSpec {
+        queue: queue.clone(),
+        prefetch: 32,
+        concurrency: 1,
+        tag: format!("qiao-stub-{}", state.kind),
+        drain: Duration::from_secs(1),
+    };
+    broker
+        .consume(
+            spec,
+            move |d| {
+                let (state, queue) = (state.clone(), queue.clone());
+                async move {
+                    let headers: HashMap<String, String> =
+                        string_headers(d.properties.headers().as_ref()).into_iter().collect();
+                    let body = serde_json::from_slice(&d.data)
+                        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&d.data).into_owned()));
+                    let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
+                    state.record(Recorded {
+                        seq,
+                        method: "AMQP".into(),
+                        path: format!("amqp:{queue}"),
+                        query: Some(d.routing_key.to_string()),
+                        message_id: d.properties.message_id().as_ref().map(|s| s.to_string()),
+                        headers,
+                        body,
+                        received_at_ms: crate::pipeline::now_ms(),
+                    });
+                    let _ = d.acker.ack(BasicAckOptions::default()).await;
+                }
+            },
+            stop,
+        )
+        .await;
+}
+
 /// Starts one stub of every kind on consecutive ports from `base_port` (0: free ports).
 pub async fn start_all(host: std::net::IpAddr, base_port: u16) -> std::io::Result<Vec<StubHandle>> {
     let mut out = Vec::new();
