@@ -288,3 +288,62 @@ async fn shipped_flows_erp_delivery_to_wms_and_mes_completion_fan_out() {
     }
     amqp.cleanup(&queues, &[format!("{prefix}.events")]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_declare_false_a_missing_topology_is_reported_and_nothing_is_created() {
+    let prefix = unique_prefix("verify");
+    let stubs = Stubs::start().await;
+    let mut env = stubs.env();
+    env.push(("PREFIX".into(), prefix.clone()));
+    env.push(("QIAO_TEST_BROKER_DOWN".into(), "1".into()));
+    let qiao = Qiao::run(&fixture("amqp-verify"), &env).await;
+    let amqp = Amqp::connect(AMQP_URL).await;
+    let readyz = format!("http://127.0.0.1:{}/readyz", qiao.admin);
+
+    eventually(Duration::from_secs(10), "readiness to name the missing exchange", || async {
+        let r = get(&readyz).await.unwrap();
+        r.status == 503 && r.json()["checks"].to_string().contains(&format!("verifying exchange `{prefix}.events`"))
+    })
+    .await;
+    assert_eq!(amqp.queue_len(&format!("{prefix}.in")).await, None, "nothing was declared");
+
+    // The owner of the broker creates the topology; Qiao finds it on its next attempt.
+    let ch = amqp.conn.create_channel().await.unwrap();
+    let durable = lapin::options::QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.exchange_declare(
+        format!("{prefix}.events").as_str().into(),
+        lapin::ExchangeKind::Topic,
+        lapin::options::ExchangeDeclareOptions { durable: true, ..Default::default() },
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    for q in [format!("{prefix}.in"), format!("{prefix}.in.retry.1"), format!("{prefix}.in.dlq")] {
+        ch.queue_declare(q.as_str().into(), durable, Default::default()).await.unwrap();
+    }
+    ch.queue_bind(
+        format!("{prefix}.in").as_str().into(),
+        format!("{prefix}.events").as_str().into(),
+        "mes.#".into(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(15), "readiness once the topology exists", || async {
+        get(&readyz).await.unwrap().status == 200
+    })
+    .await;
+    amqp.publish(&format!("{prefix}.events"), "mes.x", br#"{"code":"MO-9"}"#, "verify-1").await.await.unwrap();
+    let erp = stubs.get(SystemKind::Erp).state.clone();
+    eventually(Duration::from_secs(10), "the delivery", || {
+        let erp = erp.clone();
+        async move { erp.received().len() == 1 }
+    })
+    .await;
+    amqp.cleanup(
+        &[format!("{prefix}.in"), format!("{prefix}.in.retry.1"), format!("{prefix}.in.dlq")],
+        &[format!("{prefix}.events")],
+    )
+    .await;
+}
