@@ -191,3 +191,43 @@ async fn consumes_with_manual_acks() {
     let _ = stop.send(true);
     cleanup(&queue, &exchange).await;
 }
+
+#[tokio::test]
+async fn a_consumer_on_a_missing_queue_does_not_take_the_connection_down() {
+    let (exchange, queue) = (format!("qiao.test.{}", suffix()), format!("qiao.test.q.{}", suffix()));
+    let (broker, stop) = started(URL, topology(&exchange, &queue)).await;
+    assert!(broker.wait_connected(Duration::from_secs(10)).await);
+    let generation = broker.subscribe().borrow().as_ref().map(|l| l.generation);
+    let (cstop, crx) = watch::channel(false);
+    let b = broker.clone();
+    let spec = ConsumeSpec {
+        queue: format!("qiao.test.missing.{}", suffix()),
+        prefetch: 1,
+        concurrency: 1,
+        tag: format!("test-{}", suffix()),
+        drain: Duration::from_millis(100),
+    };
+    tokio::spawn(async move { b.consume(spec, |_d| async {}, crx).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(broker.subscribe().borrow().as_ref().map(|l| l.generation), generation, "same connection");
+    let sink = AmqpSink {
+        system: "wms".into(),
+        broker: broker.clone(),
+        exchange: exchange.clone(),
+        confirm_timeout: Duration::from_secs(5),
+    };
+    let id = MessageId::generate();
+    sink.send(AmqpPublish {
+        routing_key: "erp.x",
+        exchange: None,
+        body: b"{}",
+        message_id: &id,
+        headers: vec![],
+        timeout: None,
+    })
+    .await
+    .expect("publishing still works");
+    let _ = cstop.send(true);
+    let _ = stop.send(true);
+    cleanup(&queue, &exchange).await;
+}

@@ -161,6 +161,12 @@ impl Broker {
                     let lost = loop {
                         tokio::select! {
                             event = events.next() => match event {
+                                // Channel errors (a consumer on a missing queue, a failed
+                                // passive declare) arrive here too; they close that channel,
+                                // not the connection, and must not take publishers down.
+                                Some(Event::Error(e)) if live.connection.status().connected() => {
+                                    tracing::debug!(broker = %self.0.display, error = %e, "channel error");
+                                }
                                 Some(Event::Error(e)) => break Some(e.to_string()),
                                 Some(Event::ConnectionBlocked(reason)) => {
                                     tracing::warn!(broker = %self.0.display, %reason, "the broker blocked publishing (resource alarm)");
