@@ -347,3 +347,40 @@ async fn with_declare_false_a_missing_topology_is_reported_and_nothing_is_create
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_progress_counts_only_when_it_was_written_by_the_same_route() {
+    let s = Setup::start("progress").await;
+    let erp = s.stubs.get(SystemKind::Erp).state.clone();
+    let publish = |route: &'static str, id: &'static str| {
+        let (ch, ex) = (s.amqp.channel.clone(), s.exchange());
+        async move {
+            let mut h = lapin::types::FieldTable::default();
+            h.insert("x-qiao-route".into(), lapin::types::AMQPValue::LongString(route.into()));
+            h.insert("x-qiao-delivered".into(), lapin::types::AMQPValue::LongString("erp".into()));
+            let props =
+                lapin::BasicProperties::default().with_message_id(id.into()).with_headers(h).with_delivery_mode(2);
+            ch.basic_publish(ex.as_str().into(), "mes.test.x".into(), Default::default(), br#"{"code":"MO-7"}"#, props)
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    // Moved here from another route's queue: its progress means nothing here.
+    publish("some-other-route", "moved").await;
+    eventually(Duration::from_secs(10), "the moved message at the ERP", || {
+        let erp = erp.clone();
+        async move { erp.received().iter().any(|r| r.message_id.as_deref() == Some("moved")) }
+    })
+    .await;
+    // A retry copy of this route that the ERP already took: acknowledged, not sent again.
+    publish("consume-to-http", "already").await;
+    eventually(Duration::from_secs(10), "the queue to drain", || async {
+        s.amqp.queue_len(&s.q("in")).await == Some(0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!erp.received().iter().any(|r| r.message_id.as_deref() == Some("already")));
+    s.cleanup().await;
+}

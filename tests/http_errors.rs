@@ -241,3 +241,37 @@ async fn proxy_routes_add_destination_headers_and_enforce_the_body_limit() {
     assert_eq!(status, 200);
     assert_eq!(stubs.get(SystemKind::Erp).state.stats()["received"], 2, "the big body never reached the ERP");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditions_pick_the_destination_and_no_match_is_an_error() {
+    let (stubs, qiao, _) = edge().await;
+    let reply = post_json(&qiao.url("/routed"), r#"{"amount": 5000, "lines": [1]}"#).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(stubs.get(SystemKind::Erp).state.received()[0].body["data"]["Model"]["amount"], 5000);
+    let reply = post_json(&qiao.url("/routed"), r#"{"amount": 250000, "lines": [1, 2]}"#).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        stubs.get(SystemKind::Wms).state.received()[0].body,
+        json!({"entryOrder": {"entryOrderCode": "BIG-250000"}})
+    );
+    assert_eq!(stubs.get(SystemKind::Erp).state.received().len(), 1, "the big order did not go to the ERP");
+
+    let reply = post_json(&qiao.url("/routed"), r#"{"amount": 250000, "lines": []}"#).await;
+    assert_eq!(reply.status, 422);
+    assert_eq!(reply.json()["type"], "urn:qiao:problem:no-matching-destination");
+    let reply = post_json(&qiao.url("/routed"), r#"{"lines": [1]}"#).await;
+    assert_eq!(reply.status, 422, "a missing amount matches neither comparison");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_that_breaks_the_receivers_schema_is_a_500_and_nothing_is_sent() {
+    let (stubs, qiao, _) = edge().await;
+    let reply = post_json(&qiao.url("/strict"), r#"{"anything": 1}"#).await;
+    assert_eq!(reply.status, 500);
+    let p = reply.json();
+    assert_eq!(p["type"], "urn:qiao:problem:output-schema-violation");
+    assert_eq!(p["system"], "erp");
+    assert_eq!(p["errors"][0]["pointer"], "/data");
+    assert!(p["detail"].as_str().unwrap().contains("needs-model.json"), "{p}");
+    assert_eq!(stubs.get(SystemKind::Erp).state.stats()["received"], 0);
+}

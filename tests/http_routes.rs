@@ -151,3 +151,22 @@ async fn the_proxy_route_streams_bodies_larger_than_64_kib_unchanged() {
     assert_eq!(got[0].body["data"]["filler"].as_str().unwrap().len(), filler.len());
     assert_eq!(serde_json::to_vec(&got[0].body).unwrap(), body, "byte for byte");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_crm_order_goes_to_a_dingtalk_approval_instead_of_the_erp() {
+    let stubs = Stubs::start().await;
+    let qiao = Qiao::run(&routes_dir(), &stubs.env()).await;
+    let mut order: serde_json::Value = serde_json::from_slice(&example("crm-order.json")).unwrap();
+    order["records"][0]["OrderItems"]["records"][0]["Quantity"] = json!(30); // 30 × 4520 + 40 × 85 = 139,000
+    let reply = post_json(&qiao.url("/crm/orders/801J000000k3QpRIAU"), serde_json::to_vec(&order).unwrap()).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert!(reply.json()["process_instance_id"].is_string(), "DingTalk's answer is relayed");
+    assert!(stubs.get(SystemKind::Erp).state.received().is_empty());
+    let approval = &stubs.get(SystemKind::Oa).state.received()[0];
+    assert_eq!(approval.path, "/topapi/processinstance/create");
+    assert_eq!(approval.body["process_code"], "PROC-SALES-BIG-ORDER");
+    assert_eq!(approval.body["originator_user_id"], "YG0007");
+    let form = approval.body["form_component_values"].as_array().unwrap();
+    assert!(form.contains(&json!({"name": "含税金额", "value": "139000.0"})), "{form:?}");
+    assert!(form.contains(&json!({"name": "客户", "value": "杭州恒泽机电设备有限公司"})));
+}

@@ -60,6 +60,7 @@ async fn publishes_with_confirms_and_reports_unroutable_messages() {
         broker: broker.clone(),
         exchange: exchange.clone(),
         confirm_timeout: Duration::from_secs(5),
+        declare: true,
     };
     let id = MessageId::generate();
     sink.send(AmqpPublish {
@@ -110,7 +111,13 @@ async fn publishing_without_a_broker_fails_at_once() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!broker.is_connected());
     assert!(broker.last_error().is_some());
-    let sink = AmqpSink { system: "wms".into(), broker, exchange: "x".into(), confirm_timeout: Duration::from_secs(5) };
+    let sink = AmqpSink {
+        system: "wms".into(),
+        broker,
+        exchange: "x".into(),
+        confirm_timeout: Duration::from_secs(5),
+        declare: true,
+    };
     let id = MessageId::generate();
     let started = std::time::Instant::now();
     let err = sink
@@ -140,6 +147,7 @@ async fn consumes_with_manual_acks() {
         broker: broker.clone(),
         exchange: exchange.clone(),
         confirm_timeout: Duration::from_secs(5),
+        declare: true,
     };
     for i in 0..20 {
         let id = MessageId::from_sender(&format!("m-{i}"));
@@ -215,6 +223,7 @@ async fn a_consumer_on_a_missing_queue_does_not_take_the_connection_down() {
         broker: broker.clone(),
         exchange: exchange.clone(),
         confirm_timeout: Duration::from_secs(5),
+        declare: true,
     };
     let id = MessageId::generate();
     sink.send(AmqpPublish {
@@ -227,6 +236,118 @@ async fn a_consumer_on_a_missing_queue_does_not_take_the_connection_down() {
     })
     .await
     .expect("publishing still works");
+    let _ = cstop.send(true);
+    let _ = stop.send(true);
+    cleanup(&queue, &exchange).await;
+}
+
+#[tokio::test]
+async fn a_publish_to_a_missing_exchange_fails_alone_and_the_next_one_works() {
+    let (exchange, queue) = (format!("qiao.test.{}", suffix()), format!("qiao.test.q.{}", suffix()));
+    let (broker, stop) = started(URL, topology(&exchange, &queue)).await;
+    assert!(broker.wait_connected(Duration::from_secs(10)).await);
+    let sink = AmqpSink {
+        system: "wms".into(),
+        broker: broker.clone(),
+        exchange: exchange.clone(),
+        confirm_timeout: Duration::from_secs(5),
+        declare: true,
+    };
+    let id = MessageId::generate();
+    let missing = format!("qiao.test.missing.{}", suffix());
+    let err = sink
+        .send(AmqpPublish {
+            routing_key: "erp.x",
+            exchange: Some(&missing),
+            body: b"{}",
+            message_id: &id,
+            headers: vec![],
+            timeout: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(err.detail.contains("NOT_FOUND") || err.detail.contains("not"), "{err}");
+    for _ in 0..3 {
+        sink.send(AmqpPublish {
+            routing_key: "erp.x",
+            exchange: None,
+            body: b"{}",
+            message_id: &id,
+            headers: vec![],
+            timeout: None,
+        })
+        .await
+        .expect("the publisher channel was reopened");
+    }
+    let _ = stop.send(true);
+    cleanup(&queue, &exchange).await;
+}
+
+#[tokio::test]
+async fn a_queue_deleted_behind_the_consumer_is_declared_again() {
+    let (exchange, queue) = (format!("qiao.test.{}", suffix()), format!("qiao.test.q.{}", suffix()));
+    let (broker, stop) = started(URL, topology(&exchange, &queue)).await;
+    assert!(broker.wait_connected(Duration::from_secs(10)).await);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (cstop, crx) = watch::channel(false);
+    let b = broker.clone();
+    let spec = ConsumeSpec {
+        queue: queue.clone(),
+        prefetch: 4,
+        concurrency: 1,
+        tag: format!("t-{}", suffix()),
+        drain: Duration::from_millis(100),
+    };
+    tokio::spawn(async move {
+        b.consume(
+            spec,
+            move |d| {
+                let tx = tx.clone();
+                async move {
+                    d.acker.ack(BasicAckOptions::default()).await.unwrap();
+                    let _ = tx.send(());
+                }
+            },
+            crx,
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let conn = lapin::Connection::connect(URL, Default::default()).await.unwrap();
+    conn.create_channel()
+        .await
+        .unwrap()
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let sink = AmqpSink {
+        system: "erp".into(),
+        broker: broker.clone(),
+        exchange: exchange.clone(),
+        confirm_timeout: Duration::from_secs(5),
+        declare: true,
+    };
+    let id = MessageId::generate();
+    // Until the queue is back, the message is unroutable; then it is consumed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let sent = sink
+            .send(AmqpPublish {
+                routing_key: "erp.x",
+                exchange: None,
+                body: b"{}",
+                message_id: &id,
+                headers: vec![],
+                timeout: None,
+            })
+            .await;
+        if sent.is_ok() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the queue was not declared again: {sent:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("consumed after the queue came back");
     let _ = cstop.send(true);
     let _ = stop.send(true);
     cleanup(&queue, &exchange).await;

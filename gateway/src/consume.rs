@@ -8,8 +8,11 @@
 //! Headers Qiao reads and writes (docs/amqp.md lists them with the queue names):
 //! - `x-qiao-attempts`: attempts made so far; travels with retry copies, so the count
 //!   survives a restart of Qiao.
-//! - `x-qiao-delivered`: indexes of the route's destinations that already took the
-//!   message; a retry skips them, so a healthy destination gets one copy.
+//! - `x-qiao-delivered`: the destinations of the route that already took the message,
+//!   by key (the system's name; `name#2` for its second destination in the same route); a
+//!   retry skips them, so a healthy destination gets one copy. Only honoured when
+//!   `x-qiao-route` names the consuming route: a message moved to another route's queue
+//!   is delivered there in full.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -26,7 +29,6 @@ use crate::pipeline;
 
 pub const ATTEMPTS: &str = "x-qiao-attempts";
 pub const DELIVERED: &str = "x-qiao-delivered";
-pub const DELIVERED_SYSTEMS: &str = "x-qiao-delivered-systems";
 pub const LAST_ERROR_KIND: &str = "x-qiao-last-error-kind";
 pub const LAST_ERROR: &str = "x-qiao-last-error";
 pub const ERROR_KIND: &str = "x-qiao-error-kind";
@@ -55,9 +57,13 @@ pub async fn handle(route: Arc<Route>, mut delivery: Delivery) -> Fate {
     };
     let headers = delivery.properties.headers().as_ref();
     let attempt = header_str(headers, ATTEMPTS).and_then(|s| s.parse::<u32>().ok()).unwrap_or(0) + 1;
-    let mut delivered: Vec<usize> = header_str(headers, DELIVERED)
-        .map(|s| s.split(',').filter_map(|i| i.trim().parse().ok()).collect())
-        .unwrap_or_default();
+    let mut delivered: Vec<usize> = match header_str(headers, DELIVERED) {
+        Some(keys) if header_str(headers, ROUTE).as_deref() == Some(&*route.name) => {
+            let keys: Vec<&str> = keys.split(',').map(str::trim).collect();
+            (0..route.destinations.len()).filter(|i| keys.contains(&destination_key(&route, *i).as_str())).collect()
+        }
+        _ => Vec::new(),
+    };
     let body = Bytes::from(std::mem::take(&mut delivery.data));
     let id = delivery
         .properties
@@ -122,9 +128,11 @@ async fn process(route: &Route, message: &Message, delivered: &mut Vec<usize>) -
     let value = pipeline::parse(&message.body)?;
     pipeline::validate(route, &value)?;
     let vars = pipeline::vars(route, message, &[], false);
-    let bodies = pipeline::map(route, &value, &vars)?;
+    let chosen = pipeline::select(route, &value, &vars)?;
+    let bodies = pipeline::map(route, &chosen, &value, &vars)?;
     let mut worst: Option<Failure> = None;
     for (i, (dest, out)) in route.destinations.iter().zip(&bodies).enumerate() {
+        let Some(out) = out else { continue };
         if delivered.contains(&i) {
             continue;
         }
@@ -148,19 +156,22 @@ async fn process(route: &Route, message: &Message, delivered: &mut Vec<usize>) -
     worst.map_or(Ok(()), Err)
 }
 
+/// A destination's name in `x-qiao-delivered`: its system's name, with `#n` for the n-th
+/// destination of the same system in the route. Stable when other destinations are
+/// reordered, unlike an index.
+pub fn destination_key(route: &Route, index: usize) -> String {
+    let system = &route.destinations[index].system.name;
+    let nth = route.destinations[..=index].iter().filter(|d| &d.system.name == system).count();
+    if nth == 1 { system.clone() } else { format!("{system}#{nth}") }
+}
+
 fn delivered_headers(route: &Route, table: &mut FieldTable, delivered: &[usize]) {
     let mut idx: Vec<usize> = delivered.to_vec();
     idx.sort_unstable();
     idx.dedup();
-    let list = idx.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
-    let systems = idx
-        .iter()
-        .filter_map(|i| route.destinations.get(*i))
-        .map(|d| d.system.name.as_str())
-        .collect::<Vec<_>>()
-        .join(",");
-    table.put_str(DELIVERED, &list);
-    table.put_str(DELIVERED_SYSTEMS, &systems);
+    let keys = idx.iter().map(|i| destination_key(route, *i)).collect::<Vec<_>>().join(",");
+    table.put_str(DELIVERED, &keys);
+    table.put_str(ROUTE, &route.name);
 }
 
 fn original_headers(delivery: &Delivery) -> FieldTable {

@@ -36,6 +36,10 @@ pub enum ErrorKind {
     /// The receiving system answered 2xx but its body reports a failure (Kingdee
     /// `IsSuccess: false`, Qimen `flag: failure`).
     ReceiverBusinessError,
+    /// No destination's `when` condition holds for the message.
+    NoDestination,
+    /// The mapped message does not match the receiving system's schema: a bug in the map.
+    OutputSchemaViolation,
     /// The AMQP broker is unreachable, refused the message, or did not confirm it in time.
     BrokerUnavailable,
     /// The broker has no queue bound for the message's exchange and routing key.
@@ -47,7 +51,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 18] = [
         Self::RouteNotFound,
         Self::MethodNotAllowed,
         Self::UnsupportedMediaType,
@@ -60,6 +64,8 @@ impl ErrorKind {
         Self::ReceiverRejected,
         Self::ReceiverFailed,
         Self::ReceiverBusinessError,
+        Self::NoDestination,
+        Self::OutputSchemaViolation,
         Self::BrokerUnavailable,
         Self::Unroutable,
         Self::BadRequest,
@@ -82,6 +88,8 @@ impl ErrorKind {
             Self::ReceiverRejected => "receiver-rejected",
             Self::ReceiverFailed => "receiver-failed",
             Self::ReceiverBusinessError => "receiver-business-error",
+            Self::NoDestination => "no-matching-destination",
+            Self::OutputSchemaViolation => "output-schema-violation",
             Self::BrokerUnavailable => "broker-unavailable",
             Self::Unroutable => "unroutable",
             Self::BadRequest => "bad-request",
@@ -103,6 +111,8 @@ impl ErrorKind {
             Self::ReceiverRejected => "The receiving system rejected the message",
             Self::ReceiverFailed => "The receiving system failed",
             Self::ReceiverBusinessError => "The receiving system reported a failure",
+            Self::NoDestination => "No destination takes this message",
+            Self::OutputSchemaViolation => "The mapped message does not match the receiver's schema",
             Self::BrokerUnavailable => "The message broker did not take the message",
             Self::Unroutable => "No queue takes this message",
             Self::BadRequest => "The request could not be read",
@@ -125,6 +135,10 @@ impl ErrorKind {
             Self::ReceiverRejected => 502,
             Self::ReceiverFailed => 502,
             Self::ReceiverBusinessError => 502,
+            Self::NoDestination => 422,
+            // The sender's message was fine; the route's map produced what the receiver
+            // cannot take. A server-side bug, named as such.
+            Self::OutputSchemaViolation => 500,
             Self::BrokerUnavailable => 503,
             Self::Unroutable => 502,
             Self::BadRequest => 400,

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod condition;
 pub mod config;
 pub mod consume;
 pub mod edge;

@@ -11,8 +11,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// pingora is chatty at info (every service start); its warnings are what ops need.
-const DEFAULT_FILTER: &str = "info,pingora=warn,pingora_core=warn,pingora_proxy=warn";
+/// pingora is chatty at info (every service start); its warnings are what ops need. lapin
+/// logs whole message bodies when the broker returns one (PII in logs) and an error at every
+/// normal shutdown; Qiao logs what matters about the broker itself.
+const DEFAULT_FILTER: &str = "info,pingora=warn,pingora_core=warn,pingora_proxy=warn,lapin=off";
 
 /// `RUST_LOG` wins over `level`; both take tracing's filter syntax (`info`,
 /// `warn,qiao::access=off`, ...).
@@ -24,7 +26,7 @@ pub fn init(format: LogFormat, level: Option<&str>) {
                 if l.contains('=') || l.contains(',') {
                     l.to_string()
                 } else {
-                    format!("{l},pingora=warn,pingora_core=warn,pingora_proxy=warn")
+                    format!("{l},pingora=warn,pingora_core=warn,pingora_proxy=warn,lapin=off")
                 }
             })
         })

@@ -117,26 +117,77 @@ pub struct Outgoing {
     pub bytes: Bytes,
 }
 
-/// Map: the body for every destination, all before anything is delivered, so that a
-/// message that cannot be mapped reaches no one. The route's map serves every destination
-/// without a map of its own, and is run once.
-pub fn map(route: &Route, input: &Value, vars: &Value) -> Result<Vec<Outgoing>, Failure> {
+/// Dispatch: which destinations take the message, by their `when` conditions (read on
+/// the validated inbound message). A message that no destination takes is an error, never
+/// a silent drop.
+pub fn select(route: &Route, input: &Value, vars: &Value) -> Result<Vec<bool>, Failure> {
+    let scope = Scope { current: input, document: input, vars };
+    let mut chosen = Vec::with_capacity(route.destinations.len());
+    for dest in &route.destinations {
+        chosen.push(match &dest.when {
+            None => true,
+            Some(c) => c.holds(&scope).map_err(|e| {
+                Failure::new(
+                    ErrorKind::MappingFailed,
+                    format!("the `when` of destination {} failed: {e}", dest.system.name),
+                )
+                .with("system", dest.system.name.clone())
+            })?,
+        });
+    }
+    if !chosen.contains(&true) {
+        return Err(Failure::new(
+            ErrorKind::NoDestination,
+            format!("no destination of route {} takes this message: every `when` condition is false", route.name),
+        ));
+    }
+    Ok(chosen)
+}
+
+/// Map: the body for every chosen destination (`None` for the others), all before
+/// anything is delivered, so that a message that cannot be mapped reaches no one. The
+/// route's map serves every destination without a map of its own, and is run once. A
+/// destination with a `schema` gets its body checked against it here.
+pub fn map(route: &Route, chosen: &[bool], input: &Value, vars: &Value) -> Result<Vec<Option<Outgoing>>, Failure> {
     let serialize = |v: Value| -> Result<Outgoing, Failure> {
         let bytes = serde_json::to_vec(&v).map_err(|e| Failure::new(ErrorKind::Internal, e.to_string()))?;
         Ok(Outgoing { value: Arc::new(v), bytes: Bytes::from(bytes) })
     };
     let mut shared: Option<Outgoing> = None;
     let mut out = Vec::with_capacity(route.destinations.len());
-    for dest in &route.destinations {
-        match &dest.mapping {
-            Some(own) => out.push(serialize(apply_map(route, Some(own), input, vars)?)?),
+    for (dest, chosen) in route.destinations.iter().zip(chosen) {
+        if !chosen {
+            out.push(None);
+            continue;
+        }
+        let body = match &dest.mapping {
+            Some(own) => serialize(apply_map(route, Some(own), input, vars)?)?,
             None => {
                 if shared.is_none() {
                     shared = Some(serialize(apply_map(route, route.mapping.as_ref(), input, vars)?)?);
                 }
-                out.push(shared.clone().expect("set above"));
+                shared.clone().expect("set above")
             }
+        };
+        if let Some(schema) = &dest.schema
+            && let Err(violations) = schema.check(&body.value)
+        {
+            let first = violations.first().map(|v| format!(": {} {}", v.pointer, v.message)).unwrap_or_default();
+            let mut f = Failure::new(
+                ErrorKind::OutputSchemaViolation,
+                format!(
+                    "route {}: the map produced a message that {}'s schema ({}) refuses, {} violation(s){first}",
+                    route.name,
+                    dest.system.name,
+                    schema.file.display(),
+                    violations.len()
+                ),
+            )
+            .with("system", dest.system.name.clone());
+            f.violations = violations;
+            return Err(f);
         }
+        out.push(Some(body));
     }
     Ok(out)
 }

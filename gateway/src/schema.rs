@@ -1,6 +1,6 @@
 //! JSON Schema validation, compiled once when the config loads.
 //!
-//! Drafts 7, 2019-09 and 2020-12 (from `$schema`; 2020-12 when absent). `$ref`s may point
+//! Drafts 4, 6, 7, 2019-09 and 2020-12 (from `$schema`; 2020-12 when absent). `$ref`s may point
 //! to sibling files in the config directory; a schema is never fetched over the network,
 //! whatever its `$ref` says: a gateway must not reach out because a file told it to.
 

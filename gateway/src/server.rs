@@ -41,7 +41,9 @@ impl BackgroundService for AmqpService {
             let (broker, stop) = (broker.clone(), brokers_stopped.clone());
             brokers.spawn(async move { broker.run(stop).await });
         }
-        let drain = Duration::from_secs(config.server.graceful_shutdown_timeout_seconds.max(1));
+        // pingora stops the service's runtime after `grace_period_seconds`; deliveries in
+        // progress must be done (and acked) by then, or they are delivered again.
+        let drain = Duration::from_secs(config.server.grace_period_seconds.max(1));
         let mut consumers = JoinSet::new();
         for route in &config.routes {
             let Source::Amqp(src) = &route.source else { continue };

@@ -266,14 +266,15 @@ impl RawConn {
     }
 }
 
-/// A CRM order with `lines` order lines (the shipped crm-order route accepts it).
+/// A CRM order with `lines` order lines (the shipped crm-order route accepts it), small
+/// enough in value to go straight to the ERP rather than to an approval.
 pub fn crm_order(lines: usize) -> Value {
     let items: Vec<Value> = (0..lines)
         .map(|i| {
             serde_json::json!({
                 "Product2": {"ProductCode": format!("FG-BJ-{:04}", i % 10000), "Name": format!("变频空压机 3kW 批次{i}")},
                 "Quantity": (i % 50) + 1,
-                "UnitPrice": 4520.0,
+                "UnitPrice": 0.01,
                 "ServiceDate": "2025-04-10"
             })
         })

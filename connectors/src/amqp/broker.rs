@@ -31,9 +31,33 @@ pub struct BrokerConfig {
 #[derive(Clone)]
 pub struct Live {
     pub connection: Arc<Connection>,
-    publisher: Channel,
+    /// Replaced when a channel error closed it (a publish to a missing exchange does);
+    /// the connection itself stays up.
+    publisher: Arc<arc_swap::ArcSwap<Channel>>,
+    reopening: Arc<tokio::sync::Mutex<()>>,
     /// Increases with each successful connection, so a consumer can tell a new one.
     pub generation: u64,
+}
+
+impl Live {
+    /// The publisher channel, reopened if a channel error closed it.
+    async fn publisher(&self) -> Result<Arc<Channel>, lapin::Error> {
+        let current = self.publisher.load_full();
+        if current.status().connected() {
+            return Ok(current);
+        }
+        let _one_at_a_time = self.reopening.lock().await;
+        let current = self.publisher.load_full();
+        if current.status().connected() {
+            return Ok(current);
+        }
+        let channel = self.connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        tracing::info!("reopened the publisher channel after a channel error");
+        let channel = Arc::new(channel);
+        self.publisher.store(channel.clone());
+        Ok(channel)
+    }
 }
 
 /// A handle on a supervised broker connection; cheap to clone.
@@ -213,7 +237,13 @@ impl Broker {
         topology.apply(&connection).await?;
         let publisher = connection.create_channel().await.map_err(|e| e.to_string())?;
         publisher.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| e.to_string())?;
-        Ok((Live { connection: Arc::new(connection), publisher, generation }, events))
+        let live = Live {
+            connection: Arc::new(connection),
+            publisher: Arc::new(arc_swap::ArcSwap::from_pointee(publisher)),
+            reopening: Arc::new(tokio::sync::Mutex::new(())),
+            generation,
+        };
+        Ok((live, events))
     }
 
     /// Publishes one message and waits for the broker's confirm. Fails at once when there
@@ -231,8 +261,8 @@ impl Broker {
         let exchange = p.exchange;
         let key = p.routing_key;
         let confirm = tokio::time::timeout(p.timeout, async {
-            let pending =
-                live.publisher.basic_publish(exchange.into(), key.into(), options, p.body, p.properties).await?;
+            let publisher = live.publisher().await?;
+            let pending = publisher.basic_publish(exchange.into(), key.into(), options, p.body, p.properties).await?;
             pending.await
         })
         .await;
@@ -295,7 +325,14 @@ impl Broker {
                     return;
                 }
                 Ok(Stop::Ended(why)) | Err(why) => {
-                    tracing::warn!(queue = %spec.queue, reason = %why, "consumer stopped; it resumes when the connection is back");
+                    tracing::warn!(queue = %spec.queue, reason = %why, "consumer stopped; subscribing again");
+                    // A queue deleted behind Qiao's back is declared again (or, for
+                    // `declare: false`, reported again) before the next subscription.
+                    if live.connection.status().connected()
+                        && let Err(e) = self.topology().apply(&live.connection).await
+                    {
+                        tracing::warn!(queue = %spec.queue, error = %e, "the topology is incomplete");
+                    }
                 }
             }
         }

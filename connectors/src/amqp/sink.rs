@@ -16,6 +16,8 @@ pub struct AmqpSink {
     /// The exchange messages for this system are published to.
     pub exchange: String,
     pub confirm_timeout: Duration,
+    /// Whether Qiao declares this system's exchange and queues (`false`: only verifies).
+    pub declare: bool,
 }
 
 /// One message for the system.

@@ -155,6 +155,10 @@ pub struct Destination {
     pub timeout: Option<Duration>,
     /// This destination's own field map, used instead of the route's.
     pub mapping: Option<Mapping>,
+    /// Send here only when this holds for the inbound message.
+    pub when: Option<crate::condition::Condition>,
+    /// What the receiver accepts; the mapped message is checked before delivery.
+    pub schema: Option<Arc<Schema>>,
 }
 
 #[derive(Debug)]

@@ -266,6 +266,50 @@ pub struct RawDestination {
     /// A field map for this destination only, used instead of the route's `map` (fan-out
     /// to systems that want different shapes).
     pub map: Option<RawMap>,
+    /// Send to this destination only when the condition holds (content-based routing). It
+    /// reads the validated inbound message. See docs/routing.md.
+    pub when: Option<Spanned<RawCondition>>,
+    /// JSON Schema the receiving system accepts: the mapped message is checked against it
+    /// before delivery, and a failure is a mapping bug (`output-schema-violation`).
+    pub schema: Option<Text>,
+}
+
+/// A condition on a message. Exactly one form: a comparison on `path`, `jq`, or a
+/// combination (`all`, `any`, `not`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCondition {
+    /// The value compared: a source path, as in maps.
+    pub path: Option<Text>,
+    /// Equal to this value (numbers compare by value: 1 equals 1.0).
+    #[serde(default, deserialize_with = "present")]
+    pub equals: Option<serde_json::Value>,
+    /// Not equal to this value (true when the path is absent).
+    #[serde(default, deserialize_with = "present")]
+    pub not_equals: Option<serde_json::Value>,
+    /// Equal to one of these values.
+    #[serde(rename = "in")]
+    pub one_of: Option<Vec<serde_json::Value>>,
+    /// Equal to none of these values.
+    pub not_in: Option<Vec<serde_json::Value>>,
+    /// `true`: the path has a value (not null); `false`: it has none.
+    pub exists: Option<bool>,
+    /// Greater than (numbers, or text that reads as a number).
+    pub gt: Option<f64>,
+    /// Greater than or equal.
+    pub gte: Option<f64>,
+    /// Less than.
+    pub lt: Option<f64>,
+    /// Less than or equal.
+    pub lte: Option<f64>,
+    /// A jq predicate: true unless it yields `false`, `null` or nothing.
+    pub jq: Option<Text>,
+    /// Every condition holds.
+    pub all: Option<Vec<Spanned<RawCondition>>>,
+    /// At least one condition holds.
+    pub any: Option<Vec<Spanned<RawCondition>>>,
+    /// The condition does not hold.
+    pub not: Option<Box<Spanned<RawCondition>>>,
 }
 
 /// A lookup table: translates values of one system into the codes of another.
@@ -302,6 +346,9 @@ pub struct RawFieldOps {
     pub constant: Option<serde_json::Value>,
     /// A string built from source paths: `"CRM订单 {OrderNumber} / {PoNumber?}"`.
     pub template: Option<Text>,
+    /// A jq expression (jaq), for what the declarative form cannot say:
+    /// `[.lines[] | .qty * .price] | add`. `.` is the value in scope.
+    pub jq: Option<Text>,
     /// Used when the source is absent or null.
     #[serde(default, deserialize_with = "present")]
     pub default: Option<serde_json::Value>,
@@ -319,6 +366,9 @@ pub struct RawFieldOps {
     pub lookup: Option<Spanned<RawLookupRef>>,
     /// When true, a value that is still absent or null after `default` is a mapping error.
     pub required: Option<bool>,
+    /// When true, a null result leaves the field out instead of writing `null` (for
+    /// receivers that refuse nulls).
+    pub omit_null: Option<bool>,
     /// Build an object with its own field map (relative to `from` when given).
     pub map: Option<RawMap>,
     /// Build an array: one element per element of this source array.

@@ -9,7 +9,7 @@ use qiao_connectors::{Message, MessageId, TraceContext};
 use serde_json::{Value, json};
 
 use super::{Ctx, answer};
-use crate::config::Route;
+use crate::config::{Destination, Route, Via};
 use crate::error::{ErrorKind, Failure};
 use crate::pipeline::{self, Delivered};
 
@@ -159,20 +159,23 @@ async fn run(route: &Route, message: &Message, params: &[(String, String)]) -> s
     let value = pipeline::parse(&message.body)?;
     pipeline::validate(route, &value)?;
     let vars = pipeline::vars(route, message, params, false);
-    let bodies = pipeline::map(route, &value, &vars)?;
+    let chosen = pipeline::select(route, &value, &vars)?;
+    let bodies = pipeline::map(route, &chosen, &value, &vars)?;
     let dest_vars = if route.uses.params { pipeline::vars(route, message, params, true) } else { vars };
-    if route.answers_accepted() {
+    let targets: Vec<(&Destination, &pipeline::Outgoing)> =
+        route.destinations.iter().zip(&bodies).filter_map(|(d, b)| Some((d, b.as_ref()?))).collect();
+    if targets.iter().all(|(d, _)| matches!(d.via, Via::Amqp { .. })) {
         // 202 only for what the broker holds: any publish that is not confirmed fails the request.
-        for (dest, out) in route.destinations.iter().zip(&bodies) {
+        for (dest, out) in &targets {
             pipeline::deliver(dest, message, out, &dest_vars).await?;
         }
         return Ok(Outcome::Accepted);
     }
-    if let ([dest], [out]) = (route.destinations.as_slice(), bodies.as_slice()) {
+    if let [(dest, out)] = targets.as_slice() {
         return pipeline::deliver(dest, message, out, &dest_vars).await.map(|d| Outcome::Relay(Box::new(d)));
     }
-    let mut results = Vec::with_capacity(route.destinations.len());
-    for (dest, out) in route.destinations.iter().zip(&bodies) {
+    let mut results = Vec::with_capacity(targets.len());
+    for (dest, out) in targets {
         results.push((dest.system.name.clone(), pipeline::deliver(dest, message, out, &dest_vars).await));
     }
     Ok(Outcome::FanOut(results))

@@ -101,9 +101,8 @@ impl ProxyHttp for Edge {
                         ctx.proxy = Some(plan);
                         Ok(false)
                     }
-                    Err(e) => {
+                    Err(f) => {
                         answer::discard_body(session, route.max_body_bytes).await;
-                        let f = Failure::new(ErrorKind::BadRequest, e.to_string());
                         answer::problem(session, ctx, &f).await?;
                         Ok(true)
                     }
@@ -168,7 +167,13 @@ impl ProxyHttp for Edge {
             return FailToProxy { error_code: 0, can_reuse_downstream: false };
         };
         let system = ctx.proxy.as_ref().map(|p| p.system.clone()).unwrap_or_default();
-        let f = Failure::new(kind, format!("{system}: {e}")).with("system", system);
+        let mut f = Failure::new(kind, format!("{system}: {e}")).with("system", system);
+        if kind == ErrorKind::PayloadTooLarge
+            && let Some(route) = &ctx.route
+        {
+            f = Failure::new(kind, format!("the body exceeds the {} bytes this route accepts", route.max_body_bytes))
+                .with("max_body_bytes", route.max_body_bytes);
+        }
         if session.response_written().is_some() {
             // Headers already went out: the answer cannot be replaced, only cut short.
             ctx.error = Some(kind);

@@ -30,11 +30,18 @@ pub struct ProxyPlan {
 
 /// Works out where the request goes: the destination's path (with the route's path
 /// parameters) or the inbound path, under the system's base path, with the inbound query.
-pub async fn plan(session: &Session, route: &Route, params: &[(String, String)], id: &MessageId) -> Result<ProxyPlan> {
+pub async fn plan(
+    session: &Session,
+    route: &Route,
+    params: &[(String, String)],
+    id: &MessageId,
+) -> std::result::Result<ProxyPlan, crate::error::Failure> {
     let dest = &route.destinations[0];
     let (method, dest_path) = match &dest.via {
         Via::Http { method, path } => (method.clone(), path.as_ref()),
-        Via::Amqp { .. } => return Err(Error::explain(ErrorType::InternalError, "proxy routes deliver over HTTP")),
+        Via::Amqp { .. } => {
+            return Err(crate::error::Failure::new(ErrorKind::Internal, "proxy routes deliver over HTTP"));
+        }
     };
     let req = session.req_header();
     let uri = &req.uri;
@@ -59,7 +66,11 @@ pub async fn plan(session: &Session, route: &Route, params: &[(String, String)],
     let scope = Scope { current: &Value::Null, document: &Value::Null, vars: &vars };
     let render = |what: &str, t: &crate::mapping::Template| {
         t.render(&scope).map_err(|e| {
-            Error::explain(ErrorType::HTTPStatus(400), format!("destination {what} needs `{}`: {}", e.path, e.reason))
+            crate::error::Failure::new(
+                ErrorKind::MappingFailed,
+                format!("destination {what} needs `{}`: {}", e.path, e.reason),
+            )
+            .with("system", dest.system.name.clone())
         })
     };
     let path = match dest_path {
@@ -68,8 +79,12 @@ pub async fn plan(session: &Session, route: &Route, params: &[(String, String)],
     };
     let mut headers = Vec::with_capacity(dest.headers.len());
     for (name, t) in &dest.headers {
-        let value = http::HeaderValue::from_str(&render("header", t)?)
-            .map_err(|_| Error::explain(ErrorType::HTTPStatus(400), format!("header {name} would not be valid")))?;
+        let value = http::HeaderValue::from_str(&render("header", t)?).map_err(|_| {
+            crate::error::Failure::new(
+                ErrorKind::MappingFailed,
+                format!("header {name} would not be a valid header value"),
+            )
+        })?;
         headers.push((name.clone(), value));
     }
     let target = dest.system.clone();

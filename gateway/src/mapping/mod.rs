@@ -6,6 +6,7 @@
 //! `Mapping::apply` then only walks the tree. docs/mapping.md is the user's page.
 
 pub mod coerce;
+pub mod jq;
 pub mod path;
 pub mod template;
 
@@ -79,6 +80,7 @@ pub struct Expr {
     pub lookup: Option<Arc<Lookup>>,
     pub coerce: Option<Coerce>,
     pub required: bool,
+    pub omit_null: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -98,6 +100,8 @@ pub enum Source {
     },
     /// An array of computed values, in order; absent values are left out.
     List(Vec<Expr>),
+    /// A jq expression; no output leaves the field out.
+    Jq(Arc<jq::JqProgram>),
 }
 
 #[derive(Clone, Debug)]
@@ -258,6 +262,9 @@ impl Expr {
                 }
                 Some(Value::Array(out))
             }
+            Source::Jq(program) => program
+                .run(scope.current, scope.document, scope.vars)
+                .map_err(|reason| MapError { target: trail.render(), source: self.origin(), reason })?,
             Source::Each { over, item } => match over.resolve(scope) {
                 None | Some(Value::Null) => None,
                 Some(Value::Array(items)) => {
@@ -298,6 +305,9 @@ impl Expr {
         if self.required && value.as_ref().is_none_or(Value::is_null) {
             return Err(fail(trail, "required, but the message has no value there".into()));
         }
+        if self.omit_null && value.as_ref().is_some_and(Value::is_null) {
+            return Ok(None);
+        }
         Ok(value)
     }
 
@@ -311,6 +321,7 @@ impl Expr {
             Source::Object { context: None, .. } => "map".into(),
             Source::Each { over, .. } => over.to_string(),
             Source::List(_) => "list".into(),
+            Source::Jq(p) => format!("jq `{}`", p.text),
         }
     }
 }
@@ -331,9 +342,23 @@ pub fn compile(map: &RawMap, env: &CompileEnv<'_>, diags: &mut Vec<Diagnostic>) 
     (diags.iter().filter(|d| d.is_error()).count() == before).then_some(Mapping { root, uses })
 }
 
-const OPS: [&str; 13] = [
-    "from", "const", "template", "default", "as", "format", "parse", "timezone", "lookup", "required", "map", "each",
+const OPS: [&str; 16] = [
+    "from",
+    "const",
+    "template",
+    "jq",
+    "default",
+    "as",
+    "format",
+    "parse",
+    "timezone",
+    "lookup",
+    "required",
+    "omit_null",
+    "map",
+    "each",
     "item",
+    "list",
 ];
 
 fn compile_object(map: &RawMap, env: &CompileEnv<'_>, diags: &mut Vec<Diagnostic>, uses: &mut Uses) -> ObjectMap {
@@ -376,6 +401,8 @@ fn is_plain_object(ops: &RawFieldOps) -> bool {
         && ops.lookup.is_none()
         && ops.coerce.is_none()
         && ops.list.is_none()
+        && ops.jq.is_none()
+        && ops.omit_null.is_none()
 }
 
 fn insert(obj: &mut ObjectMap, parts: &[&str], node: Node) -> Result<(), String> {
@@ -421,6 +448,7 @@ fn compile_expr(
                         lookup: None,
                         coerce: None,
                         required: false,
+                        omit_null: false,
                     })
                 }
                 Err(e) => {
@@ -470,13 +498,16 @@ fn compile_expr(
     if ops.list.is_some() {
         sources.push("list");
     }
+    if ops.jq.is_some() {
+        sources.push("jq");
+    }
     if sources.len() > 1 {
         diags.push(
             Diagnostic::error(
                 place.clone(),
                 format!("a field takes one source, this one has {}", sources.join(" and ")),
             )
-            .hint("use `from`, `const`, `template`, `map`, `each` or `list`; see docs/mapping.md"),
+            .hint("use `from`, `const`, `template`, `jq`, `map`, `each` or `list`; see docs/mapping.md"),
         );
         return None;
     }
@@ -511,6 +542,8 @@ fn compile_expr(
             (Some(over), Some(item)) => Some(Source::Each { over, item: Box::new(item) }),
             _ => None,
         }
+    } else if let Some(code) = &ops.jq {
+        compile_jq(code, env.file, diags, uses).map(Source::Jq)
     } else if let Some(list) = &ops.list {
         let items: Vec<Option<Expr>> = list.iter().map(|i| compile_expr(i, env, diags, uses)).collect();
         items.into_iter().collect::<Option<Vec<_>>>().map(Source::List)
@@ -588,6 +621,7 @@ fn compile_expr(
         lookup,
         coerce,
         required: ops.required.unwrap_or(false),
+        omit_null: ops.omit_null.unwrap_or(false),
     })
 }
 
@@ -658,6 +692,35 @@ fn compile_coerce(ops: &RawFieldOps, env: &CompileEnv<'_>, diags: &mut Vec<Diagn
                     format!("unknown type `{}` for `as`", name.value),
                 )
                 .hint(suggest(&name.value, coerce::NAMES)),
+            );
+            None
+        }
+    }
+}
+
+/// Compiles a jq expression written in the config; errors point at it.
+pub fn compile_jq(
+    code: &Spanned<String>,
+    file: &Path,
+    diags: &mut Vec<Diagnostic>,
+    uses: &mut Uses,
+) -> Option<Arc<jq::JqProgram>> {
+    match jq::JqProgram::compile(&code.value) {
+        Ok(p) => {
+            // jq reads `$params` and friends as variables; bind what it names.
+            uses.params |= code.value.contains("$params");
+            uses.headers |= code.value.contains("$headers");
+            uses.meta |= code.value.contains("$meta");
+            Some(Arc::new(p))
+        }
+        Err(e) => {
+            let col = code.value[..e.offset.min(code.value.len())].chars().count() + 1;
+            diags.push(
+                Diagnostic::error(
+                    Place::at(file, &code.referenced),
+                    format!("jq error at column {col} of `{}`: {}", code.value.trim(), e.message),
+                )
+                .hint("see docs/mapping.md#jq; jq's manual: https://jqlang.org/manual/"),
             );
             None
         }

@@ -250,3 +250,22 @@ fn selectors_read_name_value_forms() {
             .unwrap();
     assert_eq!(out, json!({"FSupplierId": {"FNumber": "SUP-0107"}}));
 }
+
+#[test]
+fn omit_null_leaves_null_results_out() {
+    let yaml = "d: { from: day, as: date, omit_null: true }\nkept: { from: day }\n";
+    assert_eq!(run(yaml, json!({"day": null})).unwrap(), json!({"kept": null}));
+    assert_eq!(run(yaml, json!({"day": "2025-04-10"})).unwrap(), json!({"d": "2025-04-10", "kept": "2025-04-10"}));
+}
+
+#[test]
+fn jq_fields_compute_what_paths_cannot() {
+    let yaml = "amount: { jq: '[.lines[] | .qty * .price] | add' }\nbig: { jq: '[.lines[] | select(.qty > 30) | .code]' }\nnone: { jq: 'empty' }\n";
+    let input = json!({"lines": [{"code": "A", "qty": 20, "price": 4520.0}, {"code": "B", "qty": 40, "price": 85.0}]});
+    assert_eq!(run(yaml, input).unwrap(), json!({"amount": 93800.0, "big": ["B"]}));
+    let err = run("x: { jq: '.a | tonumber' }\n", json!({"a": "abc"})).unwrap_err();
+    assert_eq!(err.target, "x");
+    assert!(err.source.starts_with("jq `"), "{err}");
+    assert!(errors("x: { jq: '.a |' }\n")[0].contains("jq error at column"));
+    assert!(errors("x: { jq: '.a', from: b }\n")[0].contains("from and jq"));
+}

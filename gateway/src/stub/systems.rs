@@ -146,6 +146,10 @@ fn dingtalk(method: &Method, path: &str, query: Option<&str>, seq: u64) -> (Stat
             StatusCode::OK,
             json!({"errcode": 0, "errmsg": "ok", "task_id": 256_271_667_526 + seq, "request_id": format!("req-{seq}")}),
         ),
+        (&Method::POST, "/topapi/processinstance/create") => (
+            StatusCode::OK,
+            json!({"errcode": 0, "errmsg": "ok", "process_instance_id": format!("a3f7c2e1-6b1d-4e59-9c2a-{seq:012}"), "request_id": format!("req-{seq}")}),
+        ),
         (&Method::POST, "/topapi/processinstance/get") | (&Method::GET, "/v1.0/workflow/processInstances") => {
             let id = query
                 .and_then(|q| {

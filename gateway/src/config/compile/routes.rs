@@ -35,7 +35,7 @@ pub(super) fn compile_route(
     let from_place = Place::at(file, &raw.from.referenced);
     let is_message = raw.schema.is_some()
         || raw.map.is_some()
-        || raw.to.0.iter().any(|d| d.map.is_some())
+        || raw.to.0.iter().any(|d| d.map.is_some() || d.schema.is_some())
         || raw.from.value.amqp.is_some();
     let kind = if is_message { RouteKind::Message } else { RouteKind::Proxy };
 
@@ -95,6 +95,19 @@ pub(super) fn compile_route(
     for (dest, map) in raw.to.0.iter().zip(dest_maps) {
         if let Some(mut d) = compile_destination(cx, file, dest, kind, systems, &params, &mut uses) {
             d.mapping = map;
+            if let Some(when) = &dest.when {
+                if kind == RouteKind::Proxy {
+                    cx.error(
+                        Place::at(file, &when.referenced),
+                        "a proxy route streams the body unread and cannot test it with `when`",
+                        Some("give the route a `schema` to make it a message route".into()),
+                    );
+                }
+                d.when = crate::condition::compile(when, file, &mut cx.diags, &mut uses);
+            }
+            if let Some(s) = &dest.schema {
+                d.schema = compile_schema(cx, file, s, validate_formats);
+            }
             destinations.push(d);
         }
     }
@@ -201,7 +214,7 @@ fn compile_amqp_source(
 
     // The queue, its retry queues (which send messages back to it when their time is up)
     // and its dead-letter queue, declared or verified like the system's exchange.
-    let passive = amqp.broker.topology().exchanges.iter().any(|e| e.name == amqp.exchange && e.passive);
+    let passive = !amqp.declare;
     let mut topology = Topology::default();
     topology.queues.push(Queue { name: queue.clone(), dead_letter_to: None, passive });
     for rq in &retry_queues {
@@ -481,5 +494,7 @@ fn compile_destination(
         headers,
         timeout: raw.timeout_ms.map(Duration::from_millis),
         mapping: None,
+        when: None,
+        schema: None,
     })
 }

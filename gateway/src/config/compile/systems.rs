@@ -37,6 +37,7 @@ pub(super) fn compile_systems(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) ->
             places.insert(name.value.clone(), place.clone());
             check_name(cx, &place, "system", &name.value);
             if sys.http.is_none() && sys.amqp.is_none() {
+                cx.broken.insert(name.value.clone());
                 cx.error(
                     place,
                     format!("system `{}` has no transport", name.value),
@@ -141,6 +142,7 @@ fn compile_amqp(cx: &mut Ctx<'_>, file: &Path, system: &str, raw: &RawAmqpTransp
         broker,
         exchange,
         confirm_timeout: Duration::from_millis(raw.confirm_timeout_ms.unwrap_or(5_000)),
+        declare: !passive,
     })
 }
 

@@ -1,0 +1,201 @@
+//! jq expressions (through jaq) where a declarative map cannot say it:
+//! `amount: { jq: '[.lines[] | .qty * .price] | add' }`.
+//!
+//! Compiled once at load; a syntax error or an unknown function is a config error with its
+//! position. At run time `.` is the value in scope (the body, or the current `each`
+//! element) and `$root`, `$params`, `$headers`, `$meta` are bound as in paths.
+
+use jaq_core::load::{Arena, File, Loader};
+use jaq_core::{Compiler, Ctx, Native, Vars, data, unwrap_valr};
+use jaq_json::Val;
+use serde::Deserialize;
+use serde_json::Value;
+
+type D = data::JustLut<Val>;
+
+/// A compiled jq program.
+pub struct JqProgram {
+    filter: jaq_core::compile::Filter<Native<D>>,
+    pub text: Box<str>,
+}
+
+impl std::fmt::Debug for JqProgram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "JqProgram({})", self.text)
+    }
+}
+
+/// Why an expression did not compile: the message and its byte offset in the expression.
+#[derive(Debug, PartialEq, Eq)]
+pub struct JqError {
+    pub offset: usize,
+    pub message: String,
+}
+
+const VARS: [&str; 4] = ["$root", "$params", "$headers", "$meta"];
+
+/// The byte offset of `part` inside `whole`, when it is a slice of it.
+fn offset_in(whole: &str, part: &str) -> usize {
+    let (w, p) = (whole.as_ptr() as usize, part.as_ptr() as usize);
+    if p >= w && p <= w + whole.len() { p - w } else { 0 }
+}
+
+impl JqProgram {
+    pub fn compile(code: &str) -> Result<Self, JqError> {
+        let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs());
+        let funs = jaq_core::funs().chain(jaq_std::funs()).chain(jaq_json::funs());
+        let loader = Loader::new(defs);
+        let arena = Arena::default();
+        let modules = loader.load(&arena, File { code, path: () }).map_err(|errs| {
+            let mut first = JqError { offset: 0, message: "invalid jq".into() };
+            if let Some((_, err)) = errs.into_iter().next() {
+                first = match err {
+                    jaq_core::load::Error::Lex(errs) => errs
+                        .into_iter()
+                        .next()
+                        .map(|(expect, found)| JqError {
+                            offset: offset_in(code, found),
+                            message: format!("expected {}", expect.as_str()),
+                        })
+                        .unwrap_or(first),
+                    jaq_core::load::Error::Parse(errs) => errs
+                        .into_iter()
+                        .next()
+                        .map(|(expect, found)| JqError {
+                            offset: offset_in(code, found),
+                            message: if found.is_empty() {
+                                format!("expected {} at the end", expect.as_str())
+                            } else {
+                                format!(
+                                    "expected {} before `{}`",
+                                    expect.as_str(),
+                                    found.chars().take(20).collect::<String>()
+                                )
+                            },
+                        })
+                        .unwrap_or(first),
+                    jaq_core::load::Error::Io(errs) => JqError {
+                        offset: 0,
+                        message: errs
+                            .into_iter()
+                            .map(|(path, e)| format!("{path}: {e}"))
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    },
+                };
+            }
+            first
+        })?;
+        let filter = Compiler::default().with_funs(funs).with_global_vars(VARS).compile(modules).map_err(|errs| {
+            errs.into_iter()
+                .next()
+                .and_then(|(_, errs)| errs.into_iter().next())
+                .map(|(name, undefined)| JqError {
+                    offset: offset_in(code, name),
+                    message: format!("undefined {} `{name}`", undefined.as_str()),
+                })
+                .unwrap_or(JqError { offset: 0, message: "invalid jq".into() })
+        })?;
+        Ok(Self { filter, text: code.into() })
+    }
+
+    /// Runs on `input`: no output is `None`; one output its value; more than one an error.
+    pub fn run(&self, input: &Value, root: &Value, vars: &Value) -> Result<Option<Value>, String> {
+        let get = |name: &str| to_val(vars.get(name).unwrap_or(&Value::Null));
+        let bound = Vars::new([to_val(root), get("params"), get("headers"), get("meta")]);
+        let ctx = Ctx::<D>::new(&self.filter.lut, bound);
+        let mut out = self.filter.id.run((ctx, to_val(input))).map(unwrap_valr);
+        let first = match out.next() {
+            None => return Ok(None),
+            Some(r) => r.map_err(|e| format!("jq: {e}"))?,
+        };
+        if out.next().is_some() {
+            return Err("jq produced more than one value; collect them with [ ... ]".into());
+        }
+        Ok(Some(from_val(&first)))
+    }
+
+    /// Whether the expression's output is truthy (jq: anything but `false` and `null`).
+    pub fn test(&self, input: &Value, vars: &Value) -> Result<bool, String> {
+        Ok(self.run(input, input, vars)?.is_some_and(|v| !matches!(v, Value::Null | Value::Bool(false))))
+    }
+}
+
+fn to_val(v: &Value) -> Val {
+    Val::deserialize(v).unwrap_or(Val::Null)
+}
+
+fn from_val(v: &Val) -> Value {
+    match v {
+        Val::Null => Value::Null,
+        Val::Bool(b) => Value::Bool(*b),
+        Val::Num(n) => serde_json::from_str(&n.to_string()).unwrap_or(Value::Null),
+        Val::TStr(s) | Val::BStr(s) => Value::String(String::from_utf8_lossy(s).into_owned()),
+        Val::Arr(items) => Value::Array(items.iter().map(from_val).collect()),
+        Val::Obj(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Val::TStr(s) | Val::BStr(s) => String::from_utf8_lossy(s).into_owned(),
+                        other => from_val(other).to_string(),
+                    };
+                    (key, from_val(v))
+                })
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(code: &str, input: Value) -> Result<Option<Value>, String> {
+        JqProgram::compile(code).unwrap().run(&input, &input, &Value::Null)
+    }
+
+    #[test]
+    fn sums_and_builds_values() {
+        let order = json!({"lines": [{"qty": 20, "price": 4520.0}, {"qty": 40, "price": 85.0}]});
+        assert_eq!(run("[.lines[] | .qty * .price] | add", order.clone()).unwrap(), Some(json!(93800.0)));
+        assert_eq!(run("[.lines[] | select(.qty > 30)] | length", order.clone()).unwrap(), Some(json!(1)));
+        assert_eq!(
+            run(r#"{n: (.lines | length), first: .lines[0].qty}"#, order).unwrap(),
+            Some(json!({"n": 2, "first": 20}))
+        );
+        assert_eq!(run(r#""CRM-" + (.id | tostring)"#, json!({"id": 105})).unwrap(), Some(json!("CRM-105")));
+    }
+
+    #[test]
+    fn empty_output_is_absent_and_several_outputs_are_an_error() {
+        assert_eq!(run("empty", json!({})).unwrap(), None);
+        assert!(run(".[]", json!([1, 2])).unwrap_err().contains("more than one"));
+        assert!(run("error(\"boom\")", json!(1)).unwrap_err().contains("boom"));
+    }
+
+    #[test]
+    fn variables_are_bound() {
+        let p = JqProgram::compile("[$root.po, $params.id, $meta.route]").unwrap();
+        let vars = json!({"params": {"id": "801J"}, "meta": {"route": "r"}});
+        let root = json!({"po": "PO-1"});
+        assert_eq!(p.run(&json!({}), &root, &vars).unwrap(), Some(json!(["PO-1", "801J", "r"])));
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_functions_have_offsets() {
+        let e = JqProgram::compile(".a | map(.b").unwrap_err();
+        assert!(e.message.contains("expected"), "{e:?}");
+        let e = JqProgram::compile(".a | nosuchfn").unwrap_err();
+        assert_eq!(e.offset, 5);
+        assert!(e.message.contains("nosuchfn"), "{e:?}");
+    }
+
+    #[test]
+    fn predicates() {
+        let p = JqProgram::compile(".amount > 100000").unwrap();
+        assert!(p.test(&json!({"amount": 150000}), &Value::Null).unwrap());
+        assert!(!p.test(&json!({"amount": 99}), &Value::Null).unwrap());
+        assert!(!JqProgram::compile(".missing").unwrap().test(&json!({}), &Value::Null).unwrap());
+    }
+}
