@@ -96,3 +96,67 @@ async fn the_demo_serves_the_shipped_routes_with_its_own_stubs() {
     assert_eq!(reply.status, 422);
     assert!(demo.logs().contains("Qiao demo"), "banner printed");
 }
+
+#[test]
+fn qiao_test_passes_the_shipped_route_tests_and_writes_junit() {
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("junit.xml");
+    let (code, out, err) = qiao(&["test", "routes", "--junit", junit.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let last = out.trim_end().lines().last().unwrap();
+    let passed: usize = last.split(' ').next().unwrap().parse().unwrap();
+    assert!(passed >= 17, "{out}");
+    assert_eq!(last, format!("{passed} passed, 0 failed"));
+    for route in [
+        "crm-order-to-erp",
+        "oa-purchase-approved-to-erp",
+        "wms-material-issue-to-mes",
+        "erp-delivery-to-wms",
+        "mes-completion-intake",
+        "mes-completion-to-wms-and-erp",
+        "erp-webapi-passthrough",
+    ] {
+        assert!(out.contains(&format!("test {route} › ")), "every shipped route has tests: {route}");
+    }
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains(&format!("tests=\"{passed}\" failures=\"0\"")), "{xml}");
+}
+
+#[test]
+fn qiao_test_reports_failures_like_cargo_test_and_exits_non_zero() {
+    let dir = fixture("failing-tests");
+    let (code, out, _) = qiao(&["test", dir.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("test orders › passes ... ok"), "{out}");
+    assert!(out.contains("test orders › expects the wrong quantity ... FAILED"), "{out}");
+    assert!(out.contains("erp: body at /qty: expected 4, got 3"), "{out}");
+    assert!(out.contains("expected a rejection, but the message went to erp"), "{out}");
+    assert!(out.trim_end().ends_with("1 passed, 2 failed"), "{out}");
+}
+
+#[test]
+fn qiao_map_shows_what_a_route_makes_of_a_message() {
+    let example = repo().join("routes/examples/wms-material-issue.json");
+    let (code, out, err) = qiao(&["map", "--route", "wms-material-issue-to-mes", example.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let docs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(docs[0]["system"], "mes");
+    assert_eq!(docs[0]["path"], "/api/b2mml/ProcessProductionPerformance");
+    assert_eq!(docs[0]["body"]["ProductionPerformance"]["ProductionResponse"][0]["ProductionRequestID"], "MO250318-01");
+
+    // From standard input, refused: the problem document and exit 1.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qiao"))
+        .args(["map", "--route", "crm-order-to-erp", "--param", "order_id=X"])
+        .current_dir(repo())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(br#"{"totalSize": 1, "records": [{}]}"#).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let problem: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(problem["error_kind"], "schema-violation");
+    assert!(problem["errors"].as_array().unwrap().len() >= 4);
+}

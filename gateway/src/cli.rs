@@ -1,5 +1,6 @@
 //! The `qiao` command line.
 
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,6 +15,9 @@ const EXAMPLES: &str = "\
 Examples:
   qiao demo                              the shipped routes with built-in stub ERP, CRM, OA, WMS and MES
   qiao check routes/                     compile every route, schema and mapping; report every problem
+  qiao test routes/                      run the route tests in routes/tests/ (offline)
+  qiao map --route crm-order-to-erp routes/examples/crm-order.json
+                                         what one route makes of one message (offline)
   qiao run --config routes/              serve the routes in routes/
   qiao run --listen 0.0.0.0:8080         listen on all interfaces
   qiao stub erp --listen 127.0.0.1:9101  run one stub system on its own
@@ -63,6 +67,35 @@ enum Command {
         #[arg(env = "QIAO_CONFIG", default_value = "routes")]
         dir: PathBuf,
     },
+    /// Run the route tests in `<DIR>/tests/*.yaml`, offline: nothing is sent.
+    Test {
+        /// The config directory.
+        #[arg(env = "QIAO_CONFIG", default_value = "routes")]
+        dir: PathBuf,
+        /// Also write the results as JUnit XML to this file.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Only cases whose name or route contains this.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// Show what one route makes of one message (validation, mapping, destinations), offline.
+    Map {
+        /// The route.
+        #[arg(long, short)]
+        route: String,
+        /// The message body; standard input when absent or `-`.
+        file: Option<PathBuf>,
+        /// The config directory.
+        #[arg(long, short, env = "QIAO_CONFIG", default_value = "routes")]
+        config: PathBuf,
+        /// A path parameter, `name=value` (repeatable).
+        #[arg(long = "param", value_parser = key_value)]
+        params: Vec<(String, String)>,
+        /// An inbound header, `name=value` (repeatable).
+        #[arg(long = "header", value_parser = key_value)]
+        headers: Vec<(String, String)>,
+    },
     /// Serve the shipped routes with built-in stub systems, ready for curl.
     Demo {
         /// The config directory.
@@ -106,9 +139,96 @@ pub fn main() -> ExitCode {
     logging::init(cli.log_format, cli.log_level.as_deref());
     match cli.command {
         Command::Check { dir } => check(&dir),
+        Command::Test { dir, junit, filter } => test(&dir, junit.as_deref(), filter.as_deref()),
+        Command::Map { route, file, config, params, headers } => map(&config, &route, file.as_deref(), params, headers),
         Command::Run { config, serve } => run(&config, &serve, &ProcessEnv),
         Command::Demo { config, serve, stub_base_port } => demo(&config, &serve, stub_base_port),
         Command::Stub { kind, listen, amqp_url, amqp_queue } => stub(kind, listen, amqp_url, amqp_queue),
+    }
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("`{s}` is not name=value"))
+}
+
+fn test(dir: &Path, junit: Option<&Path>, filter: Option<&str>) -> ExitCode {
+    let results = match crate::testing::run_dir(dir, filter) {
+        Ok(r) => r,
+        Err(diags) => {
+            print_diagnostics(&diags);
+            eprintln!(
+                "qiao: the routes or tests in {} have errors (run `qiao check {}`)",
+                dir.display(),
+                dir.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = write!(std::io::stdout(), "{}", crate::testing::report(&results, dir));
+    if let Some(path) = junit
+        && let Err(e) = std::fs::write(path, crate::testing::junit(&results))
+    {
+        eprintln!("qiao: cannot write {}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    if results.iter().all(crate::testing::CaseResult::passed) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn map(
+    dir: &Path,
+    route: &str,
+    file: Option<&Path>,
+    params: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+) -> ExitCode {
+    let config = match config::load(dir, &config::OfflineEnv) {
+        Ok(c) => c,
+        Err(diags) => {
+            print_diagnostics(&diags);
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(r) = config.routes.iter().find(|r| &*r.name == route) else {
+        eprintln!("qiao: no route `{route}` ({})", config::suggest(route, config.routes.iter().map(|r| &*r.name)));
+        return ExitCode::FAILURE;
+    };
+    let body = match file {
+        Some(p) if p != Path::new("-") => std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())),
+        _ => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf).map_err(|e| e.to_string())
+        }
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("qiao: cannot read the message: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let input = crate::simulate::Input {
+        body: body.into(),
+        method: None,
+        path: None,
+        params: params.into_iter().collect(),
+        headers: headers.into_iter().collect(),
+        message_id: None,
+    };
+    match crate::simulate::run(r, &input) {
+        Ok(captured) => {
+            let docs: Vec<serde_json::Value> = captured.iter().map(crate::simulate::Captured::to_json).collect();
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&docs).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(f) => {
+            let _ = writeln!(
+                std::io::stdout(),
+                "{}",
+                serde_json::to_string_pretty(&f.problem(Some(route), None, None)).unwrap_or_default()
+            );
+            ExitCode::FAILURE
+        }
     }
 }
 

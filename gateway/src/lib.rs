@@ -17,4 +17,6 @@ pub mod pipeline;
 pub mod routing;
 pub mod schema;
 pub mod server;
+pub mod simulate;
 pub mod stub;
+pub mod testing;

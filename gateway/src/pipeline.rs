@@ -279,12 +279,8 @@ pub async fn deliver(
             let sink = system.amqp.as_ref().ok_or_else(|| {
                 Failure::new(ErrorKind::Internal, format!("system {} has no AMQP transport", system.name))
             })?;
-            let scope = Scope { current: &out.value, document: &out.value, vars: dest_vars };
-            let key = render(routing_key, &scope, "routing_key", &system.name)?;
-            let mut headers = vec![("x-qiao-route", message.route.to_string())];
-            for (name, template) in &dest.headers {
-                headers.push((name.as_str(), render(template, &scope, "header", &system.name)?));
-            }
+            let (key, headers) = amqp_message(dest, routing_key, message, out, dest_vars)?;
+            let headers = headers.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
             sink.send(AmqpPublish {
                 routing_key: &key,
                 exchange: exchange.as_deref(),
@@ -298,6 +294,23 @@ pub async fn deliver(
             Ok(Delivered { system: system.name.clone(), reply: None, failure: None })
         }
     }
+}
+
+/// The routing key and headers of an AMQP destination's message.
+pub fn amqp_message(
+    dest: &Destination,
+    routing_key: &Template,
+    message: &Message,
+    out: &Outgoing,
+    dest_vars: &Value,
+) -> Result<(String, Vec<(String, String)>), Failure> {
+    let scope = Scope { current: &out.value, document: &out.value, vars: dest_vars };
+    let key = render(routing_key, &scope, "routing_key", &dest.system.name)?;
+    let mut headers = vec![("x-qiao-route".to_string(), message.route.to_string())];
+    for (name, template) in &dest.headers {
+        headers.push((name.as_str().to_string(), render(template, &scope, "header", &dest.system.name)?));
+    }
+    Ok((key, headers))
 }
 
 /// The one place a transport error becomes an [`ErrorKind`].

@@ -8,6 +8,11 @@
 /// shipped routes at its stub systems this way without touching the real environment).
 pub trait EnvSource {
     fn var(&self, name: &str) -> Option<String>;
+
+    /// A value for a variable that is unset and has no default; `None` makes it an error.
+    fn missing(&self, _name: &str) -> Option<String> {
+        None
+    }
 }
 
 /// The process environment.
@@ -27,6 +32,22 @@ pub struct Overlay(pub Vec<(String, String)>);
 impl EnvSource for Overlay {
     fn var(&self, name: &str) -> Option<String> {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).or_else(|| std::env::var(name).ok())
+    }
+}
+
+/// For offline tools (`qiao test`, `qiao map`): variables that are not set get a
+/// placeholder instead of failing the load, since nothing is sent anywhere.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OfflineEnv;
+
+impl EnvSource for OfflineEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
+    fn missing(&self, name: &str) -> Option<String> {
+        let host = format!("{}.unset.invalid", name.to_ascii_lowercase().replace('_', "-"));
+        Some(if name.contains("AMQP") { format!("amqp://{host}") } else { format!("http://{host}") })
     }
 }
 
@@ -76,6 +97,7 @@ pub fn interpolate(value: &str, env: &dyn EnvSource) -> Result<String, EnvError>
         match (env.var(name).filter(|v| !v.is_empty()), default) {
             (Some(v), _) => out.push_str(&v),
             (None, Some(d)) => out.push_str(d),
+            (None, None) if env.missing(name).is_some() => out.push_str(&env.missing(name).unwrap_or_default()),
             (None, None) => {
                 return Err(EnvError {
                     offset,

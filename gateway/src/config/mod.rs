@@ -14,7 +14,7 @@ pub mod raw;
 
 pub use compile::compile;
 pub use diag::{Diagnostic, Place, Severity, nearest, suggest};
-pub use env::{EnvSource, Overlay, ProcessEnv};
+pub use env::{EnvSource, OfflineEnv, Overlay, ProcessEnv};
 pub use load::load_dir;
 pub use model::{AmqpSource, Config, Destination, ProxyTarget, Route, RouteKind, ServerSettings, Source, System, Via};
 

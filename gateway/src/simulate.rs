@@ -1,0 +1,178 @@
+//! Running a route in process without sending anything: the same phases as the edge and
+//! the AMQP consumer (parse, validate, select, map, render), with every delivery captured.
+//! `qiao test` and `qiao map` are built on it.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use indexmap::IndexMap;
+use qiao_connectors::{Message, MessageId, TraceContext};
+use serde_json::{Value, json};
+
+use crate::config::{Route, RouteKind, Source, Via};
+use crate::error::{ErrorKind, Failure};
+use crate::pipeline;
+
+/// The inbound message of a simulation.
+#[derive(Clone, Debug, Default)]
+pub struct Input {
+    pub body: Bytes,
+    /// HTTP method and path (with query) as sent; proxy routes need the path.
+    pub method: Option<String>,
+    pub path: Option<String>,
+    /// Path parameters (HTTP routes), as they would appear in the URL.
+    pub params: IndexMap<String, String>,
+    pub headers: IndexMap<String, String>,
+    pub message_id: Option<String>,
+}
+
+/// What one destination would have been sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Captured {
+    pub system: String,
+    pub transport: &'static str,
+    /// HTTP: the method; AMQP: `PUBLISH`.
+    pub method: String,
+    /// HTTP: the path and query on the system; AMQP: the exchange.
+    pub path: String,
+    pub routing_key: Option<String>,
+    pub headers: IndexMap<String, String>,
+    pub body: Value,
+}
+
+impl Captured {
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({"system": self.system, "transport": self.transport, "method": self.method});
+        if self.transport == "http" {
+            v["path"] = Value::String(self.path.clone());
+        } else {
+            v["exchange"] = Value::String(self.path.clone());
+            v["routing_key"] = self.routing_key.clone().map(Value::String).unwrap_or_default();
+        }
+        v["headers"] = serde_json::to_value(&self.headers).unwrap_or_default();
+        v["body"] = self.body.clone();
+        v
+    }
+}
+
+/// Where a proxy route would send the request: its body goes unread and unchanged.
+fn proxy(
+    route: &Route,
+    input: &Input,
+    message: &Message,
+    params: &[(String, String)],
+) -> Result<Vec<Captured>, Failure> {
+    let dest = &route.destinations[0];
+    let Via::Http { method, path } = &dest.via else {
+        return Err(Failure::new(ErrorKind::Internal, "proxy routes deliver over HTTP"));
+    };
+    let inbound = input.path.as_deref().ok_or_else(|| {
+        Failure::new(ErrorKind::BadRequest, format!("route {} is a proxy route: give the inbound `path`", route.name))
+    })?;
+    let (inbound_path, query) = inbound.split_once('?').map_or((inbound, None), |(p, q)| (p, Some(q)));
+    let vars = pipeline::vars(route, message, params, true);
+    let scope = crate::mapping::Scope { current: &Value::Null, document: &Value::Null, vars: &vars };
+    let rendered = match path {
+        Some(t) => t.render(&scope).map_err(|e| {
+            Failure::new(ErrorKind::MappingFailed, format!("destination path needs `{}`: {}", e.path, e.reason))
+        })?,
+        None => inbound_path.to_string(),
+    };
+    let base = dest.system.proxy.as_ref().map(|p| p.base_path.as_str()).unwrap_or("");
+    let mut full = format!("{base}{rendered}");
+    if let Some(q) = query {
+        full.push(if full.contains('?') { '&' } else { '?' });
+        full.push_str(q);
+    }
+    let mut headers = IndexMap::new();
+    for (name, t) in &dest.headers {
+        let v = t.render(&scope).map_err(|e| {
+            Failure::new(ErrorKind::MappingFailed, format!("destination header needs `{}`: {}", e.path, e.reason))
+        })?;
+        headers.insert(name.as_str().to_string(), v);
+    }
+    headers.insert("x-qiao-message-id".into(), message.id.to_string());
+    let body = serde_json::from_slice(&input.body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&input.body).into_owned()));
+    Ok(vec![Captured {
+        system: dest.system.name.clone(),
+        transport: "http",
+        method: method.as_ref().map(|m| m.to_string()).or(input.method.clone()).unwrap_or_else(|| "POST".into()),
+        path: full,
+        routing_key: None,
+        headers,
+        body,
+    }])
+}
+
+/// A fixed receipt time, so that `$meta.received_at` is the same in every run:
+/// 2025-01-01T00:00:00Z.
+pub fn fixed_received_at() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_735_689_600)
+}
+
+/// Runs `route` on `input`. `Err` is what the sender would get (or what would be
+/// dead-lettered); `Ok` lists what every chosen destination would receive.
+pub fn run(route: &Route, input: &Input) -> Result<Vec<Captured>, Failure> {
+    let message = Message {
+        id: MessageId::from_sender(input.message_id.as_deref().unwrap_or("simulated-message-id")),
+        route: route.name.clone(),
+        headers: input.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
+        body: input.body.clone(),
+        trace: TraceContext::default(),
+        received_at: fixed_received_at(),
+    };
+    let params: Vec<(String, String)> = match &route.source {
+        Source::Http { .. } => input.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        Source::Amqp(_) => Vec::new(),
+    };
+    if route.kind == RouteKind::Proxy {
+        return proxy(route, input, &message, &params);
+    }
+    let value = pipeline::parse(&message.body)?;
+    pipeline::validate(route, &value)?;
+    let vars = pipeline::vars(route, &message, &params, false);
+    let chosen = pipeline::select(route, &value, &vars)?;
+    let bodies = pipeline::map(route, &chosen, &value, &vars)?;
+    let dest_vars = if route.uses.params { pipeline::vars(route, &message, &params, true) } else { vars };
+    let mut out = Vec::new();
+    for (dest, body) in route.destinations.iter().zip(&bodies) {
+        let Some(body) = body else { continue };
+        out.push(match &dest.via {
+            Via::Http { method, path } => {
+                let req = pipeline::http_request(dest, method.as_ref(), path.as_ref(), &message, body, &dest_vars)?;
+                let mut headers: IndexMap<String, String> = IndexMap::new();
+                for (name, value) in &req.headers {
+                    headers.insert(name.as_str().to_string(), value.to_str().unwrap_or_default().to_string());
+                }
+                headers.insert("x-qiao-message-id".into(), message.id.to_string());
+                Captured {
+                    system: dest.system.name.clone(),
+                    transport: "http",
+                    method: req.method.to_string(),
+                    path: req.path,
+                    routing_key: None,
+                    headers,
+                    body: (*body.value).clone(),
+                }
+            }
+            Via::Amqp { exchange, routing_key } => {
+                let (key, headers) = pipeline::amqp_message(dest, routing_key, &message, body, &dest_vars)?;
+                let exchange = exchange
+                    .clone()
+                    .or_else(|| dest.system.amqp.as_ref().map(|a| a.exchange.clone()))
+                    .unwrap_or_default();
+                Captured {
+                    system: dest.system.name.clone(),
+                    transport: "amqp",
+                    method: "PUBLISH".into(),
+                    path: exchange,
+                    routing_key: Some(key),
+                    headers: headers.into_iter().collect(),
+                    body: (*body.value).clone(),
+                }
+            }
+        });
+    }
+    Ok(out)
+}
