@@ -160,3 +160,24 @@ fn qiao_map_shows_what_a_route_makes_of_a_message() {
     assert_eq!(problem["error_kind"], "schema-violation");
     assert!(problem["errors"].as_array().unwrap().len() >= 4);
 }
+
+#[test]
+fn strict_turns_warnings_into_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("schemas")).unwrap();
+    std::fs::write(dir.path().join("schemas/order.json"), r#"{"type":"object","properties":{"no":{"type":"string"}}}"#)
+        .unwrap();
+    std::fs::write(
+        dir.path().join("r.yaml"),
+        "systems:\n  erp: { kind: erp, http: { base_url: \"http://127.0.0.1:9\" } }\nroutes:\n  r:\n    from: { http: { path: /r } }\n    schema: schemas/order.json\n    map:\n      FBillNo: number\n    to: { system: erp }\n",
+    )
+    .unwrap();
+    let (code, out, err) = qiao(&["check", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("(1 warning)"), "{out}");
+    assert!(err.contains("r.yaml:8:16: warning: source path `number`: `number` is not in"), "{err}");
+    assert!(err.contains("hint: see docs/checks.md"), "{err}");
+    let (code, _, err) = qiao(&["check", "--strict", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("1 warning in"), "{err}");
+}

@@ -66,6 +66,9 @@ enum Command {
         /// The config directory.
         #[arg(env = "QIAO_CONFIG", default_value = "routes")]
         dir: PathBuf,
+        /// Treat warnings as errors (exit 1 when there is any).
+        #[arg(long)]
+        strict: bool,
     },
     /// Run the route tests in `<DIR>/tests/*.yaml`, offline: nothing is sent.
     Test {
@@ -138,7 +141,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format, cli.log_level.as_deref());
     match cli.command {
-        Command::Check { dir } => check(&dir),
+        Command::Check { dir, strict } => check(&dir, strict),
         Command::Test { dir, junit, filter } => test(&dir, junit.as_deref(), filter.as_deref()),
         Command::Map { route, file, config, params, headers } => map(&config, &route, file.as_deref(), params, headers),
         Command::Run { config, serve } => run(&config, &serve, &ProcessEnv),
@@ -243,11 +246,15 @@ fn summary(config: &Config) -> String {
     format!("{}, {} OK", plural(config.systems.len(), "system"), plural(config.routes.len(), "route"))
 }
 
-fn check(dir: &Path) -> ExitCode {
+fn check(dir: &Path, strict: bool) -> ExitCode {
     match config::load(dir, &ProcessEnv) {
         Ok(config) => {
             print_diagnostics(&config.warnings);
             let warnings = config.warnings.len();
+            if strict && warnings > 0 {
+                eprintln!("{warnings} warning{} in {} (--strict)", if warnings == 1 { "" } else { "s" }, dir.display());
+                return ExitCode::FAILURE;
+            }
             let note = if warnings > 0 {
                 format!(" ({warnings} warning{})", if warnings == 1 { "" } else { "s" })
             } else {

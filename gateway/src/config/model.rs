@@ -159,6 +159,8 @@ pub struct Destination {
     pub when: Option<crate::condition::Condition>,
     /// What the receiver accepts; the mapped message is checked before delivery.
     pub schema: Option<Arc<Schema>>,
+    /// Where the config names the destination's system.
+    pub place: super::Place,
 }
 
 #[derive(Debug)]

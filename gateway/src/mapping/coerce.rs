@@ -82,12 +82,12 @@ impl Coerce {
             Self::Boolean => to_bool(&value),
             Self::Date(spec) => {
                 let dt = spec.read(&value)?;
-                Ok(Value::String(dt.format(spec.format.as_deref().unwrap_or("%Y-%m-%d")).to_string()))
+                Ok(Value::String(format_date(&dt, spec.format.as_deref().unwrap_or("%Y-%m-%d"))?))
             }
             Self::DateTime(spec) => {
                 let dt = spec.read(&value)?;
                 Ok(Value::String(match &spec.format {
-                    Some(f) => dt.format(f).to_string(),
+                    Some(f) => format_date(&dt, f)?,
                     None => dt.to_rfc3339_opts(SecondsFormat::AutoSi, true),
                 }))
             }
@@ -95,6 +95,22 @@ impl Coerce {
             Self::EpochS(spec) => Ok(Value::from(spec.read(&value)?.timestamp())),
         }
     }
+}
+
+/// Writes `dt` with strftime pattern `f`. chrono reports some patterns it parses without
+/// complaint as formatting errors (`%#z` is for parsing only), which `to_string` would turn
+/// into a panic; here they are a mapping error.
+pub fn format_date(dt: &DateTime<FixedOffset>, f: &str) -> Result<String, String> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    write!(out, "{}", dt.format(f)).map_err(|_| format!("cannot write {dt} with the format `{f}`"))?;
+    Ok(out)
+}
+
+/// Whether `f` can write a date: what `compile` checks an output `format` with.
+pub fn can_format(f: &str) -> bool {
+    let sample = DateTime::parse_from_rfc3339("2025-03-18T13:00:00.123+08:00").expect("sample date");
+    format_date(&sample, f).is_ok()
 }
 
 fn describe(value: &Value) -> String {
@@ -383,6 +399,16 @@ mod tests {
         assert!(Coerce::DateTime(spec).apply(json!("2025-03-18")).unwrap_err().contains("%d.%m.%Y"));
         let s = DateSpec { parse: DateParse::EpochS, ..DateSpec::utc() };
         assert_eq!(Coerce::Date(s).apply(json!("1742274000")).unwrap(), json!("2025-03-18"));
+    }
+
+    #[test]
+    fn parse_only_patterns_are_an_error_not_a_panic() {
+        // Found by fuzzing (fuzz/ mapping_parts): `%#z` passes StrftimeItems but cannot format.
+        let spec = DateSpec { format: Some("%#z".into()), ..DateSpec::utc() };
+        assert!(Coerce::Date(spec.clone()).apply(json!("2025-03-18")).unwrap_err().contains("%#z"));
+        assert!(Coerce::DateTime(spec).apply(json!("2025-03-18")).is_err());
+        assert!(!can_format("%#z"));
+        assert!(can_format("%Y-%m-%d %H:%M:%S%.3f %:z"));
     }
 
     #[test]

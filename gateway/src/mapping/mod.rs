@@ -62,7 +62,15 @@ impl Uses {
 
 #[derive(Clone, Debug, Default)]
 pub struct ObjectMap {
-    pub fields: Vec<(Box<str>, Node)>,
+    pub fields: Vec<Field>,
+}
+
+/// One target key of an object, and where the config wrote it.
+#[derive(Clone, Debug)]
+pub struct Field {
+    pub key: Box<str>,
+    pub node: Node,
+    pub place: Place,
 }
 
 #[derive(Clone, Debug)]
@@ -81,6 +89,8 @@ pub struct Expr {
     pub coerce: Option<Coerce>,
     pub required: bool,
     pub omit_null: bool,
+    /// Where the config wrote it, for the static checks.
+    pub place: Place,
 }
 
 #[derive(Clone, Debug)]
@@ -206,7 +216,7 @@ impl Mapping {
 impl ObjectMap {
     fn eval<'m>(&'m self, scope: &Scope<'_>, trail: &mut Trail<'m>) -> Result<Map<String, Value>, MapError> {
         let mut out = Map::with_capacity(self.fields.len());
-        for (key, node) in &self.fields {
+        for Field { key, node, .. } in &self.fields {
             trail.segs.push(TrailSeg::Key(key));
             match node {
                 Node::Object(map) => {
@@ -381,7 +391,7 @@ fn compile_object(map: &RawMap, env: &CompileEnv<'_>, diags: &mut Vec<Diagnostic
             _ => compile_expr(spec, env, diags, uses).map(|e| Node::Value(Box::new(e))),
         };
         let Some(node) = node else { continue };
-        if let Err(msg) = insert(&mut root, &parts, node) {
+        if let Err(msg) = insert(&mut root, &parts, node, &place) {
             diags.push(
                 Diagnostic::error(place, msg).hint("each target field may be set once; see docs/mapping.md#targets"),
             );
@@ -405,24 +415,24 @@ fn is_plain_object(ops: &RawFieldOps) -> bool {
         && ops.omit_null.is_none()
 }
 
-fn insert(obj: &mut ObjectMap, parts: &[&str], node: Node) -> Result<(), String> {
+fn insert(obj: &mut ObjectMap, parts: &[&str], node: Node, place: &Place) -> Result<(), String> {
     let (first, rest) = parts.split_first().expect("at least one part");
-    let existing = obj.fields.iter_mut().find(|(k, _)| &**k == *first);
+    let existing = obj.fields.iter_mut().find(|f| &*f.key == *first);
     match (existing, rest.is_empty(), node) {
         (None, true, node) => {
-            obj.fields.push(((*first).into(), node));
+            obj.fields.push(Field { key: (*first).into(), node, place: place.clone() });
             Ok(())
         }
         (None, false, node) => {
             let mut child = ObjectMap::default();
-            insert(&mut child, rest, node)?;
-            obj.fields.push(((*first).into(), Node::Object(child)));
+            insert(&mut child, rest, node, place)?;
+            obj.fields.push(Field { key: (*first).into(), node: Node::Object(child), place: place.clone() });
             Ok(())
         }
-        (Some((_, Node::Object(child))), false, node) => insert(child, rest, node),
-        (Some((_, Node::Object(child))), true, Node::Object(more)) => {
-            for (k, n) in more.fields {
-                insert(child, &[&k], n)?;
+        (Some(Field { node: Node::Object(child), .. }), false, node) => insert(child, rest, node, place),
+        (Some(Field { node: Node::Object(child), .. }), true, Node::Object(more)) => {
+            for f in more.fields {
+                insert(child, &[&f.key], f.node, &f.place)?;
             }
             Ok(())
         }
@@ -449,6 +459,7 @@ fn compile_expr(
                         coerce: None,
                         required: false,
                         omit_null: false,
+                        place: place.clone(),
                     })
                 }
                 Err(e) => {
@@ -622,6 +633,7 @@ fn compile_expr(
         coerce,
         required: ops.required.unwrap_or(false),
         omit_null: ops.omit_null.unwrap_or(false),
+        place,
     })
 }
 
@@ -653,7 +665,9 @@ fn compile_coerce(ops: &RawFieldOps, env: &CompileEnv<'_>, diags: &mut Vec<Diagn
             if matches!(t.value.as_str(), "epoch_ms" | "epoch_s") {
                 continue;
             }
-            if chrono::format::StrftimeItems::new(&t.value).any(|i| matches!(i, chrono::format::Item::Error)) {
+            if chrono::format::StrftimeItems::new(&t.value).any(|i| matches!(i, chrono::format::Item::Error))
+                || (what == "format" && !coerce::can_format(&t.value))
+            {
                 diags.push(
                     Diagnostic::error(
                         Place::at(env.file, &t.referenced),

@@ -269,3 +269,11 @@ fn jq_fields_compute_what_paths_cannot() {
     assert!(errors("x: { jq: '.a |' }\n")[0].contains("jq error at column"));
     assert!(errors("x: { jq: '.a', from: b }\n")[0].contains("from and jq"));
 }
+
+#[test]
+fn parse_only_date_patterns_are_refused_as_output_formats() {
+    // Found by fuzzing (fuzz/, target mapping_parts): `%#z` parses as a strftime pattern but
+    // chrono cannot write it, and formatting the first date with it panicked.
+    assert!(errors("a: { from: x, as: date, format: \"%#z\" }\n")[0].contains("not a valid format"));
+    assert!(try_compile("a: { from: x, as: date, parse: \"%Y-%m-%d %#z\" }\n").is_ok(), "fine for parsing");
+}

@@ -96,6 +96,11 @@ pub fn compile(dir: &Path, files: &[(PathBuf, RawFile)], env: &dyn EnvSource) ->
             else {
                 continue;
             };
+            let before = cx.error_count();
+            crate::lint::check_route(&compiled, &mut cx.diags);
+            if cx.error_count() > before {
+                continue;
+            }
             if let Source::Http { methods, path } = &compiled.source {
                 let path_text = &route.from.value.http.as_ref().expect("an HTTP source").path;
                 let place = Place::at(file, &path_text.referenced);

@@ -496,5 +496,6 @@ fn compile_destination(
         mapping: None,
         when: None,
         schema: None,
+        place: Place::at(file, &raw.system.referenced),
     })
 }

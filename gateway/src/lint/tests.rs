@@ -1,0 +1,122 @@
+use std::path::Path;
+
+use crate::config::{self, Diagnostic, Overlay};
+
+/// Loads a config made of `files` (name → text) in a temporary directory.
+fn load(files: &[(&str, &str)]) -> Result<Vec<Diagnostic>, Vec<Diagnostic>> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("schemas")).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("systems.yaml"),
+        "systems:\n  erp: { kind: erp, http: { base_url: \"http://127.0.0.1:9\" } }\n",
+    )
+    .unwrap();
+    config::load(dir.path(), &Overlay::default()).map(|c| c.warnings)
+}
+
+fn messages(d: &[Diagnostic]) -> Vec<String> {
+    d.iter().map(|d| format!("{}: {}", if d.is_error() { "error" } else { "warning" }, d.message)).collect()
+}
+
+const SOURCE: &str = r#"{
+  "type": "object", "additionalProperties": false, "required": ["order"],
+  "properties": {
+    "order": { "type": "object", "properties": {
+      "no": { "type": "string" }, "qty": { "type": "string" }, "amount": { "type": "number" },
+      "status": { "enum": ["open", "closed", "held"] },
+      "customer": { "type": "string" },
+      "lines": { "type": "array", "items": { "type": "object", "additionalProperties": false,
+                 "properties": { "code": { "type": "string" }, "n": { "type": "integer" } } } }
+    } }
+  }
+}"#;
+
+const RECEIVER: &str = r#"{
+  "type": "object", "required": ["FBillNo", "FQty", "FCustId"], "additionalProperties": false,
+  "properties": {
+    "FBillNo": { "type": "string" }, "FQty": { "type": "number" }, "FCustId": { "type": "string" },
+    "FStatus": { "type": "string" },
+    "FEntry": { "type": "array", "items": { "type": "object", "required": ["FMaterial"],
+                "properties": { "FMaterial": { "type": "string" }, "FN": { "type": "number" } } } }
+  }
+}"#;
+
+fn route(map: &str) -> String {
+    format!(
+        "routes:\n  r:\n    from: {{ http: {{ path: /r }} }}\n    schema: schemas/source.json\n    to:\n      system: erp\n      schema: schemas/receiver.json\n    map:\n{map}"
+    )
+}
+
+fn check(map: &str) -> Result<Vec<String>, Vec<String>> {
+    let r = route(map);
+    load(&[("r.yaml", &r), ("schemas/source.json", SOURCE), ("schemas/receiver.json", RECEIVER)])
+        .map(|w| messages(&w))
+        .map_err(|e| messages(&e))
+}
+
+#[test]
+fn a_clean_map_passes_silently() {
+    let ok = check(
+        "      FBillNo: order.no\n      FQty: { from: order.qty, as: number }\n      FCustId: order.customer\n      FEntry:\n        each: order.lines\n        map:\n          FMaterial: code\n          FN: n\n",
+    );
+    assert_eq!(ok, Ok(vec![]));
+}
+
+#[test]
+fn each_finding_is_reported() {
+    let errs = check(
+        "      FBillNo: order.numero\n      FQty: order.qty\n      FStatus: { from: order.status, lookup: { values: { open: O, closed: C } } }\n      FExtra: { const: 1 }\n      FEntry:\n        each: order.customer\n        map:\n          FMaterial: code\n",
+    )
+    .unwrap_err();
+    let all = errs.join("\n");
+    for expected in [
+        "requires `FCustId`, but the map never sets it",
+        "source path `order.numero`: `numero` is not in",
+        "`FQty` gets a string (from `order.qty`), but erp's schema wants a number — add `as: number`",
+        "lookup `inline` has no entry and no default for \"held\"",
+        "does not allow `FExtra`",
+        "`each: order.customer` walks over an array, but the source schema says it is a string",
+    ] {
+        assert!(all.contains(expected), "missing `{expected}` in:\n{all}");
+    }
+}
+
+#[test]
+fn paths_inside_each_and_through_scalars_are_checked() {
+    let errs = check(
+        "      FBillNo: order.no\n      FQty: { from: order.amount }\n      FCustId: order.customer.name\n      FEntry:\n        each: order.lines\n        map:\n          FMaterial: codes\n",
+    )
+    .unwrap_err()
+    .join("\n");
+    assert!(errs.contains("source path `order.customer.name` goes through `order.customer`, which"), "{errs}");
+    assert!(errs.contains("source path `codes`: `codes` is not in"), "{errs}");
+    assert!(errs.contains("allows no such field"), "the line object is closed: an error:\n{errs}");
+}
+
+#[test]
+fn open_objects_give_warnings_not_errors() {
+    let open = SOURCE.replace(
+        r#""type": "object", "additionalProperties": false, "required": ["order"]"#,
+        r#""type": "object", "required": ["order"]"#,
+    );
+    let r = route(
+        "      FBillNo: order.no\n      FQty: { from: order.qty, as: number }\n      FCustId: order.customer\n      FStatus: undeclared\n",
+    );
+    let warnings =
+        load(&[("r.yaml", &r), ("schemas/source.json", &open), ("schemas/receiver.json", RECEIVER)]).unwrap();
+    let w = messages(&warnings).join("\n");
+    assert!(
+        w.contains("warning: source path `undeclared`: `undeclared` is not in") && w.contains("does not declare it"),
+        "{w}"
+    );
+}
+
+#[test]
+fn unknown_schema_parts_stay_silent() {
+    let r = "routes:\n  r:\n    from: { http: { path: /r } }\n    schema: schemas/any.json\n    map:\n      x: whatever.path\n      y: { jq: '.a' }\n    to: { system: erp }\n";
+    assert_eq!(load(&[("r.yaml", r), ("schemas/any.json", "{}")]).map(|w| messages(&w)), Ok(vec![]));
+    let _ = Path::new("");
+}
