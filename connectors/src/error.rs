@@ -23,6 +23,9 @@ pub enum DeliveryErrorKind {
     /// No queue is bound for the exchange and routing key: the broker returned the
     /// message (published with `mandatory`).
     Unroutable,
+    /// The system's circuit breaker is open: recent deliveries failed, so this one was
+    /// not tried.
+    CircuitOpen,
 }
 
 #[derive(Debug, thiserror::Error)]

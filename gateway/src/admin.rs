@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz` (the process is alive) and `/readyz` (it can do its job).
+//! The admin listener: `/healthz` (the process is alive), `/readyz` (it can do its job) and
+//! `/metrics` (Prometheus text).
 
 use std::time::Instant;
 
@@ -32,6 +33,27 @@ impl ServeHttp for Admin {
         let path = session.req_header().uri.path().to_string();
         match path.as_str() {
             "/healthz" => json_response(200, &json!({"status": "ok"})),
+            "/metrics" => {
+                let m = crate::telemetry::metrics::get();
+                let config = self.config.load();
+                // States that are cheaper to read at scrape time than to track.
+                for broker in config.brokers.values() {
+                    m.amqp_connected.with_label_values(&[broker.display()]).set(i64::from(broker.is_connected()));
+                }
+                for system in config.systems.values() {
+                    if let Some(http) = &system.http {
+                        let open = http.circuit_state() == qiao_connectors::http::CircuitState::Open;
+                        m.circuit_open.with_label_values(&[&system.name]).set(i64::from(open));
+                    }
+                }
+                let body = m.render().into_bytes();
+                Response::builder()
+                    .status(200)
+                    .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                    .header("content-length", body.len())
+                    .body(body)
+                    .expect("static response parts are valid")
+            }
             "/readyz" => {
                 let config = self.config.load();
                 let mut checks = vec![
@@ -48,21 +70,31 @@ impl ServeHttp for Admin {
                     }));
                 }
                 let ready = checks.iter().all(|c| c["ok"] == true);
+                // An open circuit is one failing receiver, not a gateway that cannot work:
+                // it is reported, and does not make the whole instance unready.
+                let circuits: Vec<serde_json::Value> = config
+                    .systems
+                    .values()
+                    .filter_map(|s| {
+                        let state = s.http.as_ref()?.circuit_state();
+                        Some(json!({"system": s.name, "circuit": state.as_str()}))
+                    })
+                    .collect();
                 json_response(
                     if ready { 200 } else { 503 },
                     &json!({
                         "status": if ready { "ready" } else { "not ready" },
                         "uptime_seconds": self.started.elapsed().as_secs(),
                         "routes": config.routes.len(),
-                        "systems": config.systems.keys().collect::<Vec<_>>(),
                         "checks": checks,
+                        "systems": circuits,
                     }),
                 )
             }
             _ => json_response(
                 404,
                 &json!({"type": "urn:qiao:problem:route-not-found", "title": "No route for this path", "status": 404,
-                        "detail": format!("the admin listener serves /healthz and /readyz, not {path}")}),
+                        "detail": format!("the admin listener serves /healthz, /readyz and /metrics, not {path}")}),
             ),
         }
     }

@@ -15,7 +15,7 @@ use serde_saphyr::Spanned;
 
 use crate::config::raw::RawCondition;
 use crate::config::{Diagnostic, Place};
-use crate::mapping::jq::JqProgram;
+use crate::mapping::jq::{JqDoc, JqProgram};
 use crate::mapping::{Scope, SourcePath, Uses, compile_jq};
 
 #[derive(Clone, Debug)]
@@ -61,6 +61,11 @@ impl Condition {
     /// Whether the condition holds for the message in `scope`. A jq error counts as
     /// "does not hold" and is returned so that the caller can report it.
     pub fn holds(&self, scope: &Scope<'_>) -> Result<bool, String> {
+        self.holds_with(scope, &JqDoc::new(scope.current))
+    }
+
+    /// Like [`Condition::holds`], sharing one jq view of the document between conditions.
+    pub fn holds_with(&self, scope: &Scope<'_>, doc: &JqDoc<'_>) -> Result<bool, String> {
         Ok(match self {
             Condition::Compare { path, op } => {
                 let v = path.resolve(scope).filter(|v| !v.is_null());
@@ -76,10 +81,10 @@ impl Condition {
                     Op::Lte(x) => v.and_then(number).is_some_and(|n| n <= *x),
                 }
             }
-            Condition::Jq(p) => p.test(scope.current, scope.vars)?,
+            Condition::Jq(p) => p.test_doc(doc, scope.vars)?,
             Condition::All(cs) => {
                 for c in cs {
-                    if !c.holds(scope)? {
+                    if !c.holds_with(scope, doc)? {
                         return Ok(false);
                     }
                 }
@@ -87,13 +92,13 @@ impl Condition {
             }
             Condition::Any(cs) => {
                 for c in cs {
-                    if c.holds(scope)? {
+                    if c.holds_with(scope, doc)? {
                         return Ok(true);
                     }
                 }
                 false
             }
-            Condition::Not(c) => !c.holds(scope)?,
+            Condition::Not(c) => !c.holds_with(scope, doc)?,
         })
     }
 }

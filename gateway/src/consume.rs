@@ -15,7 +15,11 @@
 //!   is delivered there in full.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{SpanKind, TraceContextExt};
+use tracing::Instrument;
 
 use bytes::Bytes;
 use qiao_connectors::amqp::{
@@ -26,6 +30,7 @@ use qiao_connectors::{Message, MessageId, TraceContext};
 use crate::config::{AmqpSource, Route, Source};
 use crate::error::Failure;
 use crate::pipeline;
+use crate::telemetry::{metrics, trace};
 
 pub const ATTEMPTS: &str = "x-qiao-attempts";
 pub const DELIVERED: &str = "x-qiao-delivered";
@@ -50,14 +55,32 @@ pub enum Fate {
     Requeued,
 }
 
+impl Fate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fate::Delivered => "delivered",
+            Fate::Retried => "retried",
+            Fate::DeadLettered => "dead_lettered",
+            Fate::Requeued => "requeued",
+        }
+    }
+}
+
 /// Handles one delivery of `route` to the end: process, then ack / retry / dead-letter.
+/// The delivery runs in a CONSUMER span whose parent is the trace context the message
+/// carries, so one trace runs from the sender through the broker to the receivers.
 pub async fn handle(route: Arc<Route>, mut delivery: Delivery) -> Fate {
     let Source::Amqp(src) = &route.source else {
         return Fate::Requeued;
     };
+    // A route's rate limit protects its receivers: messages wait in the queue.
+    if let Some(limit) = &route.rate_limit {
+        limit.wait().await;
+    }
+    let started = Instant::now();
     let headers = delivery.properties.headers().as_ref();
     let attempt = header_str(headers, ATTEMPTS).and_then(|s| s.parse::<u32>().ok()).unwrap_or(0) + 1;
-    let mut delivered: Vec<usize> = match header_str(headers, DELIVERED) {
+    let delivered: Vec<usize> = match header_str(headers, DELIVERED) {
         Some(keys) if header_str(headers, ROUTE).as_deref() == Some(&*route.name) => {
             let keys: Vec<&str> = keys.split(',').map(str::trim).collect();
             (0..route.destinations.len()).filter(|i| keys.contains(&destination_key(&route, *i).as_str())).collect()
@@ -71,6 +94,7 @@ pub async fn handle(route: Arc<Route>, mut delivery: Delivery) -> Fate {
         .as_ref()
         .map(|s| MessageId::from_sender(s.as_str()))
         .unwrap_or_else(MessageId::generate);
+    let parent = trace::extract_amqp(headers);
     let message = Message {
         id,
         route: route.name.clone(),
@@ -82,61 +106,135 @@ pub async fn handle(route: Arc<Route>, mut delivery: Delivery) -> Fate {
         },
         received_at: SystemTime::now(),
     };
+    let cx = trace::start(
+        format!("process {}", src.queue),
+        SpanKind::Consumer,
+        &parent,
+        vec![
+            KeyValue::new("messaging.system", "rabbitmq"),
+            KeyValue::new("messaging.operation.type", "process"),
+            KeyValue::new("messaging.operation.name", "process"),
+            KeyValue::new("messaging.destination.name", src.queue.clone()),
+            KeyValue::new("messaging.rabbitmq.destination.routing_key", delivery.routing_key.to_string()),
+            KeyValue::new("messaging.message.id", message.id.to_string()),
+            KeyValue::new("messaging.message.body.size", message.body.len() as i64),
+            KeyValue::new("qiao.route", route.name.to_string()),
+            KeyValue::new("qiao.attempt", i64::from(attempt)),
+        ],
+    );
+    let (trace_id, span_id) = trace::ids(&cx);
+    let log_span = tracing::info_span!(
+        "message",
+        trace_id = %trace_id,
+        span_id = %span_id,
+        route = &*route.name,
+        message_id = message.id.as_str(),
+    );
+    let m = metrics::get();
+    let in_flight = m.amqp_in_flight.with_label_values(&[&*route.name]);
+    in_flight.inc();
+    let (fate, failure) =
+        settle(&route, src, &delivery, &message, attempt, delivered, &cx).instrument(log_span.clone()).await;
+    in_flight.dec();
 
-    let result = process(&route, &message, &mut delivered).await;
-    let fate = match result {
-        Ok(()) => {
-            tracing::debug!(route = %route.name, message_id = %message.id, attempt, "delivered");
-            Fate::Delivered
+    let fate_name = fate.as_str();
+    m.amqp_messages.with_label_values(&[&*route.name, fate_name]).inc();
+    if let Some(f) = &failure {
+        m.errors.with_label_values(&[&*route.name, f.kind.slug()]).inc();
+        if fate == Fate::DeadLettered {
+            m.dead_letters.with_label_values(&[&*route.name, f.kind.slug()]).inc();
         }
+        if fate == Fate::Retried {
+            let system = f.extra.iter().find(|(k, _)| *k == "system").and_then(|(_, v)| v.as_str()).unwrap_or("-");
+            m.retries.with_label_values(&[&*route.name, system]).inc();
+        }
+    }
+    m.phase_seconds.with_label_values(&[&*route.name, "process"]).observe(started.elapsed().as_secs_f64());
+    cx.span().set_attribute(KeyValue::new("qiao.fate", fate_name));
+    trace::end(&cx, failure.as_ref().filter(|_| fate != Fate::Delivered).map(|f| (f.kind.slug(), f.detail.as_str())));
+    tracing::info!(
+        target: "qiao::access",
+        parent: &log_span,
+        transport = "amqp",
+        queue = %src.queue,
+        fate = fate_name,
+        attempt,
+        error_kind = failure.as_ref().map_or("-", |f| f.kind.slug()),
+        duration_ms = started.elapsed().as_micros() as f64 / 1000.0,
+        "message"
+    );
+    fate
+}
+
+/// Processes the message, then acknowledges it, sends it to a retry queue, or
+/// dead-letters it — or returns it to its queue when that cannot be done safely.
+#[allow(clippy::too_many_arguments)]
+async fn settle(
+    route: &Route,
+    src: &AmqpSource,
+    delivery: &Delivery,
+    message: &Message,
+    attempt: u32,
+    mut delivered: Vec<usize>,
+    cx: &opentelemetry::Context,
+) -> (Fate, Option<Failure>) {
+    let result = process(route, message, &mut delivered, cx).await;
+    let (fate, failure) = match result {
+        Ok(()) => (Fate::Delivered, None),
         Err(f) if f.kind.retryable() && attempt < src.policy.max_attempts => {
-            match retry(&route, src, &delivery, &message, attempt, &delivered, &f).await {
+            match retry(route, src, delivery, message, attempt, &delivered, &f).await {
                 Ok(wait) => {
                     tracing::warn!(
-                        route = %route.name, message_id = %message.id, attempt, error_kind = %f.kind,
-                        retry_in_ms = wait.as_millis() as u64, "delivery failed; retrying: {}", f.detail
+                        attempt, error_kind = %f.kind, retry_in_ms = wait.as_millis() as u64,
+                        "delivery failed; retrying: {}", f.detail
                     );
-                    Fate::Retried
+                    (Fate::Retried, Some(f))
                 }
-                Err(e) => return requeue(&route, &delivery, &message, &e).await,
+                Err(e) => return (requeue(route, delivery, message, &e).await, Some(f)),
             }
         }
-        Err(f) => match dead_letter(&route, src, &delivery, &message, attempt, &delivered, &f).await {
+        Err(f) => match dead_letter(route, src, delivery, message, attempt, &delivered, &f).await {
             Ok(()) => {
                 tracing::warn!(
-                    route = %route.name, message_id = %message.id, attempt, error_kind = %f.kind,
-                    queue = %src.dead_letter_queue, "dead-lettered: {}", f.detail
+                    attempt, error_kind = %f.kind, queue = %src.dead_letter_queue, "dead-lettered: {}", f.detail
                 );
-                Fate::DeadLettered
+                (Fate::DeadLettered, Some(f))
             }
-            Err(e) => return requeue(&route, &delivery, &message, &e).await,
+            Err(e) => return (requeue(route, delivery, message, &e).await, Some(f)),
         },
     };
     if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
         // The channel is gone (connection lost): the broker will deliver the message
         // again, and receivers deduplicate on its id.
-        tracing::warn!(route = %route.name, message_id = %message.id, error = %e, "ack failed; the message will be redelivered");
-        return Fate::Requeued;
+        tracing::warn!(error = %e, "ack failed; the message will be redelivered");
+        return (Fate::Requeued, failure);
     }
-    fate
+    (fate, failure)
 }
 
 /// The phases, skipping the destinations that already took the message. A permanent
 /// failure wins over a retryable one: retrying would not help the destination that failed
 /// permanently.
-async fn process(route: &Route, message: &Message, delivered: &mut Vec<usize>) -> Result<(), Failure> {
-    let value = pipeline::parse(&message.body)?;
-    pipeline::validate(route, &value)?;
+async fn process(
+    route: &Route,
+    message: &Message,
+    delivered: &mut Vec<usize>,
+    cx: &opentelemetry::Context,
+) -> Result<(), Failure> {
+    let value = pipeline::phase("parse", route, cx, || pipeline::parse(&message.body))?;
+    pipeline::phase("validate", route, cx, || pipeline::validate(route, &value))?;
     let vars = pipeline::vars(route, message, &[], false);
-    let chosen = pipeline::select(route, &value, &vars)?;
-    let bodies = pipeline::map(route, &chosen, &value, &vars)?;
+    let bodies = pipeline::phase("map", route, cx, || {
+        let chosen = pipeline::select(route, &value, &vars)?;
+        pipeline::map(route, &chosen, &value, &vars)
+    })?;
     let mut worst: Option<Failure> = None;
     for (i, (dest, out)) in route.destinations.iter().zip(&bodies).enumerate() {
         let Some(out) = out else { continue };
         if delivered.contains(&i) {
             continue;
         }
-        let failure = match pipeline::deliver(dest, message, out, &vars).await {
+        let failure = match pipeline::deliver(dest, message, out, &vars, cx).await {
             Ok(d) => d.failure,
             Err(f) => Some(f),
         };

@@ -40,6 +40,10 @@ pub enum ErrorKind {
     NoDestination,
     /// The mapped message does not match the receiving system's schema: a bug in the map.
     OutputSchemaViolation,
+    /// The system's circuit breaker is open after repeated failures: not tried.
+    CircuitOpen,
+    /// Too many requests for the route's rate limit.
+    RateLimited,
     /// The AMQP broker is unreachable, refused the message, or did not confirm it in time.
     BrokerUnavailable,
     /// The broker has no queue bound for the message's exchange and routing key.
@@ -51,7 +55,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 18] = [
+    pub const ALL: [ErrorKind; 20] = [
         Self::RouteNotFound,
         Self::MethodNotAllowed,
         Self::UnsupportedMediaType,
@@ -66,6 +70,8 @@ impl ErrorKind {
         Self::ReceiverBusinessError,
         Self::NoDestination,
         Self::OutputSchemaViolation,
+        Self::CircuitOpen,
+        Self::RateLimited,
         Self::BrokerUnavailable,
         Self::Unroutable,
         Self::BadRequest,
@@ -90,6 +96,8 @@ impl ErrorKind {
             Self::ReceiverBusinessError => "receiver-business-error",
             Self::NoDestination => "no-matching-destination",
             Self::OutputSchemaViolation => "output-schema-violation",
+            Self::CircuitOpen => "circuit-open",
+            Self::RateLimited => "rate-limited",
             Self::BrokerUnavailable => "broker-unavailable",
             Self::Unroutable => "unroutable",
             Self::BadRequest => "bad-request",
@@ -113,6 +121,8 @@ impl ErrorKind {
             Self::ReceiverBusinessError => "The receiving system reported a failure",
             Self::NoDestination => "No destination takes this message",
             Self::OutputSchemaViolation => "The mapped message does not match the receiver's schema",
+            Self::CircuitOpen => "The receiving system is failing; Qiao paused deliveries to it",
+            Self::RateLimited => "Too many requests",
             Self::BrokerUnavailable => "The message broker did not take the message",
             Self::Unroutable => "No queue takes this message",
             Self::BadRequest => "The request could not be read",
@@ -139,6 +149,8 @@ impl ErrorKind {
             // The sender's message was fine; the route's map produced what the receiver
             // cannot take. A server-side bug, named as such.
             Self::OutputSchemaViolation => 500,
+            Self::CircuitOpen => 503,
+            Self::RateLimited => 429,
             Self::BrokerUnavailable => 503,
             Self::Unroutable => 502,
             Self::BadRequest => 400,
@@ -155,6 +167,8 @@ impl ErrorKind {
                 | Self::ReceiverTimeout
                 | Self::ReceiverFailed
                 | Self::BrokerUnavailable
+                | Self::CircuitOpen
+                | Self::RateLimited
                 // A missing binding is fixed by people; retrying gives them the time.
                 | Self::Unroutable
         )
@@ -202,11 +216,20 @@ pub struct Failure {
     pub extra: Vec<(&'static str, serde_json::Value)>,
     /// For [`ErrorKind::MethodNotAllowed`]: the methods the path accepts.
     pub allow: Vec<String>,
+    /// For [`ErrorKind::RateLimited`]: seconds to wait (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl Failure {
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        Self { kind, detail: detail.into(), violations: Vec::new(), extra: Vec::new(), allow: Vec::new() }
+        Self {
+            kind,
+            detail: detail.into(),
+            violations: Vec::new(),
+            extra: Vec::new(),
+            allow: Vec::new(),
+            retry_after: None,
+        }
     }
 
     pub fn with(mut self, key: &'static str, value: impl Into<serde_json::Value>) -> Self {
@@ -296,6 +319,8 @@ mod tests {
                     | ErrorKind::ReceiverFailed
                     | ErrorKind::BrokerUnavailable
                     | ErrorKind::Unroutable
+                    | ErrorKind::CircuitOpen
+                    | ErrorKind::RateLimited
             );
             assert_eq!(kind.retryable(), expect, "{kind}");
         }

@@ -41,7 +41,10 @@ pub fn init(format: LogFormat, level: Option<&str>) {
         .with_ansi(std::io::stderr().is_terminal());
     let result = match format {
         LogFormat::Text => builder.with_target(true).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(crate::telemetry::logjson::JsonWithTrace)
+            .try_init(),
     };
     if let Err(e) = result {
         eprintln!("qiao: logging was already set up: {e}");

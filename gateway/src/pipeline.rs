@@ -15,6 +15,8 @@ use serde_json::{Map, Value, json};
 
 use std::sync::Arc;
 
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{SpanKind, TraceContextExt};
 use qiao_connectors::amqp::AmqpPublish;
 
 use crate::config::{Destination, Route, Via};
@@ -42,10 +44,24 @@ pub fn parse(body: &[u8]) -> Result<Value, Failure> {
     })
 }
 
+/// Runs one phase in a child span of `parent`, with its latency recorded.
+pub fn phase<T>(
+    name: &'static str,
+    route: &Route,
+    parent: &opentelemetry::Context,
+    f: impl FnOnce() -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    let p = crate::telemetry::trace::Phase::start(name, &route.name, parent);
+    let r = f();
+    p.finish(r.as_ref().err().map(|e| (e.kind.slug(), e.detail.as_str())));
+    r
+}
+
 /// Validate: against the route's schema, listing every violation.
 pub fn validate(route: &Route, body: &Value) -> Result<(), Failure> {
     let Some(schema) = &route.schema else { return Ok(()) };
     schema.check(body).map_err(|violations| {
+        crate::telemetry::metrics::get().validation_failures.with_label_values(&[&*route.name]).inc();
         let first = violations.first().map(|v| format!(": {} {}", v.pointer, v.message)).unwrap_or_default();
         let detail = if violations.len() == 1 {
             format!("1 violation{first}")
@@ -54,6 +70,7 @@ pub fn validate(route: &Route, body: &Value) -> Result<(), Failure> {
         };
         let mut f = Failure::new(ErrorKind::SchemaViolation, detail);
         f.violations = violations;
+        route.redactor.apply(&mut f);
         f
     })
 }
@@ -104,9 +121,11 @@ pub fn vars(route: &Route, message: &Message, params: &[(String, String)], raw_p
 fn apply_map(route: &Route, mapping: Option<&Mapping>, input: &Value, vars: &Value) -> Result<Value, Failure> {
     let Some(mapping) = mapping else { return Ok(input.clone()) };
     mapping.apply(input, vars).map_err(|e| {
-        Failure::new(ErrorKind::MappingFailed, format!("route {}: {e}", route.name))
+        let mut f = Failure::new(ErrorKind::MappingFailed, format!("route {}: {e}", route.name))
             .with("target", e.target.clone())
-            .with("source", e.source.clone())
+            .with("source", e.source.clone());
+        route.redactor.apply(&mut f);
+        f
     })
 }
 
@@ -122,11 +141,12 @@ pub struct Outgoing {
 /// a silent drop.
 pub fn select(route: &Route, input: &Value, vars: &Value) -> Result<Vec<bool>, Failure> {
     let scope = Scope { current: input, document: input, vars };
+    let doc = crate::mapping::jq::JqDoc::new(input);
     let mut chosen = Vec::with_capacity(route.destinations.len());
     for dest in &route.destinations {
         chosen.push(match &dest.when {
             None => true,
-            Some(c) => c.holds(&scope).map_err(|e| {
+            Some(c) => c.holds_with(&scope, &doc).map_err(|e| {
                 Failure::new(
                     ErrorKind::MappingFailed,
                     format!("the `when` of destination {} failed: {e}", dest.system.name),
@@ -250,16 +270,85 @@ pub async fn deliver(
     message: &Message,
     out: &Outgoing,
     dest_vars: &Value,
+    parent: &opentelemetry::Context,
 ) -> Result<Delivered, Failure> {
+    let started = std::time::Instant::now();
+    let (cx, result) = deliver_traced(dest, message, out, dest_vars, parent).await;
+    let m = crate::telemetry::metrics::get();
+    let (route, system) = (&*message.route, dest.system.name.as_str());
+    let failure = match &result {
+        Ok(d) => d.failure.as_ref(),
+        Err(f) => Some(f),
+    };
+    let attempts = match &result {
+        Ok(Delivered { reply: Some(r), .. }) => r.attempts,
+        _ => failure
+            .and_then(|f| f.extra.iter().find(|(k, _)| *k == "attempts"))
+            .and_then(|(_, v)| v.as_u64())
+            .unwrap_or(1) as u32,
+    };
+    m.deliveries.with_label_values(&[route, system, failure.map_or("ok", |f| f.kind.slug())]).inc();
+    if attempts > 1 {
+        m.retries.with_label_values(&[route, system]).inc_by(u64::from(attempts - 1));
+        if let Some(cx) = &cx {
+            cx.span().set_attribute(KeyValue::new("http.request.resend_count", i64::from(attempts - 1)));
+        }
+    }
+    let phase = if matches!(dest.via, Via::Amqp { .. }) { "publish" } else { "deliver" };
+    m.phase_seconds.with_label_values(&[route, phase]).observe(started.elapsed().as_secs_f64());
+    if let Some(cx) = &cx {
+        crate::telemetry::trace::end(cx, failure.map(|f| (f.kind.slug(), f.detail.as_str())));
+    }
+    result
+}
+
+/// Delivery in a span of its own (CLIENT for HTTP, PRODUCER for AMQP), whose context
+/// goes to the receiver in the request or message headers.
+async fn deliver_traced(
+    dest: &Destination,
+    message: &Message,
+    out: &Outgoing,
+    dest_vars: &Value,
+    parent: &opentelemetry::Context,
+) -> (Option<opentelemetry::Context>, Result<Delivered, Failure>) {
     let system = &dest.system;
+    let common = [
+        KeyValue::new("qiao.route", message.route.to_string()),
+        KeyValue::new("qiao.system", system.name.clone()),
+        KeyValue::new("messaging.message.id", message.id.to_string()),
+    ];
     match &dest.via {
         Via::Http { method, path } => {
-            let request = http_request(dest, method.as_ref(), path.as_ref(), message, out, dest_vars)?;
-            let sink = system.http.as_ref().ok_or_else(|| {
-                Failure::new(ErrorKind::Internal, format!("system {} has no HTTP transport", system.name))
-            })?;
-            let reply = sink.send(&request).await.map_err(|e| delivery_failure(&e))?;
+            let mut request = match http_request(dest, method.as_ref(), path.as_ref(), message, out, dest_vars) {
+                Ok(r) => r,
+                Err(f) => return (None, Err(f)),
+            };
+            let Some(sink) = system.http.as_ref() else {
+                let f = Failure::new(ErrorKind::Internal, format!("system {} has no HTTP transport", system.name));
+                return (None, Err(f));
+            };
+            let url = sink.url_for(&request.path);
+            let mut attrs = vec![
+                KeyValue::new("http.request.method", request.method.to_string()),
+                KeyValue::new("url.full", url.clone()),
+            ];
+            if let Ok(u) = url::Url::parse(&url) {
+                attrs.push(KeyValue::new("server.address", u.host_str().unwrap_or_default().to_string()));
+                attrs.push(KeyValue::new("server.port", i64::from(u.port_or_known_default().unwrap_or(80))));
+            }
+            attrs.extend(common);
+            let cx = crate::telemetry::trace::start(request.method.to_string(), SpanKind::Client, parent, attrs);
+            for (k, v) in crate::telemetry::trace::inject(&cx) {
+                if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+                    request.headers.insert(name, value);
+                }
+            }
+            let reply = match sink.send(&request).await {
+                Ok(r) => r,
+                Err(e) => return (Some(cx), Err(delivery_failure(&e))),
+            };
             let status = reply.status.as_u16();
+            cx.span().set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
             let failure = match status {
                 200..=299 => serde_json::from_slice::<Value>(&reply.body)
                     .ok()
@@ -273,25 +362,45 @@ pub async fn deliver(
             .map(|f| {
                 f.with("system", system.name.clone()).with("receiver_status", status).with("attempts", reply.attempts)
             });
-            Ok(Delivered { system: system.name.clone(), reply: Some(reply), failure })
+            (Some(cx), Ok(Delivered { system: system.name.clone(), reply: Some(reply), failure }))
         }
         Via::Amqp { exchange, routing_key } => {
-            let sink = system.amqp.as_ref().ok_or_else(|| {
-                Failure::new(ErrorKind::Internal, format!("system {} has no AMQP transport", system.name))
-            })?;
-            let (key, headers) = amqp_message(dest, routing_key, message, out, dest_vars)?;
+            let Some(sink) = system.amqp.as_ref() else {
+                let f = Failure::new(ErrorKind::Internal, format!("system {} has no AMQP transport", system.name));
+                return (None, Err(f));
+            };
+            let (key, mut headers) = match amqp_message(dest, routing_key, message, out, dest_vars) {
+                Ok(m) => m,
+                Err(f) => return (None, Err(f)),
+            };
+            let exchange_name = exchange.clone().unwrap_or_else(|| sink.exchange.clone());
+            let mut attrs = vec![
+                KeyValue::new("messaging.system", "rabbitmq"),
+                KeyValue::new("messaging.operation.type", "publish"),
+                KeyValue::new("messaging.operation.name", "publish"),
+                KeyValue::new("messaging.destination.name", exchange_name.clone()),
+                KeyValue::new("messaging.rabbitmq.destination.routing_key", key.clone()),
+                KeyValue::new("messaging.message.body.size", out.bytes.len() as i64),
+            ];
+            attrs.extend(common);
+            let cx =
+                crate::telemetry::trace::start(format!("publish {exchange_name}"), SpanKind::Producer, parent, attrs);
+            headers.extend(crate::telemetry::trace::inject(&cx));
             let headers = headers.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-            sink.send(AmqpPublish {
-                routing_key: &key,
-                exchange: exchange.as_deref(),
-                body: &out.bytes,
-                message_id: &message.id,
-                headers,
-                timeout: dest.timeout,
-            })
-            .await
-            .map_err(|e| delivery_failure(&e).with("routing_key", key.clone()))?;
-            Ok(Delivered { system: system.name.clone(), reply: None, failure: None })
+            let sent = sink
+                .send(AmqpPublish {
+                    routing_key: &key,
+                    exchange: exchange.as_deref(),
+                    body: &out.bytes,
+                    message_id: &message.id,
+                    headers,
+                    timeout: dest.timeout,
+                })
+                .await;
+            match sent {
+                Ok(()) => (Some(cx), Ok(Delivered { system: system.name.clone(), reply: None, failure: None })),
+                Err(e) => (Some(cx), Err(delivery_failure(&e).with("routing_key", key.clone()))),
+            }
         }
     }
 }
@@ -324,6 +433,7 @@ pub fn delivery_failure(e: &DeliveryError) -> Failure {
             ErrorKind::BrokerUnavailable
         }
         DeliveryErrorKind::Unroutable => ErrorKind::Unroutable,
+        DeliveryErrorKind::CircuitOpen => ErrorKind::CircuitOpen,
     };
     Failure::new(
         kind,

@@ -94,6 +94,12 @@ pub fn serve(config: Config) -> Result<(), String> {
     let settings = config.server.clone();
     check_bind("ingress", &settings.listen)?;
     check_bind("admin", &settings.admin_listen)?;
+    // Held until the server stops; dropping it flushes the spans still queued.
+    let telemetry = crate::telemetry::init(&settings.telemetry.clone().with_env())?;
+    match &telemetry.exporting_to {
+        Some(endpoint) => tracing::info!(%endpoint, "exporting traces over OTLP"),
+        None => tracing::info!("trace export is off (no OTLP endpoint): trace context is still propagated"),
+    }
 
     let conf = ServerConf {
         threads: settings.threads,
@@ -134,6 +140,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         "qiao is serving"
     );
     server.run(RunArgs::default());
+    drop(telemetry);
     tracing::info!("qiao stopped");
     Ok(())
 }

@@ -39,6 +39,7 @@ pub struct HttpSinkConfig {
     /// Static headers sent with every request (e.g. Kingdee's `X-KDApi-AcctID`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub retry: RetryPolicy,
+    pub circuit: super::CircuitConfig,
 }
 
 /// One request to a system. `path` (with its query) is relative to the system's base URL.
@@ -76,6 +77,7 @@ pub struct HttpSink {
     base: String,
     fixed_headers: std::sync::Arc<Vec<(HeaderName, HeaderValue)>>,
     client: HyperClient,
+    circuit: std::sync::Arc<super::Circuit>,
 }
 
 impl std::fmt::Debug for HttpSink {
@@ -116,7 +118,9 @@ impl HttpSink {
             .build(tls);
 
         let base = config.base_url.as_str().trim_end_matches('/').to_string();
+        let circuit = std::sync::Arc::new(super::Circuit::new(config.circuit.clone()));
         Ok(Self {
+            circuit,
             config: std::sync::Arc::new(config),
             base,
             fixed_headers: std::sync::Arc::new(fixed_headers),
@@ -132,6 +136,10 @@ impl HttpSink {
         &self.config
     }
 
+    pub fn circuit_state(&self) -> super::CircuitState {
+        self.circuit.state()
+    }
+
     /// The absolute URL a relative path resolves to.
     pub fn url_for(&self, path: &str) -> String {
         if path.is_empty() || path.starts_with('/') || path.starts_with('?') {
@@ -145,6 +153,23 @@ impl HttpSink {
     /// its status: what a status means is the caller's decision. Fails only when no answer
     /// came at all (or the request could not be built).
     pub async fn send(&self, request: &HttpRequest) -> Result<HttpReply, DeliveryError> {
+        if let Err(left) = self.circuit.admit() {
+            return Err(DeliveryError::new(
+                DeliveryErrorKind::CircuitOpen,
+                &self.config.system,
+                format!("the circuit is open after repeated failures; the next trial is in {} ms", left.as_millis()),
+            ));
+        }
+        let result = self.send_with_retries(request).await;
+        match &result {
+            Ok(reply) if !self.config.retry.retries_status(reply.status.as_u16()) => self.circuit.success(),
+            Err(e) if !e.retryable() => {}
+            _ => self.circuit.failure(),
+        }
+        result
+    }
+
+    async fn send_with_retries(&self, request: &HttpRequest) -> Result<HttpReply, DeliveryError> {
         let policy = &self.config.retry;
         let mut attempt = 1;
         loop {
@@ -268,6 +293,7 @@ mod tests {
                 max_backoff: Duration::from_millis(2),
                 retry_statuses: vec![503],
             },
+            circuit: crate::http::CircuitConfig::default(),
         })
         .unwrap()
     }

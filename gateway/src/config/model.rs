@@ -37,6 +37,7 @@ pub struct ServerSettings {
     pub validate_formats: bool,
     pub grace_period_seconds: u64,
     pub graceful_shutdown_timeout_seconds: u64,
+    pub telemetry: crate::telemetry::TelemetrySettings,
 }
 
 impl Default for ServerSettings {
@@ -49,6 +50,7 @@ impl Default for ServerSettings {
             validate_formats: true,
             grace_period_seconds: 5,
             graceful_shutdown_timeout_seconds: 5,
+            telemetry: crate::telemetry::TelemetrySettings::default(),
         }
     }
 }
@@ -103,6 +105,9 @@ pub struct Route {
     pub destinations: Vec<Destination>,
     /// Which `$` roots the mapping and the destination templates read.
     pub uses: Uses,
+    /// What must never appear in logs, traces or answers.
+    pub redactor: crate::redact::Redactor,
+    pub rate_limit: Option<crate::limits::RouteLimit>,
 }
 
 /// Where a route's messages come from.

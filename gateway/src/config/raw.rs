@@ -51,6 +51,24 @@ pub struct RawServer {
     pub grace_period_seconds: Option<u64>,
     /// After the grace period, how long in-flight requests get to finish. Default 5.
     pub graceful_shutdown_timeout_seconds: Option<u64>,
+    /// Traces: where spans are exported (docs/observability.md).
+    pub telemetry: Option<RawTelemetry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// OTLP endpoint, e.g. `http://127.0.0.1:4318/v1/traces` (HTTP) or
+    /// `http://127.0.0.1:4317` (gRPC). Empty or absent: the standard
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`; when none is set,
+    /// export is off. Accepts `${ENV}`.
+    pub otlp_endpoint: Option<Text>,
+    /// `http/protobuf` (default) or `grpc`. Default: `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub otlp_protocol: Option<Text>,
+    /// Share of new traces kept, 0.0–1.0 (a sampled parent is always followed). Default 1.0.
+    pub sample_ratio: Option<f64>,
+    /// `service.name` of the spans. Default `qiao` (or `OTEL_SERVICE_NAME`).
+    pub service_name: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +140,18 @@ pub struct RawHttpTransport {
     pub auth: Option<RawAuth>,
     /// Retries of failed deliveries.
     pub retry: Option<RawRetry>,
+    /// Stop sending to a system that keeps failing, for a while.
+    pub circuit_breaker: Option<RawCircuitBreaker>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCircuitBreaker {
+    /// Failed deliveries in a row (after their retries) that open the circuit; 0 turns
+    /// the breaker off. Default 5.
+    pub failure_threshold: Option<u32>,
+    /// How long the circuit stays open before one trial request. Default 30000.
+    pub open_ms: Option<u64>,
 }
 
 /// Exactly one of `basic`, `bearer` or `header`.
@@ -188,6 +218,24 @@ pub struct RawRoute {
     /// For routes that consume from AMQP: how failed messages are retried and where they
     /// are dead-lettered (docs/amqp.md).
     pub failure: Option<RawFailure>,
+    /// Sensitive fields, as JSON Pointers into the inbound body (`*` for any index or
+    /// key), in addition to those the schema marks `x-pii: true`: their values never reach
+    /// logs, traces, dead-letter headers or error answers.
+    #[serde(default)]
+    pub redact: Vec<Text>,
+    /// At most this many messages a second on this route (docs/configuration.md#rate-limits).
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Sustained rate, messages per second.
+    pub per_second: u32,
+    /// Messages allowed at once above the rate. Default: `per_second`.
+    pub burst: Option<u32>,
+    /// `route` (default): one budget for everyone; `client`: one per client IP.
+    pub per: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -101,6 +101,18 @@ pub async fn handle(session: &mut Session, ctx: &mut Ctx, route: &Route, params:
     };
 
     let header = session.req_header();
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let shown: Vec<String> = header
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let v =
+                    if crate::redact::header_is_secret(k.as_str()) { "***" } else { v.to_str().unwrap_or("(binary)") };
+                format!("{k}: {v}")
+            })
+            .collect();
+        tracing::debug!(headers = ?shown, body_bytes = body.len(), "request received");
+    }
     let message = Message {
         id: ctx.message_id.clone().unwrap_or_else(MessageId::generate),
         route: route.name.clone(),
@@ -113,7 +125,8 @@ pub async fn handle(session: &mut Session, ctx: &mut Ctx, route: &Route, params:
         received_at: SystemTime::now(),
     };
 
-    match run(route, &message, params).await {
+    let trace = ctx.otel.clone();
+    match run(route, &message, params, &trace).await {
         Ok(Outcome::Relay(d)) => {
             if let Some(f) = &d.failure {
                 ctx.error = Some(f.kind);
@@ -155,28 +168,35 @@ enum Outcome {
     FanOut(Vec<(String, std::result::Result<Delivered, Failure>)>),
 }
 
-async fn run(route: &Route, message: &Message, params: &[(String, String)]) -> std::result::Result<Outcome, Failure> {
-    let value = pipeline::parse(&message.body)?;
-    pipeline::validate(route, &value)?;
+async fn run(
+    route: &Route,
+    message: &Message,
+    params: &[(String, String)],
+    cx: &opentelemetry::Context,
+) -> std::result::Result<Outcome, Failure> {
+    let value = pipeline::phase("parse", route, cx, || pipeline::parse(&message.body))?;
+    pipeline::phase("validate", route, cx, || pipeline::validate(route, &value))?;
     let vars = pipeline::vars(route, message, params, false);
-    let chosen = pipeline::select(route, &value, &vars)?;
-    let bodies = pipeline::map(route, &chosen, &value, &vars)?;
+    let bodies = pipeline::phase("map", route, cx, || {
+        let chosen = pipeline::select(route, &value, &vars)?;
+        pipeline::map(route, &chosen, &value, &vars)
+    })?;
     let dest_vars = if route.uses.params { pipeline::vars(route, message, params, true) } else { vars };
     let targets: Vec<(&Destination, &pipeline::Outgoing)> =
         route.destinations.iter().zip(&bodies).filter_map(|(d, b)| Some((d, b.as_ref()?))).collect();
     if targets.iter().all(|(d, _)| matches!(d.via, Via::Amqp { .. })) {
         // 202 only for what the broker holds: any publish that is not confirmed fails the request.
         for (dest, out) in &targets {
-            pipeline::deliver(dest, message, out, &dest_vars).await?;
+            pipeline::deliver(dest, message, out, &dest_vars, cx).await?;
         }
         return Ok(Outcome::Accepted);
     }
     if let [(dest, out)] = targets.as_slice() {
-        return pipeline::deliver(dest, message, out, &dest_vars).await.map(|d| Outcome::Relay(Box::new(d)));
+        return pipeline::deliver(dest, message, out, &dest_vars, cx).await.map(|d| Outcome::Relay(Box::new(d)));
     }
     let mut results = Vec::with_capacity(targets.len());
     for (dest, out) in targets {
-        results.push((dest.system.name.clone(), pipeline::deliver(dest, message, out, &dest_vars).await));
+        results.push((dest.system.name.clone(), pipeline::deliver(dest, message, out, &dest_vars, cx).await));
     }
     Ok(Outcome::FanOut(results))
 }

@@ -16,9 +16,12 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{SpanKind, TraceContextExt};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use qiao_connectors::MessageId;
+use tracing::Instrument;
 
 use crate::config::{Config, Route, RouteKind};
 use crate::error::{ErrorKind, Failure};
@@ -44,6 +47,45 @@ pub struct Ctx {
     proxy: Option<ProxyPlan>,
     /// Bytes of a proxied body seen so far.
     body_seen: u64,
+    /// The request's server span; phases and deliveries are its children.
+    otel: opentelemetry::Context,
+    /// The span that gives every log line of this request its trace and message ids.
+    log_span: tracing::Span,
+}
+
+/// Starts the server span, from the caller's trace context when it sent one.
+fn begin(ctx: &mut Ctx, session: &Session, route: Option<&Route>) {
+    let req = session.req_header();
+    let parent = crate::telemetry::trace::extract_http(&req.headers);
+    let pattern = route.and_then(|r| r.http_path());
+    let name = match pattern {
+        Some(p) => format!("{} {p}", req.method),
+        None => req.method.to_string(),
+    };
+    let mut attrs = vec![
+        KeyValue::new("http.request.method", req.method.to_string()),
+        KeyValue::new("url.path", req.uri.path().to_string()),
+        KeyValue::new("url.scheme", "http"),
+    ];
+    if let Some(a) = session.client_addr().and_then(|a| a.as_inet()) {
+        attrs.push(KeyValue::new("client.address", a.ip().to_string()));
+    }
+    if let (Some(p), Some(r)) = (pattern, route) {
+        attrs.push(KeyValue::new("http.route", p.to_string()));
+        attrs.push(KeyValue::new("qiao.route", r.name.to_string()));
+    }
+    if let Some(id) = &ctx.message_id {
+        attrs.push(KeyValue::new("messaging.message.id", id.to_string()));
+    }
+    ctx.otel = crate::telemetry::trace::start(name, SpanKind::Server, &parent, attrs);
+    let (trace_id, span_id) = crate::telemetry::trace::ids(&ctx.otel);
+    ctx.log_span = tracing::info_span!(
+        "message",
+        trace_id = %trace_id,
+        span_id = %span_id,
+        route = route.map_or("-", |r| &*r.name),
+        message_id = ctx.message_id.as_ref().map_or("-", MessageId::as_str),
+    );
 }
 
 #[async_trait]
@@ -60,6 +102,8 @@ impl ProxyHttp for Edge {
             status: 0,
             proxy: None,
             body_seen: 0,
+            otel: opentelemetry::Context::new(),
+            log_span: tracing::Span::none(),
         }
     }
 
@@ -73,12 +117,14 @@ impl ProxyHttp for Edge {
         let (index, params) = match config.router.find(&method, &path) {
             Found::Route { index, params } => (index, params),
             Found::NotFound => {
+                begin(ctx, session, None);
                 answer::discard_body(session, config.server.max_body_bytes).await;
                 let f = Failure::new(ErrorKind::RouteNotFound, format!("no route matches {method} {path}"));
                 answer::problem(session, ctx, &f).await?;
                 return Ok(true);
             }
             Found::MethodNotAllowed { allow } => {
+                begin(ctx, session, None);
                 answer::discard_body(session, config.server.max_body_bytes).await;
                 let mut f = Failure::new(ErrorKind::MethodNotAllowed, format!("{path} does not accept {method}"));
                 f.allow = allow.iter().map(|m| m.to_string()).collect();
@@ -89,6 +135,22 @@ impl ProxyHttp for Edge {
         let route = config.routes[index].clone();
         ctx.route = Some(route.clone());
         ctx.message_id = Some(message::message_id(session));
+        begin(ctx, session, Some(&route));
+        if let Some(limit) = &route.rate_limit
+            && let Err(wait) = limit.check(session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
+        {
+            crate::telemetry::metrics::get().rate_limited.with_label_values(&[&*route.name]).inc();
+            answer::discard_body(session, route.max_body_bytes).await;
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let mut f = Failure::new(
+                ErrorKind::RateLimited,
+                format!("route {} takes no more messages right now; retry in {secs} s", route.name),
+            )
+            .with("retry_after_seconds", secs);
+            f.retry_after = Some(secs);
+            answer::problem(session, ctx, &f).await?;
+            return Ok(true);
+        }
         match route.kind {
             RouteKind::Proxy => {
                 if let Some(f) = proxy::too_large(session, &route) {
@@ -109,7 +171,8 @@ impl ProxyHttp for Edge {
                 }
             }
             RouteKind::Message => {
-                message::handle(session, ctx, &route, &params).await?;
+                let span = ctx.log_span.clone();
+                message::handle(session, ctx, &route, &params).instrument(span).await?;
                 Ok(true)
             }
         }
@@ -142,7 +205,7 @@ impl ProxyHttp for Edge {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(plan) = &ctx.proxy {
-            plan.rewrite(session, upstream_request)?;
+            plan.rewrite(session, upstream_request, &ctx.otel)?;
         }
         Ok(())
     }
@@ -189,10 +252,24 @@ impl ProxyHttp for Edge {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let req = session.req_header();
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(ctx.status);
-        let elapsed_us = ctx.started.elapsed().as_micros() as u64;
+        let elapsed = ctx.started.elapsed();
+        let elapsed_us = elapsed.as_micros() as u64;
         let route = ctx.route.as_ref().map(|r| &*r.name).unwrap_or("-");
         let message_id = ctx.message_id.as_ref().map(MessageId::as_str).unwrap_or("-");
         let error = ctx.error.map(ErrorKind::slug).unwrap_or("-");
+
+        let m = crate::telemetry::metrics::get();
+        m.requests.with_label_values(&[route, &status.to_string()]).inc();
+        m.request_seconds.with_label_values(&[route]).observe(elapsed.as_secs_f64());
+        if let Some(kind) = ctx.error {
+            m.errors.with_label_values(&[route, kind.slug()]).inc();
+        }
+        let span = ctx.otel.span();
+        span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
+        let failed = ctx.error.map(|k| (k.slug(), k.title())).or(e.map(|_| ("transport", "the connection failed")));
+        crate::telemetry::trace::end(&ctx.otel, failed.filter(|_| status >= 500 || e.is_some()));
+
+        let _in_message = ctx.log_span.enter();
         tracing::info!(
             target: "qiao::access",
             method = %req.method,

@@ -128,7 +128,7 @@ impl ProxyPlan {
         Ok(Box::new(peer))
     }
 
-    pub fn rewrite(&self, session: &Session, req: &mut RequestHeader) -> Result<()> {
+    pub fn rewrite(&self, session: &Session, req: &mut RequestHeader, trace: &opentelemetry::Context) -> Result<()> {
         let t = self
             .target
             .proxy
@@ -149,6 +149,10 @@ impl ProxyPlan {
             req.insert_header(name.clone(), value.clone())?;
         }
         req.insert_header("x-qiao-message-id", self.message_id.as_str())?;
+        // The next hop continues the trace, with this request's span as its parent.
+        for (name, value) in crate::telemetry::trace::inject(trace) {
+            req.insert_header(name, value)?;
+        }
         if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
             let forwarded = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
                 Some(prev) => format!("{prev}, {}", addr.ip()),

@@ -25,7 +25,7 @@ use crate::config::{Diagnostic, Place, Route, Severity};
 use crate::mapping::coerce::Coerce;
 use crate::mapping::path::Step;
 use crate::mapping::{EachItem, Expr, Field, Mapping, Node, ObjectMap, Root, Source, SourcePath};
-pub use schema_view::{Docs, Lookup, Types, compatible, type_of};
+pub use schema_view::{Docs, Lookup, Node as SchemaNode, Types, compatible, type_of};
 
 const HINT: &str = "see docs/checks.md";
 

@@ -82,7 +82,11 @@ impl Coerce {
             Self::Boolean => to_bool(&value),
             Self::Date(spec) => {
                 let dt = spec.read(&value)?;
-                Ok(Value::String(format_date(&dt, spec.format.as_deref().unwrap_or("%Y-%m-%d"))?))
+                Ok(Value::String(match &spec.format {
+                    Some(f) => format_date(&dt, f)?,
+                    // chrono's Display of a date is YYYY-MM-DD, without parsing a pattern.
+                    None => dt.date_naive().to_string(),
+                }))
             }
             Self::DateTime(spec) => {
                 let dt = spec.read(&value)?;
@@ -105,6 +109,16 @@ pub fn format_date(dt: &DateTime<FixedOffset>, f: &str) -> Result<String, String
     let mut out = String::new();
     write!(out, "{}", dt.format(f)).map_err(|_| format!("cannot write {dt} with the format `{f}`"))?;
     Ok(out)
+}
+
+/// `YYYY-MM-DD`, read by hand.
+fn plain_date(s: &str) -> Option<NaiveDate> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u32>().ok();
+    NaiveDate::from_ymd_opt(i32::try_from(num(0..4)?).ok()?, num(5..7)?, num(8..10)?)
 }
 
 /// Whether `f` can write a date: what `compile` checks an output `format` with.
@@ -197,7 +211,11 @@ pub fn parse_offset(text: &str) -> Option<FixedOffset> {
         b'-' => (-1, &t[1..]),
         _ => return None,
     };
-    // `+08:00`, `+0800` or `+8`.
+    // `+08:00`, `+0800` or `+8`: digits and a colon only, so that neither part has a sign
+    // of its own (`+-99999999` overflowed) and `split_at` cannot cut a character in two.
+    if !rest.bytes().all(|b| b.is_ascii_digit() || b == b':') {
+        return None;
+    }
     let (h, m) = match rest.split_once(':') {
         Some(hm) => hm,
         None if rest.len() == 4 => rest.split_at(2),
@@ -266,6 +284,10 @@ impl DateSpec {
             Value::String(s) => s.trim(),
             _ => return Err(err()),
         };
+        // The common case first, without chrono's pattern parser: YYYY-MM-DD.
+        if let Some(d) = plain_date(s) {
+            return self.naive(d.and_hms_opt(0, 0, 0).expect("midnight"));
+        }
         if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
             return Ok(dt);
         }
@@ -420,5 +442,17 @@ mod tests {
         assert_eq!(parse_offset("+8").unwrap().local_minus_utc(), 8 * 3600);
         assert!(parse_offset("Asia/Shanghai").is_none());
         assert!(parse_offset("+25:00").is_none());
+    }
+
+    #[test]
+    fn malformed_offsets_are_refused_not_a_panic() {
+        // Found by fuzzing (fuzz/, target mapping_parts): a signed hour overflowed `h * 3600`,
+        // and a 4-byte rest with a multi-byte character panicked in `split_at`.
+        assert!(parse_offset("--0404525205").is_none());
+        assert!(parse_offset("+-5").is_none());
+        assert!(parse_offset("+08:-30").is_none());
+        assert!(parse_offset("+1é1").is_none());
+        assert!(parse_offset("+").is_none());
+        assert_eq!(parse_offset("-0530").unwrap().local_minus_utc(), -(5 * 3600 + 1800));
     }
 }

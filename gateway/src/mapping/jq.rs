@@ -8,7 +8,6 @@
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Native, Vars, data, unwrap_valr};
 use jaq_json::Val;
-use serde::Deserialize;
 use serde_json::Value;
 
 type D = data::JustLut<Val>;
@@ -101,10 +100,17 @@ impl JqProgram {
 
     /// Runs on `input`: no output is `None`; one output its value; more than one an error.
     pub fn run(&self, input: &Value, root: &Value, vars: &Value) -> Result<Option<Value>, String> {
-        let get = |name: &str| to_val(vars.get(name).unwrap_or(&Value::Null));
-        let bound = Vars::new([to_val(root), get("params"), get("headers"), get("meta")]);
+        let input_val = to_val(input);
+        // Most expressions run on the document itself: convert it once, not twice.
+        let root_val = if std::ptr::eq(input, root) { input_val.clone() } else { to_val(root) };
+        self.run_vals(input_val, root_val, vars)
+    }
+
+    fn run_vals(&self, input: Val, root: Val, vars: &Value) -> Result<Option<Value>, String> {
+        let get = |name: &str| vars.get(name).map_or(Val::Null, to_val);
+        let bound = Vars::new([root, get("params"), get("headers"), get("meta")]);
         let ctx = Ctx::<D>::new(&self.filter.lut, bound);
-        let mut out = self.filter.id.run((ctx, to_val(input))).map(unwrap_valr);
+        let mut out = self.filter.id.run((ctx, input)).map(unwrap_valr);
         let first = match out.next() {
             None => return Ok(None),
             Some(r) => r.map_err(|e| format!("jq: {e}"))?,
@@ -119,10 +125,45 @@ impl JqProgram {
     pub fn test(&self, input: &Value, vars: &Value) -> Result<bool, String> {
         Ok(self.run(input, input, vars)?.is_some_and(|v| !matches!(v, Value::Null | Value::Bool(false))))
     }
+
+    /// Like [`JqProgram::test`], on a document converted once for all the conditions of a
+    /// message.
+    pub fn test_doc(&self, doc: &JqDoc<'_>, vars: &Value) -> Result<bool, String> {
+        let v = doc.get();
+        Ok(self.run_vals(v.clone(), v, vars)?.is_some_and(|v| !matches!(v, Value::Null | Value::Bool(false))))
+    }
 }
 
+/// A message body as jq sees it, converted on first use and shared by every jq condition
+/// of the message (the conversion costs more than most expressions).
+pub struct JqDoc<'a> {
+    value: &'a Value,
+    val: std::cell::OnceCell<Val>,
+}
+
+impl<'a> JqDoc<'a> {
+    pub fn new(value: &'a Value) -> Self {
+        Self { value, val: std::cell::OnceCell::new() }
+    }
+
+    fn get(&self) -> Val {
+        self.val.get_or_init(|| to_val(self.value)).clone()
+    }
+}
+
+/// serde_json → jaq, directly (going through serde's visitor costs twice as much).
 fn to_val(v: &Value) -> Val {
-    Val::deserialize(v).unwrap_or(Val::Null)
+    match v {
+        Value::Null => Val::Null,
+        Value::Bool(b) => Val::from(*b),
+        Value::Number(n) => match n.as_i64().and_then(|i| isize::try_from(i).ok()) {
+            Some(i) => Val::from(i),
+            None => n.as_f64().map_or(Val::Null, Val::from),
+        },
+        Value::String(s) => Val::utf8_str(s.clone()),
+        Value::Array(items) => items.iter().map(to_val).collect(),
+        Value::Object(m) => Val::obj(m.iter().map(|(k, v)| (Val::utf8_str(k.clone()), to_val(v))).collect()),
+    }
 }
 
 fn from_val(v: &Val) -> Value {

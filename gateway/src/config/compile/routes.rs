@@ -120,7 +120,7 @@ pub(super) fn compile_route(
     }
     if kind == RouteKind::Proxy && raw.to.0.len() > 1 {
         cx.error(
-            from_place,
+            from_place.clone(),
             format!("proxy route `{name}` has {} destinations; a streamed request can go to one", raw.to.0.len()),
             Some("give the route a `schema` or a `map` to make it a message route, which may fan out".into()),
         );
@@ -129,7 +129,33 @@ pub(super) fn compile_route(
     if cx.error_count() > errors_before {
         return None;
     }
+    let redactor = crate::redact::Redactor::new(
+        schema.as_deref(),
+        &raw.redact.iter().map(|p| p.value.clone()).collect::<Vec<_>>(),
+    );
+    let rate_limit = match &raw.rate_limit {
+        None => None,
+        Some(r) => {
+            let per_client = match r.per.as_ref().map(|p| p.value.as_str()) {
+                None | Some("route") => false,
+                Some("client") => true,
+                Some(other) => {
+                    let place = Place::at(file, &r.per.as_ref().expect("set").referenced);
+                    cx.error(place, format!("`per: {other}`: a limit is per `route` or per `client`"), None);
+                    return None;
+                }
+            };
+            let limit = crate::limits::RouteLimit::new(r.per_second, r.burst.unwrap_or(r.per_second), per_client);
+            if limit.is_none() {
+                cx.error(from_place.clone(), "`rate_limit.per_second` must be at least 1", None);
+                return None;
+            }
+            limit
+        }
+    };
     Some(Route {
+        redactor,
+        rate_limit,
         name: Arc::from(name),
         description: raw.description.clone(),
         file: file.to_path_buf(),

@@ -169,7 +169,38 @@ pub(super) fn compile_server(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) -> 
             validate_formats,
             grace_period_seconds,
             graceful_shutdown_timeout_seconds,
+            telemetry,
         } = &server.value;
+        if let Some(t) = telemetry {
+            let s = &mut settings.telemetry;
+            if let Some(e) = &t.otlp_endpoint
+                && let Some(v) = cx.env_value(file, e)
+            {
+                s.endpoint = Some(v).filter(|v| !v.trim().is_empty());
+            }
+            if let Some(p) = &t.otlp_protocol {
+                match p.value.as_str() {
+                    "http/protobuf" => s.protocol = crate::telemetry::OtlpProtocol::HttpProtobuf,
+                    "grpc" => s.protocol = crate::telemetry::OtlpProtocol::Grpc,
+                    other => cx.error(
+                        Place::at(file, &p.referenced),
+                        format!("unknown OTLP protocol `{other}`"),
+                        Some("`http/protobuf` or `grpc`".into()),
+                    ),
+                }
+            }
+            if let Some(r) = t.sample_ratio {
+                if !(0.0..=1.0).contains(&r) {
+                    cx.error(place.clone(), format!("sample_ratio {r} is not between 0.0 and 1.0"), None);
+                }
+                s.sample_ratio = r.clamp(0.0, 1.0);
+            }
+            if let Some(n) = &t.service_name
+                && let Some(v) = cx.env_value(file, n)
+            {
+                s.service_name = v;
+            }
+        }
         for (text, slot) in [(listen, &mut settings.listen), (admin_listen, &mut settings.admin_listen)] {
             if let Some(text) = text
                 && let Some(v) = cx.env_value(file, text)
@@ -310,6 +341,10 @@ fn compile_http(
         auth,
         headers,
         retry,
+        circuit: qiao_connectors::http::CircuitConfig {
+            failure_threshold: raw.circuit_breaker.as_ref().and_then(|c| c.failure_threshold).unwrap_or(5),
+            open_for: Duration::from_millis(raw.circuit_breaker.as_ref().and_then(|c| c.open_ms).unwrap_or(30_000)),
+        },
     });
     let sink = match sink {
         Ok(s) => s,
