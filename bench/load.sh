@@ -12,17 +12,20 @@
 #   - nginx:          worker_processes THREADS_QIAO, access_log off, keepalive upstream
 # and wrk POSTs routes/examples/crm-order.json (887 bytes) with the same connection count
 # to each target, alternating targets every round:
-#   qiao        POST /crm/orders/801J000000k3QpRIAU   parse, validate, map, deliver with
-#                                                     the hyper client, relay the answer
+#   qiao        POST /crm/orders/801J000000k3QpRIAU   parse, validate, select, map,
+#                                                     deliver with the hyper client, relay
+#                                                     the ERP's answer
 #   nginx       POST /crm/orders/801J000000k3QpRIAU   proxy_pass to the stub's Kingdee Save
 #   qiao-proxy  POST /erp/k3cloud/...Save.common.kdsvc route erp-webapi-passthrough:
 #                                                     pingora's proxy engine, no JSON work
-#   qiao-edge   POST /bench/no-such-route             (opt-in) Qiao answers 404 itself:
-#                                                     the edge alone, no upstream
+#   qiao-edge   GET /bench/no-such-route              (opt-in) Qiao answers 404 itself:
+#                                                     the edge alone, no upstream, no body
 #   stub        POST the Save path on the stub        (opt-in) the stub alone: the ceiling
+#   qiao-b, qiao-b-proxy                              (opt-in, with QIAO_BIN_B) the same as
+#                                                     qiao and qiao-proxy on a second binary
 # nginx and qiao-proxy forward the CRM body unchanged, so the stub answers them with a
 # Kingdee business error (formid missing) under HTTP 200; Qiao sends the mapped order and
-# gets a saved bill. The stub does the same work either way (parse ~1 KB, record, answer).
+# gets a saved bill, which costs the stub more (its CPU per request is reported).
 #
 # Knobs (environment):
 #   DURATION=10       seconds per measured run
@@ -32,13 +35,16 @@
 #   WRK_THREADS=1     wrk threads (see docs/performance.md for why 1 on 2 cores)
 #   WARMUP=2          seconds of unrecorded load per target before the first round
 #   TARGETS="qiao nginx qiao-proxy"   order within a round; add qiao-edge and/or stub
-#   PERF=0            1: after the rounds, for each of PERF_TARGETS, `perf record -g` the
-#                     Qiao process during one more run and `perf stat` it during another;
-#                     reports go to OUT (keep it: OUT=bench/out or any directory)
-#   PERF_TARGETS=qiao Qiao targets to profile (qiao, qiao-proxy, qiao-edge)
+#   PERF=0            1: after the rounds, for each of PERF_TARGETS: `perf record -g` of the
+#                     Qiao process during one more run (Qiao targets only), and the system
+#                     calls per request of the target's processes (`perf stat`) during
+#                     another; reports go to OUT (keep them: OUT=/some/dir)
+#   PERF_TARGETS="qiao nginx"   any of the targets
 #   OUT=<tmp>         where logs, wrk outputs and perf reports are kept (printed at the end)
 #   QIAO_BIN=$CARGO_TARGET_DIR/release/qiao   built with cargo when missing
 #   QIAO_BUILD=missing   or `always`: run `cargo build --release` even if the binary exists
+#   QIAO_BIN_B=       a second Qiao binary (a candidate change) run beside the first, with
+#                     the same settings, for an A/B in one run: targets qiao-b, qiao-b-proxy
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -50,10 +56,11 @@ WRK_THREADS=${WRK_THREADS:-1}
 WARMUP=${WARMUP:-2}
 TARGETS=${TARGETS:-qiao nginx qiao-proxy}
 PERF=${PERF:-0}
-PERF_TARGETS=${PERF_TARGETS:-qiao}
+PERF_TARGETS=${PERF_TARGETS:-qiao nginx}
 QIAO_BUILD=${QIAO_BUILD:-missing}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/qiao-target}
 QIAO_BIN=${QIAO_BIN:-$CARGO_TARGET_DIR/release/qiao}
+QIAO_BIN_B=${QIAO_BIN_B:-}
 BODY=$ROOT/routes/examples/crm-order.json
 ORDER_ID=801J000000k3QpRIAU
 SAVE_PATH=/k3cloud/Kingdee.BOS.WebApi.ServicesStub.DynamicFormService.Save.common.kdsvc
@@ -72,7 +79,9 @@ die() {
 cleanup() {
     local pid
     for pid in "${PIDS[@]}"; do
-        kill -INT "$pid" 2>/dev/null || true # fast shutdown for Qiao and nginx
+        # SIGINT: fast shutdown for Qiao and nginx (SIGTERM would be Qiao's graceful one).
+        # The stub has no handler and background jobs of a script ignore SIGINT: SIGTERM.
+        if [[ $pid == "${STUB_PID:-}" ]]; then kill -TERM "$pid" 2>/dev/null || true; else kill -INT "$pid" 2>/dev/null || true; fi
     done
     for pid in "${PIDS[@]}"; do
         for _ in $(seq 1 50); do
@@ -90,7 +99,10 @@ trap 'exit 130' INT TERM
 for tool in wrk nginx curl ss; do
     command -v "$tool" >/dev/null || die "$tool is missing (Debian: apt-get install -y wrk nginx-light curl iproute2)"
 done
-if [[ $PERF == 1 ]]; then command -v perf >/dev/null || die "PERF=1 needs perf"; fi
+if [[ $PERF == 1 ]]; then
+    command -v perf >/dev/null || die "PERF=1 needs perf"
+    [[ $DURATION -ge 4 ]] || die "PERF=1 needs DURATION >= 4 (perf skips the first and last second)"
+fi
 [[ -f $BODY ]] || die "no $BODY"
 
 # --- the binary ---------------------------------------------------------------------------
@@ -99,6 +111,7 @@ if [[ ! -x $QIAO_BIN || $QIAO_BUILD == always ]]; then
     (cd "$ROOT" && cargo build --release -p qiao --bin qiao) >&2
 fi
 [[ -x $QIAO_BIN ]] || die "no binary at $QIAO_BIN"
+[[ -z $QIAO_BIN_B || -x $QIAO_BIN_B ]] || die "no binary at QIAO_BIN_B=$QIAO_BIN_B"
 
 # --- free ports ---------------------------------------------------------------------------
 USED_PORTS=" "
@@ -130,6 +143,8 @@ STUB_PORT=$(free_port)
 QIAO_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
 NGINX_PORT=$(free_port)
+QIAO_B_PORT=$(free_port)
+ADMIN_B_PORT=$(free_port)
 STUB=http://127.0.0.1:$STUB_PORT
 
 # --- the ERP stub -------------------------------------------------------------------------
@@ -144,6 +159,14 @@ wait_http "$STUB/_stub/stats" || die "the ERP stub did not start; see $OUT/stub.
 QIAO_PID=$!
 PIDS+=("$QIAO_PID")
 wait_http "http://127.0.0.1:$QIAO_PORT/" || die "Qiao did not start; see $OUT/qiao.log"
+QIAO_B_PID=
+if [[ -n $QIAO_BIN_B ]]; then
+    (cd "$ROOT" && ERP_URL=$STUB exec "$QIAO_BIN_B" run --config routes --listen "127.0.0.1:$QIAO_B_PORT" \
+        --admin-listen "127.0.0.1:$ADMIN_B_PORT" --threads "$THREADS_QIAO" --log-level warn) >"$OUT/qiao-b.log" 2>&1 &
+    QIAO_B_PID=$!
+    PIDS+=("$QIAO_B_PID")
+    wait_http "http://127.0.0.1:$QIAO_B_PORT/" || die "Qiao B did not start; see $OUT/qiao-b.log"
+fi
 
 # --- nginx --------------------------------------------------------------------------------
 mkdir -p "$TMP/nginx"
@@ -170,6 +193,12 @@ http {
             proxy_pass http://erp_stub$SAVE_PATH;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            # What Qiao's proxy route adds, so the stub does the same work for both
+            # (it counts deliveries per message id): a unique id, the ERP's static headers.
+            proxy_set_header x-qiao-message-id \$request_id;
+            proxy_set_header X-KDApi-AcctID 5f8e2c1a9b7d3e40;
+            proxy_set_header X-KDApi-LCID 2052;
+            proxy_set_header X-Forwarded-For \$remote_addr;
         }
         location / { return 404; }
     }
@@ -186,20 +215,30 @@ url_of() {
         qiao) echo "http://127.0.0.1:$QIAO_PORT/crm/orders/$ORDER_ID" ;;
         nginx) echo "http://127.0.0.1:$NGINX_PORT/crm/orders/$ORDER_ID" ;;
         qiao-proxy) echo "http://127.0.0.1:$QIAO_PORT/erp$SAVE_PATH" ;;
-        qiao-edge) echo "http://127.0.0.1:$QIAO_PORT/bench/no-such-route" ;;
+        qiao-edge) echo "http://127.0.0.1:$QIAO_PORT/bench/no-such-route" ;; # GET: see script_of
+        qiao-b) echo "http://127.0.0.1:$QIAO_B_PORT/crm/orders/$ORDER_ID" ;;
+        qiao-b-proxy) echo "http://127.0.0.1:$QIAO_B_PORT/erp$SAVE_PATH" ;;
         stub) echo "$STUB$SAVE_PATH" ;;
-        *) die "unknown target $1 (qiao, nginx, qiao-proxy, qiao-edge, stub)" ;;
+        *) die "unknown target $1 (qiao, nginx, qiao-proxy, qiao-edge, stub, qiao-b, qiao-b-proxy)" ;;
     esac
 }
+# qiao-edge is a GET without a body: Qiao closes the connection after answering a POST on
+# an unknown path (the body is not drained), and a new connection per request would
+# measure accept() rather than the edge.
+script_of() { if [[ $1 == qiao-edge ]]; then echo "$TMP/get.lua"; else echo "$TMP/post.lua"; fi; }
 expected_status() { if [[ $1 == qiao-edge ]]; then echo 404; else echo 200; fi; }
 
 # Check every target answers what the benchmark means to measure, before any load.
 for t in $TARGETS; do
     want=$(expected_status "$t")
-    got=$(curl -s -o "$OUT/check-$t.json" -w '%{http_code}' -X POST -H 'content-type: application/json' \
-        --data-binary "@$BODY" "$(url_of "$t")") || true
+    if [[ $t == qiao-edge ]]; then
+        got=$(curl -s -o "$OUT/check-$t.json" -w '%{http_code}' "$(url_of "$t")") || true
+    else
+        got=$(curl -s -o "$OUT/check-$t.json" -w '%{http_code}' -X POST -H 'content-type: application/json' \
+            --data-binary "@$BODY" "$(url_of "$t")") || true
+    fi
     [[ $got == "$want" ]] || die "$t answered $got, not $want: $(head -c 400 "$OUT/check-$t.json")"
-    if [[ $t == qiao ]]; then
+    if [[ $t == qiao || $t == qiao-b ]]; then
         grep -q '"IsSuccess": *true' "$OUT/check-$t.json" ||
             die "qiao: the ERP did not save the order: $(head -c 400 "$OUT/check-$t.json")"
     fi
@@ -213,6 +252,7 @@ wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
 EOF
+echo 'wrk.method = "GET"' >"$TMP/get.lua"
 
 # CPU time (user + system, every thread) of processes, in clock ticks.
 TICK=$(getconf CLK_TCK)
@@ -224,8 +264,12 @@ cpu_ticks() {
     done
     echo "$total"
 }
+# Whole machine, all CPUs: "busy steal total" ticks since boot (busy excludes idle,
+# iowait and steal).
+box_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8, $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit}' /proc/stat; }
 server_pids() {
     case $1 in
+        qiao-b*) echo "$QIAO_B_PID" ;;
         qiao*) echo "$QIAO_PID" ;;
         nginx) echo "$NGINX_PID $(ps -o pid= --ppid "$NGINX_PID" | tr '\n' ' ')" ;;
         stub) echo "$STUB_PID" ;;
@@ -233,13 +277,14 @@ server_pids() {
 }
 
 run_wrk() { # target seconds outfile: runs wrk; appends a `qiao-load:` line with CPU and connections
-    local t=$1 secs=$2 f=$3 spids s0 u0 s1 u1 wrk_pid conns
+    local t=$1 secs=$2 f=$3 spids s0 u0 s1 u1 b0 st0 all0 b1 st1 all1 wrk_pid conns
     curl -s -o /dev/null -X DELETE "$STUB/_stub/requests" || true # same stub state for every run
     spids=$(server_pids "$t")
     # shellcheck disable=SC2086
     s0=$(cpu_ticks $spids)
     u0=$(cpu_ticks "$STUB_PID")
-    wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d "${secs}s" --latency -s "$TMP/post.lua" "$(url_of "$t")" >"$f" 2>&1 &
+    read -r b0 st0 all0 < <(box_ticks)
+    wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d "${secs}s" --latency -s "$(script_of "$t")" "$(url_of "$t")" >"$f" 2>&1 &
     wrk_pid=$!
     sleep "$(awk -v d="$secs" 'BEGIN {print d / 2}')"
     # Connections the target holds open to the stub halfway through (wrk's own for `stub`):
@@ -252,10 +297,13 @@ run_wrk() { # target seconds outfile: runs wrk; appends a `qiao-load:` line with
     # shellcheck disable=SC2086
     s1=$(cpu_ticks $spids)
     u1=$(cpu_ticks "$STUB_PID")
-    echo "qiao-load: server_cpu_ticks=$((s1 - s0)) stub_cpu_ticks=$((u1 - u0)) tick_hz=$TICK stub_conns=$conns" >>"$f"
+    read -r b1 st1 all1 < <(box_ticks)
+    echo "qiao-load: server_cpu_ticks=$((s1 - s0)) stub_cpu_ticks=$((u1 - u0)) box_busy_ticks=$((b1 - b0))" \
+        "box_steal_ticks=$((st1 - st0)) box_all_ticks=$((all1 - all0)) tick_hz=$TICK stub_conns=$conns" >>"$f"
 }
 
-parse_wrk() { # outfile -> "rps p50 p99 non2xx sockerr server_us_per_req stub_us_per_req stub_conns"
+# outfile -> "rps p50 p99 non2xx sockerr server_us/req stub_us/req stub_conns box_us/req idle% steal%"
+parse_wrk() {
     local f=$1
     awk -v tick="$TICK" '
         function ms(v,  n, u) { n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
@@ -269,16 +317,17 @@ parse_wrk() { # outfile -> "rps p50 p99 non2xx sockerr server_us_per_req stub_us
         /^qiao-load:/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); x[kv[1]] = kv[2] } }
         END {
             per = reqs > 0 ? 1e6 / tick / reqs : 0
-            printf "%s %.3f %.3f %d %d %.1f %.1f %d\n", rps + 0, p50, p99, non2xx, sockerr,
-                x["server_cpu_ticks"] * per, x["stub_cpu_ticks"] * per, x["stub_conns"]
+            all = x["box_all_ticks"] > 0 ? x["box_all_ticks"] : 1
+            printf "%s %.3f %.3f %d %d %.1f %.1f %d %.1f %.0f %.0f\n", rps + 0, p50, p99, non2xx, sockerr,
+                x["server_cpu_ticks"] * per, x["stub_cpu_ticks"] * per, x["stub_conns"], x["box_busy_ticks"] * per,
+                100 * (all - x["box_busy_ticks"] - x["box_steal_ticks"]) / all, 100 * x["box_steal_ticks"] / all
         }' "$f"
 }
-
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR] = $1} END {
     if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 log ""
-log "Qiao $("$QIAO_BIN" --version 2>/dev/null | awk '{print $2}'), $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')"
+log "Qiao $("$QIAO_BIN" --version 2>/dev/null | awk '{print $2}') ($QIAO_BIN${QIAO_BIN_B:+; B: $QIAO_BIN_B}), $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')"
 log "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
 log "load: $CONNECTIONS connections, $WRK_THREADS wrk thread(s), ${DURATION}s x $ROUNDS rounds, Qiao --threads $THREADS_QIAO, nginx worker_processes $THREADS_QIAO"
 log "body: $BODY ($(wc -c <"$BODY") bytes); targets: $TARGETS"
@@ -288,14 +337,19 @@ if [[ $WARMUP -gt 0 ]]; then
     for t in $TARGETS; do run_wrk "$t" "$WARMUP" "$OUT/warmup-$t.txt"; done
 fi
 
-declare -A RPS P50 P99 ERR SCPU UCPU
-printf '%-5s %-11s %10s %9s %9s %7s %13s %11s %6s\n' round target "req/s" "p50 ms" "p99 ms" errors \
-    "server us/req" "stub us/req" conns
+declare -A RPS P50 P99 ERR SCPU UCPU BCPU MED
+# server/stub/box us/req: CPU time (user + system) per request of the target's processes,
+# of the stub, and of the whole machine (wrk, kernel and neighbours included).
+HDR='%-5s %-11s %8s %8s %8s %6s %8s %8s %8s %5s %6s %6s\n'
+ROW='%-5s %-11s %8.0f %8.2f %8.2f %6d %8.1f %8.1f %8.1f %5d %5s%% %5s%%\n'
+# shellcheck disable=SC2059
+printf "$HDR" round target "req/s" "p50 ms" "p99 ms" errors "server" "stub" "box" conns idle steal
+printf '%-17s %26s %15s %17s %5s\n' "" "" "" "(CPU us/req)" "(to stub)"
 for r in $(seq 1 "$ROUNDS"); do
     for t in $TARGETS; do
         f=$OUT/round$r-$t.txt
         run_wrk "$t" "$DURATION" "$f"
-        read -r rps p50 p99 non2xx sockerr scpu ucpu conns < <(parse_wrk "$f")
+        read -r rps p50 p99 non2xx sockerr scpu ucpu conns bcpu idle steal < <(parse_wrk "$f")
         # qiao-edge is meant to answer 404: only transport errors count there.
         err=$((sockerr + ($(expected_status "$t") == 200 ? non2xx : 0)))
         RPS[$t]+="$rps "
@@ -303,26 +357,25 @@ for r in $(seq 1 "$ROUNDS"); do
         P99[$t]+="$p99 "
         SCPU[$t]+="$scpu "
         UCPU[$t]+="$ucpu "
+        BCPU[$t]+="$bcpu "
         ERR[$t]=$((${ERR[$t]:-0} + err))
-        printf '%-5s %-11s %10.0f %9.3f %9.3f %7d %13.1f %11.1f %6d\n' "$r" "$t" "$rps" "$p50" "$p99" "$err" \
-            "$scpu" "$ucpu" "$conns"
+        # shellcheck disable=SC2059
+        printf "$ROW" "$r" "$t" "$rps" "$p50" "$p99" "$err" "$scpu" "$ucpu" "$bcpu" "$conns" "$idle" "$steal"
     done
 done
 
 echo
-echo "medians over $ROUNDS rounds ($CONNECTIONS connections, ${DURATION}s each; CPU: user+system of every thread):"
-printf '%-11s %10s %9s %9s %7s %13s %11s %9s\n' target "req/s" "p50 ms" "p99 ms" errors "server us/req" \
-    "stub us/req" "vs nginx"
-declare -A MED
+echo "medians over $ROUNDS rounds ($CONNECTIONS connections, ${DURATION}s each):"
+printf '%-11s %8s %8s %8s %6s %8s %8s %8s %9s\n' target "req/s" "p50 ms" "p99 ms" errors server stub box "vs nginx"
 for t in $TARGETS; do MED[$t]=$(echo "${RPS[$t]}" | median); done
 for t in $TARGETS; do
     ratio=-
     if [[ -n ${MED[nginx]:-} && ${MED[nginx]} != 0 ]]; then
         ratio=$(awk -v a="${MED[$t]}" -v b="${MED[nginx]}" 'BEGIN {printf "%.2fx", a / b}')
     fi
-    printf '%-11s %10.0f %9.3f %9.3f %7d %13.1f %11.1f %9s\n' "$t" "${MED[$t]}" "$(echo "${P50[$t]}" | median)" \
+    printf '%-11s %8.0f %8.2f %8.2f %6d %8.1f %8.1f %8.1f %9s\n' "$t" "${MED[$t]}" "$(echo "${P50[$t]}" | median)" \
         "$(echo "${P99[$t]}" | median)" "${ERR[$t]}" "$(echo "${SCPU[$t]}" | median)" \
-        "$(echo "${UCPU[$t]}" | median)" "$ratio"
+        "$(echo "${UCPU[$t]}" | median)" "$(echo "${BCPU[$t]}" | median)" "$ratio"
 done
 if [[ -n ${MED[qiao]:-} && -n ${MED[nginx]:-} ]]; then
     awk -v a="${MED[qiao]}" -v b="${MED[nginx]}" \
@@ -330,29 +383,40 @@ if [[ -n ${MED[qiao]:-} && -n ${MED[nginx]:-} ]]; then
 fi
 
 # --- profile (opt-in) ---------------------------------------------------------------------
+SYSCALLS="read write writev sendto recvfrom sendmsg recvmsg epoll_wait epoll_ctl futex accept4 close"
 if [[ $PERF == 1 ]]; then
     for t in $PERF_TARGETS; do
-        [[ $t == qiao* ]] || die "PERF_TARGETS: only Qiao targets are profiled, not $t"
+        spids=$(server_pids "$t")
         echo
-        echo "perf: Qiao (pid $QIAO_PID) under ${DURATION}s of $t load"
+        echo "perf: $t (pids $spids) under ${DURATION}s of load"
         run_wrk "$t" 1 "$OUT/perf-warm-$t.txt"
-        # perf starts 1 s in and stops 1 s early, so it sees only steady load.
-        (sleep 1 && perf record -F 999 -g --call-graph dwarf,16384 -p "$QIAO_PID" -o "$OUT/perf-$t.data" \
-            -- sleep "$((DURATION - 2))") >"$OUT/perf-record-$t.log" 2>&1 &
+        if [[ $t == qiao* ]]; then
+            # perf starts 1 s in and stops 1 s early, so it sees only steady load.
+            (sleep 1 && perf record -F 999 -g --call-graph dwarf,16384 -p "$spids" -o "$OUT/perf-$t.data" \
+                -- sleep "$((DURATION - 2))") >"$OUT/perf-record-$t.log" 2>&1 &
+            perf_pid=$!
+            run_wrk "$t" "$DURATION" "$OUT/perf-wrk-$t.txt"
+            wait "$perf_pid" || true
+            perf report -i "$OUT/perf-$t.data" --no-children --percent-limit 0.5 --stdio -g none --sort symbol \
+                >"$OUT/perf-$t-self.txt" 2>/dev/null || true
+            perf report -i "$OUT/perf-$t.data" --children --percent-limit 1 --stdio -g none --sort symbol \
+                >"$OUT/perf-$t-children.txt" 2>/dev/null || true
+            echo "  profile: $OUT/perf-$t-self.txt, $OUT/perf-$t-children.txt"
+        fi
+        # System calls of the target's processes during a whole run, per request.
+        events=$(for e in $SYSCALLS; do printf 'syscalls:sys_enter_%s,' "$e"; done)
+        perf stat -x, -e "${events%,}" -p "$(echo $spids | tr ' ' ',')" -o "$OUT/perf-syscalls-$t.csv" &
         perf_pid=$!
-        run_wrk "$t" "$DURATION" "$OUT/perf-wrk-$t.txt"
-        wait "$perf_pid" || true
-        perf report -i "$OUT/perf-$t.data" --no-children --percent-limit 0.5 --stdio -g none \
-            >"$OUT/perf-$t-self.txt" 2>/dev/null || true
-        perf report -i "$OUT/perf-$t.data" --children --percent-limit 1 --stdio -g none \
-            >"$OUT/perf-$t-children.txt" 2>/dev/null || true
-        (sleep 1 && perf stat -p "$QIAO_PID" -- sleep "$((DURATION - 2))") >"$OUT/perf-stat-$t.txt" 2>&1 &
-        perf_pid=$!
-        run_wrk "$t" "$DURATION" "$OUT/perf-stat-wrk-$t.txt"
-        wait "$perf_pid" || true
-        read -r rps _ _ _ _ scpu _ _ < <(parse_wrk "$OUT/perf-stat-wrk-$t.txt")
-        echo "  $rps req/s, $scpu us CPU per request (unprofiled run, perf stat attached)"
-        echo "  reports: $OUT/perf-$t-self.txt, $OUT/perf-$t-children.txt, $OUT/perf-stat-$t.txt"
+        sleep 0.5
+        run_wrk "$t" "$DURATION" "$OUT/perf-syscalls-wrk-$t.txt"
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || true
+        read -r rps _ _ _ _ scpu _ < <(parse_wrk "$OUT/perf-syscalls-wrk-$t.txt")
+        reqs=$(awk '/ requests in / {print $1}' "$OUT/perf-syscalls-wrk-$t.txt")
+        echo "  $rps req/s, $scpu us CPU per request (with syscall counting attached)"
+        awk -F, -v n="$reqs" '$3 ~ /syscalls:sys_enter_/ && $1 + 0 > 0 {
+            sub(/syscalls:sys_enter_/, "", $3); printf "    %-11s %6.2f per request\n", $3, $1 / n }' \
+            "$OUT/perf-syscalls-$t.csv"
     done
 fi
 
