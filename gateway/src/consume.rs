@@ -141,11 +141,12 @@ pub async fn handle(route: Arc<Route>, mut delivery: Delivery) -> Fate {
     m.amqp_messages.with_label_values(&[&*route.name, fate_name]).inc();
     if let Some(f) = &failure {
         m.errors.with_label_values(&[&*route.name, f.kind.slug()]).inc();
+        // The failing destination's system; `-` when the message itself was at fault.
+        let system = f.extra.iter().find(|(k, _)| *k == "system").and_then(|(_, v)| v.as_str()).unwrap_or("-");
         if fate == Fate::DeadLettered {
-            m.dead_letters.with_label_values(&[&*route.name, f.kind.slug()]).inc();
+            m.dead_letters.with_label_values(&[&*route.name, system, f.kind.slug()]).inc();
         }
         if fate == Fate::Retried {
-            let system = f.extra.iter().find(|(k, _)| *k == "system").and_then(|(_, v)| v.as_str()).unwrap_or("-");
             m.retries.with_label_values(&[&*route.name, system]).inc();
         }
     }
@@ -160,6 +161,7 @@ pub async fn handle(route: Arc<Route>, mut delivery: Delivery) -> Fate {
         fate = fate_name,
         attempt,
         error_kind = failure.as_ref().map_or("-", |f| f.kind.slug()),
+        detail = failure.as_ref().map_or("-", |f| f.detail.as_str()),
         duration_ms = started.elapsed().as_micros() as f64 / 1000.0,
         "message"
     );

@@ -16,6 +16,8 @@ use qiao::stub::{self, StubHandle};
 use qiao_connectors::SystemKind;
 use serde_json::Value;
 
+pub mod otlp;
+
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }

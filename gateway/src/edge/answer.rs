@@ -78,6 +78,7 @@ pub async fn discard_body(session: &mut Session, limit: u64) {
 /// Answers with the problem+json document of `failure`.
 pub async fn problem(session: &mut Session, ctx: &mut Ctx, failure: &Failure) -> Result<()> {
     ctx.error = Some(failure.kind);
+    ctx.error_detail = Some(failure.detail.clone());
     let route = ctx.route.as_ref().map(|r| r.name.to_string());
     let id = ctx.message_id.as_ref().map(|m| m.as_str().to_string());
     let instance = session.req_header().uri.path().to_string();

@@ -130,6 +130,7 @@ pub async fn handle(session: &mut Session, ctx: &mut Ctx, route: &Route, params:
         Ok(Outcome::Relay(d)) => {
             if let Some(f) = &d.failure {
                 ctx.error = Some(f.kind);
+                ctx.error_detail = Some(f.detail.clone());
                 tracing::warn!(route = %route.name, message_id = %message.id, error_kind = %f.kind, "{}", f.detail);
             }
             let Some(reply) = d.reply else {

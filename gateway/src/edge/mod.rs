@@ -43,6 +43,8 @@ pub struct Ctx {
     route: Option<Arc<Route>>,
     message_id: Option<MessageId>,
     error: Option<ErrorKind>,
+    /// What went wrong, already redacted, for the access line.
+    error_detail: Option<String>,
     status: u16,
     proxy: Option<ProxyPlan>,
     /// Bytes of a proxied body seen so far.
@@ -99,6 +101,7 @@ impl ProxyHttp for Edge {
             route: None,
             message_id: None,
             error: None,
+            error_detail: None,
             status: 0,
             proxy: None,
             body_seen: 0,
@@ -272,11 +275,13 @@ impl ProxyHttp for Edge {
         let _in_message = ctx.log_span.enter();
         tracing::info!(
             target: "qiao::access",
+            transport = "http",
             method = %req.method,
             path = req.uri.path(),
             route,
             status,
             error_kind = error,
+            detail = ctx.error_detail.as_deref().unwrap_or("-"),
             message_id,
             duration_ms = elapsed_us as f64 / 1000.0,
             client = %session.client_addr().map(|a| a.to_string()).unwrap_or_default(),

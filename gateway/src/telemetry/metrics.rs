@@ -96,8 +96,8 @@ pub fn get() -> &'static Metrics {
             dead_letters: counter(
                 &r,
                 "qiao_dead_letters_total",
-                "Messages dead-lettered, by error kind",
-                &["route", "error_kind"],
+                "Messages dead-lettered, by the failing system (`-`: the message itself) and error kind",
+                &["route", "system", "error_kind"],
             ),
             errors: counter(
                 &r,

@@ -1,0 +1,156 @@
+//! A small real OTLP/HTTP collector: `POST /v1/traces` with protobuf bodies, as Qiao's
+//! exporter sends them. It keeps every span so that a test can look at the tree.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use prost::Message;
+use tokio::net::TcpListener;
+
+/// One received span, ids as lowercase hex (empty parent for a root).
+#[derive(Clone, Debug)]
+pub struct Span {
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent: String,
+    pub name: String,
+    /// 1 internal, 2 server, 3 client, 4 producer, 5 consumer (OTLP's enum).
+    pub kind: i32,
+    pub attributes: HashMap<String, String>,
+    pub service: String,
+    /// OTLP status code: 0 unset, 1 ok, 2 error.
+    pub status: i32,
+}
+
+impl Span {
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).map(String::as_str)
+    }
+}
+
+pub const SERVER: i32 = 2;
+pub const CLIENT: i32 = 3;
+pub const PRODUCER: i32 = 4;
+pub const CONSUMER: i32 = 5;
+
+pub struct Collector {
+    pub addr: SocketAddr,
+    spans: Arc<Mutex<Vec<Span>>>,
+    requests: Arc<Mutex<usize>>,
+}
+
+impl Collector {
+    pub async fn start() -> Collector {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(Mutex::new(0));
+        let (s, r) = (spans.clone(), requests.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (s, r) = (s.clone(), r.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (s, r) = (s.clone(), r.clone());
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let status = if path != "/v1/traces" {
+                                404
+                            } else {
+                                match ExportTraceServiceRequest::decode(body) {
+                                    Ok(export) => {
+                                        *r.lock().unwrap() += 1;
+                                        s.lock().unwrap().extend(flatten(export));
+                                        200
+                                    }
+                                    Err(_) => 400,
+                                }
+                            };
+                            let answer = ExportTraceServiceResponse::default().encode_to_vec();
+                            let mut resp = hyper::Response::new(Full::new(Bytes::from(answer)));
+                            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            resp.headers_mut()
+                                .insert("content-type", http::HeaderValue::from_static("application/x-protobuf"));
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Collector { addr, spans, requests }
+    }
+
+    /// For `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}/v1/traces", self.addr)
+    }
+
+    pub fn spans(&self) -> Vec<Span> {
+        self.spans.lock().unwrap().clone()
+    }
+
+    pub fn export_requests(&self) -> usize {
+        *self.requests.lock().unwrap()
+    }
+
+    pub fn trace(&self, trace_id: &str) -> Vec<Span> {
+        self.spans().into_iter().filter(|s| s.trace_id == trace_id).collect()
+    }
+}
+
+fn flatten(export: ExportTraceServiceRequest) -> Vec<Span> {
+    let mut out = Vec::new();
+    for rs in export.resource_spans {
+        let service = rs
+            .resource
+            .iter()
+            .flat_map(|r| r.attributes.iter())
+            .find(|kv| kv.key == "service.name")
+            .and_then(|kv| kv.value.as_ref().and_then(|v| v.value.as_ref()).map(text))
+            .unwrap_or_default();
+        for ss in rs.scope_spans {
+            for span in ss.spans {
+                out.push(Span {
+                    trace_id: hex(&span.trace_id),
+                    span_id: hex(&span.span_id),
+                    parent: hex(&span.parent_span_id),
+                    name: span.name,
+                    kind: span.kind,
+                    attributes: span
+                        .attributes
+                        .into_iter()
+                        .map(|kv| (kv.key, kv.value.and_then(|v| v.value).as_ref().map(text).unwrap_or_default()))
+                        .collect(),
+                    service: service.clone(),
+                    status: span.status.map_or(0, |s| s.code),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn text(v: &AnyValue) -> String {
+    match v {
+        AnyValue::StringValue(s) => s.clone(),
+        AnyValue::IntValue(i) => i.to_string(),
+        AnyValue::DoubleValue(d) => d.to_string(),
+        AnyValue::BoolValue(b) => b.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
