@@ -209,6 +209,45 @@ async fn without_incoming_context_qiao_starts_a_trace() {
     assert!(descends(&spans, client, server));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_export_follows_a_sampled_caller_and_the_ratio_drops_new_traces() {
+    let collector = Collector::start().await;
+    let stubs = Stubs::start().await;
+    let mut env = stubs.env();
+    for (k, v) in [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.grpc_endpoint().as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0"),
+        ("OTEL_SERVICE_NAME", "qiao-hangzhou"),
+    ] {
+        env.push((k.into(), v.into()));
+    }
+    let qiao = Qiao::run(&routes_dir(), &env).await;
+    let url = qiao.url("/crm/orders/8015g00000ABCDE");
+    let erp = stubs.get(SystemKind::Erp).state.clone();
+
+    // Ratio 0: a new trace is not kept, yet its context still reaches the receiver, unsampled.
+    let reply = post_json(&url, example("crm-order.json")).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let unsampled = erp.received()[0].headers["traceparent"].clone();
+    assert!(unsampled.ends_with("-00"), "{unsampled}");
+    let (unsampled_trace, _) = traceparent(&unsampled);
+
+    // A caller that sampled its trace is followed whatever the ratio.
+    let parent = format!("00-{TRACE_ID}-{CALLER_SPAN}-01");
+    let headers = [("content-type", "application/json"), ("traceparent", parent.as_str())];
+    let reply = request("POST", &url, &headers, example("crm-order.json")).await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(erp.received()[1].headers["traceparent"].ends_with("-01"));
+    eventually(Duration::from_secs(20), "the sampled trace over gRPC", || {
+        let spans = collector.trace(TRACE_ID);
+        async move { spans.iter().any(|s| s.kind == otlp::CLIENT) && spans.iter().any(|s| s.kind == otlp::SERVER) }
+    })
+    .await;
+    assert!(collector.spans().iter().all(|s| s.service == "qiao-hangzhou"));
+    assert!(collector.trace(&unsampled_trace).is_empty(), "the unsampled trace is not exported");
+}
+
 /// `name{labels} value` lines, checked against the exposition format: every sample belongs
 /// to a family with `# TYPE`, values are numbers, histogram buckets only grow.
 fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
@@ -262,17 +301,36 @@ fn sample(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_parse_as_prometheus_text_and_count_what_was_sent_while_the_collector_is_unreachable() {
+async fn metrics_parse_as_prometheus_text_and_count_what_was_sent_while_the_collector_hangs() {
     let stubs = Stubs::start().await;
     let mut env = stubs.env();
-    // Nobody listens there: export fails in the background and traffic must not notice.
-    env.push(("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into(), format!("http://127.0.0.1:{}/v1/traces", free_port())));
+    // A collector that takes connections and never answers: export hangs in the background
+    // and traffic must not notice.
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}/v1/traces", blackhole.local_addr().unwrap());
+    env.push(("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into(), endpoint));
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = held.clone();
+    std::thread::spawn(move || {
+        for stream in blackhole.incoming().flatten() {
+            h.lock().unwrap().push(stream);
+        }
+    });
     let qiao = Qiao::run(&routes_dir(), &env).await;
 
     let good = example("crm-order.json");
     let mut bad: Value = serde_json::from_slice(&good).unwrap();
     bad.as_object_mut().unwrap().remove("totalSize");
-    for _ in 0..7 {
+    for _ in 0..2 {
+        let r = post_json(&qiao.url("/crm/orders/8015g00000ABCDE"), good.clone()).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    eventually(Duration::from_secs(20), "an export stuck at the collector", || {
+        let n = held.lock().unwrap().len();
+        async move { n > 0 }
+    })
+    .await;
+    for _ in 0..5 {
         let r = post_json(&qiao.url("/crm/orders/8015g00000ABCDE"), good.clone()).await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     }

@@ -1,14 +1,16 @@
-//! A small real OTLP/HTTP collector: `POST /v1/traces` with protobuf bodies, as Qiao's
-//! exporter sends them. It keeps every span so that a test can look at the tree.
+//! A small real OTLP collector on one port: OTLP/HTTP (`POST /v1/traces`, protobuf) and
+//! OTLP/gRPC (`TraceService/Export` over cleartext HTTP/2). It keeps every span so that a
+//! test can look at the tree.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message;
@@ -62,33 +64,45 @@ impl Collector {
                         async move {
                             let path = req.uri().path().to_string();
                             let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let status = if path != "/v1/traces" {
-                                404
-                            } else {
-                                match ExportTraceServiceRequest::decode(body) {
-                                    Ok(export) => {
-                                        *r.lock().unwrap() += 1;
-                                        s.lock().unwrap().extend(flatten(export));
-                                        200
-                                    }
-                                    Err(_) => 400,
+                            let keep = |bytes: &[u8]| match ExportTraceServiceRequest::decode(bytes) {
+                                Ok(export) => {
+                                    *r.lock().unwrap() += 1;
+                                    s.lock().unwrap().extend(flatten(export));
+                                    true
                                 }
+                                Err(_) => false,
                             };
                             let answer = ExportTraceServiceResponse::default().encode_to_vec();
-                            let mut resp = hyper::Response::new(Full::new(Bytes::from(answer)));
-                            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                            resp.headers_mut()
-                                .insert("content-type", http::HeaderValue::from_static("application/x-protobuf"));
-                            Ok::<_, std::convert::Infallible>(resp)
+                            Ok::<_, std::convert::Infallible>(match path.as_str() {
+                                "/v1/traces" => {
+                                    let status = if keep(&body) { 200 } else { 400 };
+                                    reply(status, "application/x-protobuf", Bytes::from(answer), None)
+                                }
+                                GRPC_EXPORT => {
+                                    // One length-prefixed message (flag 0: not compressed).
+                                    let ok = body.len() >= 5 && body[0] == 0 && keep(&body[5..]);
+                                    let mut framed = vec![0u8];
+                                    framed.extend_from_slice(&(answer.len() as u32).to_be_bytes());
+                                    framed.extend_from_slice(&answer);
+                                    let status = if ok { "0" } else { "3" };
+                                    reply(200, "application/grpc", Bytes::from(framed), Some(status))
+                                }
+                                _ => reply(404, "text/plain", Bytes::new(), None),
+                            })
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
             }
         });
         Collector { addr, spans, requests }
+    }
+
+    /// For `OTEL_EXPORTER_OTLP_ENDPOINT` with `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`.
+    pub fn grpc_endpoint(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// For `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`.
@@ -107,6 +121,30 @@ impl Collector {
     pub fn trace(&self, trace_id: &str) -> Vec<Span> {
         self.spans().into_iter().filter(|s| s.trace_id == trace_id).collect()
     }
+}
+
+const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+type ReplyBody =
+    StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::convert::Infallible>>>>;
+
+/// An answer; gRPC puts its status in trailers after the body.
+fn reply(
+    status: u16,
+    content_type: &'static str,
+    body: Bytes,
+    grpc_status: Option<&str>,
+) -> hyper::Response<ReplyBody> {
+    let mut frames = vec![Ok(Frame::data(body))];
+    if let Some(code) = grpc_status {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_str(code).unwrap());
+        frames.push(Ok(Frame::trailers(trailers)));
+    }
+    let mut resp = hyper::Response::new(StreamBody::new(futures_util::stream::iter(frames)));
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+    resp.headers_mut().insert("content-type", http::HeaderValue::from_static(content_type));
+    resp
 }
 
 fn flatten(export: ExportTraceServiceRequest) -> Vec<Span> {

@@ -19,16 +19,19 @@ use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, Sampler, SdkTracerProvider};
 
-/// Where spans go. Resolved from the config, then from the standard `OTEL_*` variables.
-#[derive(Clone, Debug, PartialEq)]
+/// Where spans go. What the config leaves open (`None`) comes from the standard `OTEL_*`
+/// variables, then from the defaults.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TelemetrySettings {
-    /// OTLP endpoint; `None` turns export off (spans are still created, unsampled, so trace
+    /// OTLP endpoint; none turns export off (spans are still created, unsampled, so trace
     /// context still propagates).
     pub endpoint: Option<String>,
-    pub protocol: OtlpProtocol,
-    /// Share of new traces kept, 0.0–1.0; a sampled parent is always followed.
-    pub sample_ratio: f64,
-    pub service_name: String,
+    /// Default HTTP/protobuf.
+    pub protocol: Option<OtlpProtocol>,
+    /// Share of new traces kept, 0.0–1.0 (default 1.0); a sampled parent is always followed.
+    pub sample_ratio: Option<f64>,
+    /// Default `qiao`.
+    pub service_name: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,37 +40,48 @@ pub enum OtlpProtocol {
     Grpc,
 }
 
-impl Default for TelemetrySettings {
-    fn default() -> Self {
-        Self { endpoint: None, protocol: OtlpProtocol::HttpProtobuf, sample_ratio: 1.0, service_name: "qiao".into() }
-    }
-}
-
 impl TelemetrySettings {
-    /// Fills what the config left open from `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_SERVICE_NAME` and
-    /// `OTEL_TRACES_SAMPLER_ARG`.
-    pub fn with_env(mut self) -> Self {
-        let var = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
+    /// Fills what the config left open from `OTEL_EXPORTER_OTLP_PROTOCOL`,
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT`,
+    /// `OTEL_SERVICE_NAME` and `OTEL_TRACES_SAMPLER_ARG`.
+    pub fn with_env(self) -> Self {
+        self.with_vars(|n| std::env::var(n).ok())
+    }
+
+    fn with_vars(mut self, var: impl Fn(&str) -> Option<String>) -> Self {
+        let var = |n: &str| var(n).filter(|v| !v.trim().is_empty());
+        if self.protocol.is_none() {
+            self.protocol = var("OTEL_EXPORTER_OTLP_PROTOCOL")
+                .map(|p| if p.trim() == "grpc" { OtlpProtocol::Grpc } else { OtlpProtocol::HttpProtobuf });
+        }
         if self.endpoint.is_none() {
             self.endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| {
-                var("OTEL_EXPORTER_OTLP_ENDPOINT").map(|base| match self.protocol {
+                var("OTEL_EXPORTER_OTLP_ENDPOINT").map(|base| match self.protocol() {
                     // The generic endpoint is a base URL for HTTP: the signal path goes after it.
                     OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
                     OtlpProtocol::Grpc => base,
                 })
             });
         }
-        if let Some(p) = var("OTEL_EXPORTER_OTLP_PROTOCOL") {
-            self.protocol = if p == "grpc" { OtlpProtocol::Grpc } else { OtlpProtocol::HttpProtobuf };
+        if self.service_name.is_none() {
+            self.service_name = var("OTEL_SERVICE_NAME");
         }
-        if let Some(n) = var("OTEL_SERVICE_NAME") {
-            self.service_name = n;
-        }
-        if let Some(r) = var("OTEL_TRACES_SAMPLER_ARG").and_then(|r| r.parse().ok()) {
-            self.sample_ratio = r;
+        if self.sample_ratio.is_none() {
+            self.sample_ratio = var("OTEL_TRACES_SAMPLER_ARG").and_then(|r| r.trim().parse().ok());
         }
         self
+    }
+
+    pub fn protocol(&self) -> OtlpProtocol {
+        self.protocol.unwrap_or(OtlpProtocol::HttpProtobuf)
+    }
+
+    pub fn sample_ratio(&self) -> f64 {
+        self.sample_ratio.unwrap_or(1.0).clamp(0.0, 1.0)
+    }
+
+    pub fn service_name(&self) -> &str {
+        self.service_name.as_deref().unwrap_or("qiao")
     }
 }
 
@@ -88,7 +102,7 @@ impl Drop for Telemetry {
 pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, String> {
     trace::install_propagator();
     let resource = Resource::builder()
-        .with_service_name(settings.service_name.clone())
+        .with_service_name(settings.service_name().to_string())
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .build();
     let Some(endpoint) = &settings.endpoint else {
@@ -105,7 +119,7 @@ pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, String> {
         .build()
         .map_err(|e| format!("telemetry runtime: {e}"))?;
     let _in_runtime = runtime.enter();
-    let exporter = match settings.protocol {
+    let exporter = match settings.protocol() {
         OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
@@ -131,7 +145,7 @@ pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, String> {
     )
     .with_batch_config(batch)
     .build();
-    let ratio = settings.sample_ratio.clamp(0.0, 1.0);
+    let ratio = settings.sample_ratio();
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))))
@@ -140,4 +154,54 @@ pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, String> {
     opentelemetry::global::set_tracer_provider(provider.clone());
     drop(_in_runtime);
     Ok(Telemetry { provider, _runtime: Some(runtime), exporting_to: Some(endpoint.clone()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(vars: &[(&str, &str)], config: TelemetrySettings) -> TelemetrySettings {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        config.with_vars(|n| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn the_generic_endpoint_gets_the_signal_path_only_over_http() {
+        let http = from(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4318/")], TelemetrySettings::default());
+        assert_eq!(http.endpoint.as_deref(), Some("http://otel:4318/v1/traces"));
+        let grpc = from(
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4317"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+            TelemetrySettings::default(),
+        );
+        assert_eq!(grpc.endpoint.as_deref(), Some("http://otel:4317"));
+        assert_eq!(grpc.protocol(), OtlpProtocol::Grpc);
+        let traces = from(
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318"), ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://b/t")],
+            TelemetrySettings::default(),
+        );
+        assert_eq!(traces.endpoint.as_deref(), Some("http://b/t"), "the signal's own variable wins");
+    }
+
+    #[test]
+    fn the_config_wins_over_the_environment() {
+        let config = TelemetrySettings {
+            endpoint: Some("http://config:4317".into()),
+            protocol: Some(OtlpProtocol::Grpc),
+            sample_ratio: Some(0.25),
+            service_name: Some("qiao-hz".into()),
+        };
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://env/v1/traces"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_TRACES_SAMPLER_ARG", "1"),
+            ("OTEL_SERVICE_NAME", "other"),
+        ];
+        assert_eq!(from(&vars, config.clone()), config);
+        let open = from(&vars, TelemetrySettings::default());
+        assert_eq!(open.sample_ratio(), 1.0);
+        assert_eq!(open.service_name(), "other");
+        assert_eq!(open.protocol(), OtlpProtocol::HttpProtobuf);
+        let none = from(&[], TelemetrySettings::default());
+        assert_eq!((none.endpoint.as_deref(), none.sample_ratio(), none.service_name()), (None, 1.0, "qiao"));
+    }
 }

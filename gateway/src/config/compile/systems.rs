@@ -180,8 +180,8 @@ pub(super) fn compile_server(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) -> 
             }
             if let Some(p) = &t.otlp_protocol {
                 match p.value.as_str() {
-                    "http/protobuf" => s.protocol = crate::telemetry::OtlpProtocol::HttpProtobuf,
-                    "grpc" => s.protocol = crate::telemetry::OtlpProtocol::Grpc,
+                    "http/protobuf" => s.protocol = Some(crate::telemetry::OtlpProtocol::HttpProtobuf),
+                    "grpc" => s.protocol = Some(crate::telemetry::OtlpProtocol::Grpc),
                     other => cx.error(
                         Place::at(file, &p.referenced),
                         format!("unknown OTLP protocol `{other}`"),
@@ -193,12 +193,12 @@ pub(super) fn compile_server(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) -> 
                 if !(0.0..=1.0).contains(&r) {
                     cx.error(place.clone(), format!("sample_ratio {r} is not between 0.0 and 1.0"), None);
                 }
-                s.sample_ratio = r.clamp(0.0, 1.0);
+                s.sample_ratio = Some(r.clamp(0.0, 1.0));
             }
             if let Some(n) = &t.service_name
                 && let Some(v) = cx.env_value(file, n)
             {
-                s.service_name = v;
+                s.service_name = Some(v).filter(|v| !v.trim().is_empty());
             }
         }
         for (text, slot) in [(listen, &mut settings.listen), (admin_listen, &mut settings.admin_listen)] {
