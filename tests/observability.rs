@@ -104,6 +104,9 @@ async fn one_trace_runs_from_the_caller_through_rabbitmq_to_both_receivers() {
     })
     .await;
     let spans = collector.trace(TRACE_ID);
+    if std::env::var_os("QIAO_PRINT_TRACE").is_some() {
+        eprintln!("{}", otlp::tree(&spans));
+    }
     let one = |kind: i32| {
         let found: Vec<&otlp::Span> = spans.iter().filter(|s| s.kind == kind).collect();
         assert_eq!(found.len(), 1, "one span of kind {kind}: {spans:#?}");

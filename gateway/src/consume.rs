@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use futures_util::future::join_all;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanKind, TraceContextExt};
 use tracing::Instrument;
@@ -27,7 +28,7 @@ use qiao_connectors::amqp::{
 };
 use qiao_connectors::{Message, MessageId, TraceContext};
 
-use crate::config::{AmqpSource, Route, Source};
+use crate::config::{AmqpSource, Destination, Route, Source};
 use crate::error::Failure;
 use crate::pipeline;
 use crate::telemetry::{metrics, trace};
@@ -230,13 +231,20 @@ async fn process(
         let chosen = pipeline::select(route, &value, &vars)?;
         pipeline::map(route, &chosen, &value, &vars)
     })?;
+    // The destinations still owed the message, all at once.
+    let pending: Vec<(usize, &Destination, &pipeline::Outgoing)> = route
+        .destinations
+        .iter()
+        .zip(&bodies)
+        .enumerate()
+        .filter(|(i, _)| !delivered.contains(i))
+        .filter_map(|(i, (dest, out))| Some((i, dest, out.as_ref()?)))
+        .collect();
+    let sent = join_all(pending.iter().map(|(_, dest, out)| pipeline::deliver(dest, message, out, &vars, cx))).await;
     let mut worst: Option<Failure> = None;
-    for (i, (dest, out)) in route.destinations.iter().zip(&bodies).enumerate() {
-        let Some(out) = out else { continue };
-        if delivered.contains(&i) {
-            continue;
-        }
-        let failure = match pipeline::deliver(dest, message, out, &vars, cx).await {
+    for ((i, _, _), result) in pending.iter().zip(sent) {
+        let i = *i;
+        let failure = match result {
             Ok(d) => d.failure,
             Err(f) => Some(f),
         };

@@ -29,6 +29,8 @@ pub struct Span {
     pub service: String,
     /// OTLP status code: 0 unset, 1 ok, 2 error.
     pub status: i32,
+    pub start_ns: u64,
+    pub end_ns: u64,
 }
 
 impl Span {
@@ -172,6 +174,8 @@ fn flatten(export: ExportTraceServiceRequest) -> Vec<Span> {
                         .collect(),
                     service: service.clone(),
                     status: span.status.map_or(0, |s| s.code),
+                    start_ns: span.start_time_unix_nano,
+                    end_ns: span.end_time_unix_nano,
                 });
             }
         }
@@ -191,4 +195,55 @@ fn text(v: &AnyValue) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The spans of one trace as an indented tree with offsets and durations, as the docs show it.
+pub fn tree(spans: &[Span]) -> String {
+    let kind = |k: i32| ["", "internal", "server", "client", "producer", "consumer"].get(k as usize).copied();
+    let t0 = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
+    let mut out = String::new();
+    fn walk(
+        spans: &[Span],
+        parent: &str,
+        depth: usize,
+        t0: u64,
+        kind: &dyn Fn(i32) -> Option<&'static str>,
+        out: &mut String,
+    ) {
+        let mut children: Vec<&Span> = spans.iter().filter(|s| s.parent == parent).collect();
+        children.sort_by_key(|s| s.start_ns);
+        for s in children {
+            let mut attrs: Vec<String> = s
+                .attributes
+                .iter()
+                .filter(|(k, _)| {
+                    k.starts_with("messaging.")
+                        || k.starts_with("qiao.")
+                        || k.starts_with("http.")
+                        || k.as_str() == "url.full"
+                })
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            attrs.sort();
+            out.push_str(&format!(
+                "{:>8.2} ms {:>7.2} ms  {}{} [{}] {}\n",
+                (s.start_ns - t0) as f64 / 1e6,
+                (s.end_ns.saturating_sub(s.start_ns)) as f64 / 1e6,
+                "  ".repeat(depth),
+                s.name,
+                kind(s.kind).unwrap_or("?"),
+                attrs.join(" ")
+            ));
+            walk(spans, &s.span_id, depth + 1, t0, kind, out);
+        }
+    }
+    let ids: std::collections::HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+    let mut roots: Vec<&str> =
+        spans.iter().filter(|s| !ids.contains(s.parent.as_str())).map(|s| s.parent.as_str()).collect();
+    roots.sort();
+    roots.dedup();
+    for r in roots {
+        walk(spans, r, 0, t0, &kind, &mut out);
+    }
+    out
 }

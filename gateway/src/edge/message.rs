@@ -3,6 +3,7 @@
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::join_all;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use qiao_connectors::{Message, MessageId, TraceContext};
@@ -187,18 +188,19 @@ async fn run(
         route.destinations.iter().zip(&bodies).filter_map(|(d, b)| Some((d, b.as_ref()?))).collect();
     if targets.iter().all(|(d, _)| matches!(d.via, Via::Amqp { .. })) {
         // 202 only for what the broker holds: any publish that is not confirmed fails the request.
-        for (dest, out) in &targets {
-            pipeline::deliver(dest, message, out, &dest_vars, cx).await?;
+        let sent = join_all(targets.iter().map(|(dest, out)| pipeline::deliver(dest, message, out, &dest_vars, cx)));
+        for result in sent.await {
+            result?;
         }
         return Ok(Outcome::Accepted);
     }
     if let [(dest, out)] = targets.as_slice() {
         return pipeline::deliver(dest, message, out, &dest_vars, cx).await.map(|d| Outcome::Relay(Box::new(d)));
     }
-    let mut results = Vec::with_capacity(targets.len());
-    for (dest, out) in targets {
-        results.push((dest.system.name.clone(), pipeline::deliver(dest, message, out, &dest_vars, cx).await));
-    }
+    // Destinations are independent: deliver to all at once, so the answer waits for the
+    // slowest receiver, not for the sum of them.
+    let sent = join_all(targets.iter().map(|(dest, out)| pipeline::deliver(dest, message, out, &dest_vars, cx)));
+    let results = targets.iter().map(|(d, _)| d.system.name.clone()).zip(sent.await).collect();
     Ok(Outcome::FanOut(results))
 }
 
