@@ -210,6 +210,11 @@ async fn without_incoming_context_qiao_starts_a_trace() {
     let client = spans.iter().find(|s| s.kind == otlp::CLIENT).expect("client span");
     assert_eq!(client.span_id, parent);
     assert!(descends(&spans, client, server));
+    // The route picks its destination by a condition: that phase has a span of its own.
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    for phase in ["parse", "validate", "dispatch", "map"] {
+        assert!(names.contains(&phase), "{phase} in {names:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

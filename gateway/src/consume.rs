@@ -227,10 +227,8 @@ async fn process(
     let value = pipeline::phase("parse", route, cx, || pipeline::parse(&message.body))?;
     pipeline::phase("validate", route, cx, || pipeline::validate(route, &value))?;
     let vars = pipeline::vars(route, message, &[], false);
-    let bodies = pipeline::phase("map", route, cx, || {
-        let chosen = pipeline::select(route, &value, &vars)?;
-        pipeline::map(route, &chosen, &value, &vars)
-    })?;
+    let chosen = pipeline::dispatch(route, &value, &vars, cx)?;
+    let bodies = pipeline::phase("map", route, cx, || pipeline::map(route, &chosen, &value, &vars))?;
     // The destinations still owed the message, all at once.
     let pending: Vec<(usize, &Destination, &pipeline::Outgoing)> = route
         .destinations

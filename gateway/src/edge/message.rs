@@ -179,10 +179,8 @@ async fn run(
     let value = pipeline::phase("parse", route, cx, || pipeline::parse(&message.body))?;
     pipeline::phase("validate", route, cx, || pipeline::validate(route, &value))?;
     let vars = pipeline::vars(route, message, params, false);
-    let bodies = pipeline::phase("map", route, cx, || {
-        let chosen = pipeline::select(route, &value, &vars)?;
-        pipeline::map(route, &chosen, &value, &vars)
-    })?;
+    let chosen = pipeline::dispatch(route, &value, &vars, cx)?;
+    let bodies = pipeline::phase("map", route, cx, || pipeline::map(route, &chosen, &value, &vars))?;
     let dest_vars = if route.uses.params { pipeline::vars(route, message, params, true) } else { vars };
     let targets: Vec<(&Destination, &pipeline::Outgoing)> =
         route.destinations.iter().zip(&bodies).filter_map(|(d, b)| Some((d, b.as_ref()?))).collect();
