@@ -159,6 +159,22 @@ fn qiao_map_shows_what_a_route_makes_of_a_message() {
     let problem: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(problem["error_kind"], "schema-violation");
     assert!(problem["errors"].as_array().unwrap().len() >= 4);
+
+    // A route that reads its path parameters says which to give.
+    let example = repo().join("routes/examples/crm-order.json");
+    let (code, _, err) = qiao(&["map", "--route", "crm-order-to-erp", example.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("add --param order_id=..."), "{err}");
+    let (code, out, err) = qiao(&[
+        "map",
+        "--route",
+        "crm-order-to-erp",
+        "--param",
+        "order_id=801J000000k3QpRIAU",
+        example.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("CRM订单"), "{out}");
 }
 
 #[test]

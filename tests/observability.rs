@@ -472,6 +472,8 @@ async fn rate_limits_answer_429_and_open_circuits_answer_503_and_show_in_readyz_
     let open = post_json(&qiao.url("/flaky"), "{}").await;
     assert_eq!(open.status, 503, "{}", String::from_utf8_lossy(&open.body));
     assert_eq!(open.json()["type"], "urn:qiao:problem:circuit-open");
+    let detail = open.json()["detail"].as_str().unwrap().to_string();
+    assert!(detail.contains("circuit is open") && !detail.contains("attempt"), "nothing was tried: {detail}");
 
     let ready = get(&format!("http://127.0.0.1:{}/readyz", qiao.admin)).await.unwrap();
     assert_eq!(ready.status, 200, "one failing receiver does not make Qiao unready");

@@ -16,7 +16,7 @@ Examples:
   qiao demo                              the shipped routes with built-in stub ERP, CRM, OA, WMS and MES
   qiao check routes/                     compile every route, schema and mapping; report every problem
   qiao test routes/                      run the route tests in routes/tests/ (offline)
-  qiao map --route crm-order-to-erp routes/examples/crm-order.json
+  qiao map --route crm-order-to-erp --param order_id=801J000000k3QpRIAU routes/examples/crm-order.json
                                          what one route makes of one message (offline)
   qiao run --config routes/              serve the routes in routes/
   qiao run --listen 0.0.0.0:8080         listen on all interfaces
@@ -195,6 +195,18 @@ fn map(
         eprintln!("qiao: no route `{route}` ({})", config::suggest(route, config.routes.iter().map(|r| &*r.name)));
         return ExitCode::FAILURE;
     };
+    // Path parameters come from the URL on a real request; offline they must be given.
+    if let Some(pattern) = r.http_path().filter(|_| r.uses.params) {
+        let missing: Vec<String> = crate::routing::Router::param_names(pattern)
+            .into_iter()
+            .filter(|n| !params.iter().any(|(k, _)| k == n))
+            .map(|n| format!("--param {n}=..."))
+            .collect();
+        if !missing.is_empty() {
+            eprintln!("qiao: route `{route}` ({pattern}) reads its path parameters: add {}", missing.join(" "));
+            return ExitCode::FAILURE;
+        }
+    }
     let body = match file {
         Some(p) if p != Path::new("-") => std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())),
         _ => {

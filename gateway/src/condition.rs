@@ -58,8 +58,9 @@ fn number(v: &Value) -> Option<f64> {
 }
 
 impl Condition {
-    /// Whether the condition holds for the message in `scope`. A jq error counts as
-    /// "does not hold" and is returned so that the caller can report it.
+    /// Whether the condition holds for the message in `scope`. A jq error is returned: the
+    /// message then fails (`mapping-failed`) rather than take or skip a destination by
+    /// accident.
     pub fn holds(&self, scope: &Scope<'_>) -> Result<bool, String> {
         self.holds_with(scope, &JqDoc::new(scope.current))
     }
@@ -114,6 +115,19 @@ pub fn compile(
     let place = Place::at(file, &raw.referenced);
     let c = &raw.value;
     let mut ops: Vec<Op> = Vec::new();
+    // A null counts as no value, so these could never (or would always) hold.
+    for (v, key, instead) in [(&c.equals, "equals", "exists: false"), (&c.not_equals, "not_equals", "exists: true")] {
+        if v.as_ref().is_some_and(Value::is_null) {
+            diags.push(
+                Diagnostic::error(
+                    place.clone(),
+                    format!("`{key}: null` compares with no value: a null counts as absent"),
+                )
+                .hint(format!("write `{instead}`; see docs/routing.md")),
+            );
+            return None;
+        }
+    }
     if let Some(v) = &c.equals {
         ops.push(Op::Equals(v.clone()));
     }
@@ -224,6 +238,15 @@ mod tests {
         assert!(holds("{ path: tags, exists: false }", order.clone()), "null does not exist");
         assert!(holds("{ path: amount, gte: 100000, lt: 200000 }", order.clone()), "a range");
         assert!(!holds("{ path: missing, gt: 1 }", order));
+    }
+
+    #[test]
+    fn comparing_with_null_is_refused_with_the_form_that_works() {
+        let e = cond("{ path: tags, equals: null }").unwrap_err();
+        assert!(e[0].message.contains("`equals: null`"), "{}", e[0].message);
+        assert!(e[0].hint.as_deref().unwrap().contains("exists: false"));
+        let e = cond("{ path: tags, not_equals: null }").unwrap_err();
+        assert!(e[0].hint.as_deref().unwrap().contains("exists: true"));
     }
 
     #[test]

@@ -444,12 +444,13 @@ pub fn delivery_failure(e: &DeliveryError) -> Failure {
         DeliveryErrorKind::Unroutable => ErrorKind::Unroutable,
         DeliveryErrorKind::CircuitOpen => ErrorKind::CircuitOpen,
     };
-    Failure::new(
-        kind,
-        format!("{}: {} (after {} attempt{})", e.system, e.detail, e.attempts, if e.attempts == 1 { "" } else { "s" }),
-    )
-    .with("system", e.system.clone())
-    .with("attempts", e.attempts)
+    let detail = match e.attempts {
+        // Refused before sending (an open circuit): no attempt to count.
+        0 => format!("{}: {}", e.system, e.detail),
+        1 => format!("{}: {} (after 1 attempt)", e.system, e.detail),
+        n => format!("{}: {} (after {n} attempts)", e.system, e.detail),
+    };
+    Failure::new(kind, detail).with("system", e.system.clone()).with("attempts", e.attempts)
 }
 
 /// Milliseconds since the epoch, for logs.

@@ -54,19 +54,23 @@ impl Circuit {
         Self { config, inner: Mutex::new(Inner::Closed { failures: 0 }) }
     }
 
-    /// May a request go now? `Err` holds the time left until the next trial.
-    pub fn admit(&self) -> Result<(), Duration> {
+    /// May a request go now? The ticket reports the outcome; dropped without one (the
+    /// request could not be built, or the delivery was cancelled), it leaves the circuit as
+    /// it was and frees the half-open trial for the next request. `Err` holds the time left
+    /// until the next trial.
+    pub fn admit(&self) -> Result<Ticket<'_>, Duration> {
+        let ticket = Ticket { circuit: self, trial: false };
         if self.config.failure_threshold == 0 {
-            return Ok(());
+            return Ok(ticket);
         }
         let mut inner = self.inner.lock().expect("circuit lock");
         match &mut *inner {
-            Inner::Closed { .. } => Ok(()),
+            Inner::Closed { .. } => Ok(ticket),
             Inner::Open { until } => {
                 let now = Instant::now();
                 if now >= *until {
                     *inner = Inner::HalfOpen { trial: true };
-                    Ok(())
+                    Ok(Ticket { trial: true, ..ticket })
                 } else {
                     Err(*until - now)
                 }
@@ -75,16 +79,16 @@ impl Circuit {
             Inner::HalfOpen { trial } if *trial => Err(Duration::from_millis(100)),
             Inner::HalfOpen { trial } => {
                 *trial = true;
-                Ok(())
+                Ok(Ticket { trial: true, ..ticket })
             }
         }
     }
 
-    pub fn success(&self) {
+    fn success(&self) {
         *self.inner.lock().expect("circuit lock") = Inner::Closed { failures: 0 };
     }
 
-    pub fn failure(&self) {
+    fn failure(&self) {
         if self.config.failure_threshold == 0 {
             return;
         }
@@ -117,6 +121,37 @@ impl Circuit {
     }
 }
 
+/// Leave to send one request; says how it went.
+#[must_use]
+pub struct Ticket<'a> {
+    circuit: &'a Circuit,
+    /// This request is the half-open trial.
+    trial: bool,
+}
+
+impl Ticket<'_> {
+    pub fn success(mut self) {
+        self.trial = false;
+        self.circuit.success();
+    }
+
+    pub fn failure(mut self) {
+        self.trial = false;
+        self.circuit.failure();
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.trial {
+            let mut inner = self.circuit.inner.lock().expect("circuit lock");
+            if let Inner::HalfOpen { trial } = &mut *inner {
+                *trial = false;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,34 +159,45 @@ mod tests {
     #[test]
     fn opens_after_the_threshold_then_lets_one_trial_through() {
         let c = Circuit::new(CircuitConfig { failure_threshold: 2, open_for: Duration::from_millis(30) });
-        c.failure();
+        c.admit().unwrap().failure();
         assert_eq!(c.state(), CircuitState::Closed);
-        assert!(c.admit().is_ok());
-        c.failure();
+        c.admit().unwrap().failure();
         assert_eq!(c.state(), CircuitState::Open);
         assert!(c.admit().is_err());
         std::thread::sleep(Duration::from_millis(40));
-        assert!(c.admit().is_ok(), "the trial");
+        let trial = c.admit().expect("the trial");
         assert!(c.admit().is_err(), "only one trial at a time");
-        c.failure();
+        trial.failure();
         assert_eq!(c.state(), CircuitState::Open, "a failed trial reopens");
         std::thread::sleep(Duration::from_millis(40));
-        assert!(c.admit().is_ok());
-        c.success();
+        c.admit().unwrap().success();
         assert_eq!(c.state(), CircuitState::Closed);
         assert!(c.admit().is_ok());
     }
 
     #[test]
+    fn a_trial_without_an_outcome_frees_the_next_one() {
+        let c = Circuit::new(CircuitConfig { failure_threshold: 1, open_for: Duration::from_millis(10) });
+        c.admit().unwrap().failure();
+        std::thread::sleep(Duration::from_millis(20));
+        // The request could not be built, or the delivery was cancelled.
+        drop(c.admit().expect("the trial"));
+        assert_eq!(c.state(), CircuitState::HalfOpen);
+        let next = c.admit().expect("another trial, not a circuit stuck open");
+        next.success();
+        assert_eq!(c.state(), CircuitState::Closed);
+    }
+
+    #[test]
     fn a_success_resets_the_count_and_zero_disables() {
         let c = Circuit::new(CircuitConfig { failure_threshold: 2, open_for: Duration::from_secs(60) });
-        c.failure();
-        c.success();
-        c.failure();
+        c.admit().unwrap().failure();
+        c.admit().unwrap().success();
+        c.admit().unwrap().failure();
         assert_eq!(c.state(), CircuitState::Closed);
         let off = Circuit::new(CircuitConfig { failure_threshold: 0, open_for: Duration::from_secs(60) });
         for _ in 0..10 {
-            off.failure();
+            off.admit().unwrap().failure();
         }
         assert!(off.admit().is_ok());
     }

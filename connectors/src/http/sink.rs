@@ -153,18 +153,27 @@ impl HttpSink {
     /// its status: what a status means is the caller's decision. Fails only when no answer
     /// came at all (or the request could not be built).
     pub async fn send(&self, request: &HttpRequest) -> Result<HttpReply, DeliveryError> {
-        if let Err(left) = self.circuit.admit() {
-            return Err(DeliveryError::new(
-                DeliveryErrorKind::CircuitOpen,
-                &self.config.system,
-                format!("the circuit is open after repeated failures; the next trial is in {} ms", left.as_millis()),
-            ));
-        }
+        let ticket = match self.circuit.admit() {
+            Ok(t) => t,
+            Err(left) => {
+                let mut e = DeliveryError::new(
+                    DeliveryErrorKind::CircuitOpen,
+                    &self.config.system,
+                    format!(
+                        "the circuit is open after repeated failures; the next trial is in {} ms",
+                        left.as_millis()
+                    ),
+                );
+                e.attempts = 0;
+                return Err(e);
+            }
+        };
         let result = self.send_with_retries(request).await;
         match &result {
-            Ok(reply) if !self.config.retry.retries_status(reply.status.as_u16()) => self.circuit.success(),
+            Ok(reply) if !self.config.retry.retries_status(reply.status.as_u16()) => ticket.success(),
+            // An invalid request says nothing about the system; the ticket is dropped.
             Err(e) if !e.retryable() => {}
-            _ => self.circuit.failure(),
+            _ => ticket.failure(),
         }
         result
     }
