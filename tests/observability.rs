@@ -349,7 +349,15 @@ async fn metrics_parse_as_prometheus_text_and_count_what_was_sent_while_the_coll
     let r = post_json(&qiao.url("/no/such/route"), good.clone()).await;
     assert_eq!(r.status, 404);
 
-    let reply = get(&format!("http://127.0.0.1:{}/metrics", qiao.admin)).await.unwrap();
+    // A request is counted when its access line is written, just after the answer went
+    // out: wait for the last one.
+    let metrics = format!("http://127.0.0.1:{}/metrics", qiao.admin);
+    eventually(Duration::from_secs(10), "the last request counted", || {
+        let metrics = metrics.clone();
+        async move { get(&metrics).await.is_ok_and(|r| String::from_utf8_lossy(&r.body).contains("status=\"404\"")) }
+    })
+    .await;
+    let reply = get(&metrics).await.unwrap();
     assert_eq!(reply.status, 200);
     assert!(reply.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
     let text = String::from_utf8(reply.body.to_vec()).unwrap();
@@ -482,7 +490,13 @@ async fn rate_limits_answer_429_and_open_circuits_answer_503_and_show_in_readyz_
     assert!(systems.contains(&json!({"system": "flaky", "circuit": "open"})), "{body}");
     assert!(systems.contains(&json!({"system": "erp", "circuit": "closed"})), "{body}");
 
-    let text = get(&format!("http://127.0.0.1:{}/metrics", qiao.admin)).await.unwrap();
+    let metrics = format!("http://127.0.0.1:{}/metrics", qiao.admin);
+    eventually(Duration::from_secs(10), "the circuit-open answer counted", || {
+        let metrics = metrics.clone();
+        async move { get(&metrics).await.is_ok_and(|r| String::from_utf8_lossy(&r.body).contains("status=\"503\"")) }
+    })
+    .await;
+    let text = get(&metrics).await.unwrap();
     let samples = parse_prometheus(std::str::from_utf8(&text.body).unwrap());
     assert_eq!(sample(&samples, "qiao_rate_limited_total{route=\"limited\"}"), 1.0);
     assert_eq!(sample(&samples, "qiao_http_requests_total{route=\"limited\",status=\"429\"}"), 1.0);
