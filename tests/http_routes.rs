@@ -165,7 +165,7 @@ async fn a_big_crm_order_goes_to_a_dingtalk_approval_instead_of_the_erp() {
     let approval = &stubs.get(SystemKind::Oa).state.received()[0];
     assert_eq!(approval.path, "/topapi/processinstance/create");
     assert_eq!(approval.body["process_code"], "PROC-SALES-BIG-ORDER");
-    assert_eq!(approval.body["originator_user_id"], "YG0007");
+    assert_eq!(approval.body["originator_user_id"], "0162381720862551", "the DingTalk user, not the ERP code");
     let form = approval.body["form_component_values"].as_array().unwrap();
     assert!(form.contains(&json!({"name": "含税金额", "value": "139000.0"})), "{form:?}");
     assert!(form.contains(&json!({"name": "客户", "value": "杭州恒泽机电设备有限公司"})));

@@ -159,11 +159,7 @@ fn test(dir: &Path, junit: Option<&Path>, filter: Option<&str>) -> ExitCode {
         Ok(r) => r,
         Err(diags) => {
             print_diagnostics(&diags);
-            eprintln!(
-                "qiao: the routes or tests in {} have errors (run `qiao check {}`)",
-                dir.display(),
-                dir.display()
-            );
+            eprintln!("qiao: the routes or route tests in {} have the errors above; no test was run", dir.display());
             return ExitCode::FAILURE;
         }
     };

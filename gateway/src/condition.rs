@@ -20,7 +20,12 @@ use crate::mapping::{Scope, SourcePath, Uses, compile_jq};
 
 #[derive(Clone, Debug)]
 pub enum Condition {
-    Compare { path: SourcePath, op: Op },
+    /// `place`: where the path is written, for the static checks' findings.
+    Compare {
+        path: SourcePath,
+        op: Op,
+        place: Place,
+    },
     Jq(Arc<JqProgram>),
     All(Vec<Condition>),
     Any(Vec<Condition>),
@@ -68,7 +73,7 @@ impl Condition {
     /// Like [`Condition::holds`], sharing one jq view of the document between conditions.
     pub fn holds_with(&self, scope: &Scope<'_>, doc: &JqDoc<'_>) -> Result<bool, String> {
         Ok(match self {
-            Condition::Compare { path, op } => {
+            Condition::Compare { path, op, .. } => {
                 let v = path.resolve(scope).filter(|v| !v.is_null());
                 match op {
                     Op::Equals(x) => v.is_some_and(|v| same(v, x)),
@@ -172,6 +177,7 @@ pub fn compile(
             }
         };
         uses.note(&parsed);
+        let path_place = Place::at(file, &path.referenced);
         // Several comparisons on one path all have to hold (`gte: 10, lt: 100`).
         return match ops.len() {
             0 => {
@@ -181,9 +187,11 @@ pub fn compile(
                 );
                 None
             }
-            1 => Some(Condition::Compare { path: parsed, op: ops.remove(0) }),
+            1 => Some(Condition::Compare { path: parsed, op: ops.remove(0), place: path_place }),
             _ => Some(Condition::All(
-                ops.into_iter().map(|op| Condition::Compare { path: parsed.clone(), op }).collect(),
+                ops.into_iter()
+                    .map(|op| Condition::Compare { path: parsed.clone(), op, place: path_place.clone() })
+                    .collect(),
             )),
         };
     }

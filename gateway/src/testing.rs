@@ -143,8 +143,7 @@ pub fn run_dir(dir: &Path, filter: Option<&str>) -> Result<Vec<CaseResult>, Vec<
         let raw: RawTestFile = match config::parse_yaml(&text) {
             Ok(r) => r,
             Err(e) => {
-                let place = e.location().map_or(Place::file(&file), |l| Place::at(&file, &l));
-                diags.push(Diagnostic::error(place, e.without_snippet().to_string()).hint("see docs/testing.md"));
+                diags.push(crate::config::load::parse_error(&file, &e, "docs/testing.md"));
                 continue;
             }
         };
@@ -315,7 +314,8 @@ fn check_deliveries(failures: &mut Vec<String>, captured: &[Captured], expect: &
         for (name, value) in &e.headers {
             let got = c.headers.get(&name.to_ascii_lowercase());
             if got != Some(value) {
-                failures.push(format!("{who}: header {name}: expected {value:?}, got {got:?}"));
+                let got = got.map_or_else(|| "no such header".to_string(), |g| format!("{g:?}"));
+                failures.push(format!("{who}: header {name}: expected {value:?}, got {got}"));
             }
         }
         if let Some(body) = &e.body

@@ -56,6 +56,7 @@ pub struct EnvError {
     /// Byte offset of the `${` in the value.
     pub offset: usize,
     pub message: String,
+    pub hint: &'static str,
 }
 
 /// Replaces every `${NAME}` / `${NAME:-default}` in `value`. `$${` writes a literal `${`.
@@ -81,7 +82,11 @@ pub fn interpolate(value: &str, env: &dyn EnvSource) -> Result<String, EnvError>
         }
         let offset = consumed + pos;
         let Some(end) = after.find('}') else {
-            return Err(EnvError { offset, message: "`${` is not closed by `}`".into() });
+            return Err(EnvError {
+                offset,
+                message: "`${` is not closed by `}`".into(),
+                hint: "write `${NAME}` or `${NAME:-default}`; `$${` is a literal `${`",
+            });
         };
         let inner = &after[2..end];
         let (name, default) = match inner.split_once(":-") {
@@ -92,6 +97,7 @@ pub fn interpolate(value: &str, env: &dyn EnvSource) -> Result<String, EnvError>
             return Err(EnvError {
                 offset,
                 message: format!("`${{{inner}}}` is not a valid variable reference (letters, digits and _ only)"),
+                hint: "write `${NAME}` or `${NAME:-default}`, e.g. `${ERP_URL:-http://127.0.0.1:9101}`",
             });
         }
         match (env.var(name).filter(|v| !v.is_empty()), default) {
@@ -102,6 +108,7 @@ pub fn interpolate(value: &str, env: &dyn EnvSource) -> Result<String, EnvError>
                 return Err(EnvError {
                     offset,
                     message: format!("environment variable {name} is not set and has no default"),
+                    hint: "set the variable, or give a default: `${NAME:-value}`",
                 });
             }
         }

@@ -47,14 +47,15 @@ pub fn load_dir(dir: &Path) -> (Vec<(PathBuf, RawFile)>, Vec<Diagnostic>) {
         }
         match super::parse_yaml::<RawFile>(&text) {
             Ok(raw) => files.push((path, raw)),
-            Err(e) => diags.push(parse_error(&path, &e)),
+            Err(e) => diags.push(parse_error(&path, &e, "docs/configuration.md")),
         }
     }
     (files, diags)
 }
 
-/// Turns a parse error into a diagnostic, with the nearest valid key for unknown keys.
-fn parse_error(path: &Path, e: &serde_saphyr::Error) -> Diagnostic {
+/// Turns a parse error into a diagnostic, with the nearest valid key for unknown keys;
+/// `reference` is the page that lists the valid keys.
+pub(crate) fn parse_error(path: &Path, e: &serde_saphyr::Error, reference: &str) -> Diagnostic {
     let place = match e.location() {
         Some(loc) => Place::at(path, &loc),
         None => Place::file(path),
@@ -62,8 +63,16 @@ fn parse_error(path: &Path, e: &serde_saphyr::Error) -> Diagnostic {
     let text = e.without_snippet().to_string();
     // serde's message: "unknown field `pth`, expected one of `system`, `path`" (or without
     // backticks, depending on the formatter); strip the location suffix serde-saphyr adds.
-    let message = text.split(" at line ").next().unwrap_or(&text).to_string();
+    let mut message = text.split(" at line ").next().unwrap_or(&text).to_string();
+    // The YAML library's advice is for programmers who call it, not for people.
+    let duplicate = message.starts_with("duplicate mapping key");
+    if duplicate {
+        message = message.replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+    }
     let mut d = Diagnostic::error(place, message.clone());
+    if duplicate {
+        return d.hint("each key may appear once in a mapping: remove or rename one of them");
+    }
     if let Some(rest) = message.strip_prefix("unknown field `") {
         if let Some((field, expected)) = rest.split_once('`') {
             let valid: Vec<String> = expected
@@ -76,12 +85,12 @@ fn parse_error(path: &Path, e: &serde_saphyr::Error) -> Diagnostic {
                 })
                 .unwrap_or_default();
             let hint = super::suggest(field, valid.iter().map(String::as_str));
-            d = d.hint(format!("{hint} (docs/configuration.md lists every key)"));
+            d = d.hint(format!("{hint} ({reference} lists every key)"));
         }
     } else if message.contains("flow mapping") || message.contains("flow sequence") {
         d = d.hint("inside `{ ... }` or `[ ... ]`, quote values that contain `{`, `}`, `[`, `]` or `,`, e.g. `{ path: \"/orders/{id}\" }`");
     } else if message.starts_with("unknown variant `") {
-        d = d.hint("docs/configuration.md lists the accepted values");
+        d = d.hint(format!("{reference} lists the accepted values"));
     }
     d
 }
@@ -104,6 +113,17 @@ mod tests {
         let d = diags[0].to_string();
         assert!(d.contains("r.yaml:6:9: error: unknown field `pth`"), "{d}");
         assert!(d.contains("did you mean `path`?"), "{d}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_named_without_library_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("r.yaml"), "lookups:\n  a: { values: { x: y } }\n  a: { values: { x: z } }\n")
+            .unwrap();
+        let (_, diags) = load_dir(dir.path());
+        let d = diags[0].to_string();
+        assert!(d.contains("duplicate mapping key") && d.contains("remove or rename"), "{d}");
+        assert!(!d.contains("DuplicateKeyPolicy"), "{d}");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 mod compile;
 mod diag;
 pub mod env;
-mod load;
+pub(crate) mod load;
 mod model;
 pub mod raw;
 

@@ -75,7 +75,7 @@ pub fn check_route(route: &Route, diags: &mut Vec<Diagnostic>) {
     }
     for dest in &route.destinations {
         if let Some(when) = &dest.when {
-            check_condition_paths(&mut cx, &scope, when, &dest.place);
+            check_condition_paths(&mut cx, &scope, when);
         }
         let Some(receiver) = &dest.schema else { continue };
         let Some(mapping) = dest.mapping.as_ref().or(route.mapping.as_ref()) else { continue };
@@ -86,14 +86,14 @@ pub fn check_route(route: &Route, diags: &mut Vec<Diagnostic>) {
     }
 }
 
-fn check_condition_paths<'d>(cx: &mut Ctx<'_, 'd>, scope: &Scope<'d>, c: &crate::condition::Condition, place: &Place) {
+fn check_condition_paths<'d>(cx: &mut Ctx<'_, 'd>, scope: &Scope<'d>, c: &crate::condition::Condition) {
     use crate::condition::Condition;
     match c {
-        Condition::Compare { path, .. } => {
+        Condition::Compare { path, place, .. } => {
             let _ = resolve(cx, scope, path, place);
         }
-        Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| check_condition_paths(cx, scope, c, place)),
-        Condition::Not(c) => check_condition_paths(cx, scope, c, place),
+        Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| check_condition_paths(cx, scope, c)),
+        Condition::Not(c) => check_condition_paths(cx, scope, c),
         Condition::Jq(_) => {}
     }
 }

@@ -120,3 +120,11 @@ fn unknown_schema_parts_stay_silent() {
     assert_eq!(load(&[("r.yaml", r), ("schemas/any.json", "{}")]).map(|w| messages(&w)), Ok(vec![]));
     let _ = Path::new("");
 }
+
+#[test]
+fn a_condition_path_the_schema_cannot_have_is_reported_where_it_is_written() {
+    let r = "routes:\n  r:\n    from: { http: { path: /r } }\n    schema: schemas/source.json\n    to:\n      - system: erp\n        when: { path: order.amout, gt: 100 }\n        map: { FBillNo: order.no }\n";
+    let warnings = load(&[("r.yaml", r), ("schemas/source.json", SOURCE)]).unwrap();
+    let d = warnings.iter().find(|d| d.message.contains("order.amout")).unwrap_or_else(|| panic!("{warnings:?}"));
+    assert_eq!((d.place.line, d.place.column), (7, 23), "at the path inside `when`, not at the destination");
+}

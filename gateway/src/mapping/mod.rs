@@ -413,6 +413,10 @@ fn is_plain_object(ops: &RawFieldOps) -> bool {
         && ops.list.is_none()
         && ops.jq.is_none()
         && ops.omit_null.is_none()
+        && ops.item.is_none()
+        && ops.format.is_none()
+        && ops.parse.is_none()
+        && ops.timezone.is_none()
 }
 
 fn insert(obj: &mut ObjectMap, parts: &[&str], node: Node, place: &Place) -> Result<(), String> {

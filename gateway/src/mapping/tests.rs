@@ -210,6 +210,7 @@ fn conflicting_or_incomplete_fields_are_refused() {
     assert!(errors("a: x\na.b: y\n")[0].contains("set more than once"));
     assert!(errors("a: { each: xs }\n")[0].contains("exactly one of `map`"));
     assert!(errors("a: { from: x, item: y }\n")[0].contains("`item` only makes sense"));
+    assert!(errors("a: { map: { b: x }, item: y }\n")[0].contains("`item` only makes sense"));
     assert!(errors("a: { from: x, as: date, timezone: Asia/Shanghai }\n")[0].contains("not a UTC offset"));
     assert!(errors("a: { from: x, as: date, format: \"%Q\" }\n")[0].contains("not a valid format"));
     assert!(errors("a..b: x\n")[0].contains("empty name"));
@@ -230,6 +231,12 @@ fn options_without_effect_are_warnings_not_errors() {
     assert!(compile(&raw, &env, &mut diags).is_some());
     assert_eq!(diags.len(), 1);
     assert!(!diags[0].is_error());
+    // On a nested map too: never silently ignored.
+    let raw: RawMap = crate::config::parse_yaml("a: { map: { b: x }, timezone: \"+08:00\" }\n").unwrap();
+    let mut diags = Vec::new();
+    assert!(compile(&raw, &env, &mut diags).is_some());
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    assert!(diags[0].message.contains("`timezone` has no effect without `as`"));
 }
 
 #[test]

@@ -51,8 +51,15 @@ impl TelemetrySettings {
     fn with_vars(mut self, var: impl Fn(&str) -> Option<String>) -> Self {
         let var = |n: &str| var(n).filter(|v| !v.trim().is_empty());
         if self.protocol.is_none() {
-            self.protocol = var("OTEL_EXPORTER_OTLP_PROTOCOL")
-                .map(|p| if p.trim() == "grpc" { OtlpProtocol::Grpc } else { OtlpProtocol::HttpProtobuf });
+            self.protocol = var("OTEL_EXPORTER_OTLP_PROTOCOL").map(|p| match p.trim() {
+                "grpc" => OtlpProtocol::Grpc,
+                "http/protobuf" => OtlpProtocol::HttpProtobuf,
+                other => {
+                    // `http/json` is a valid OTLP protocol that this build does not export.
+                    tracing::warn!(protocol = other, "OTEL_EXPORTER_OTLP_PROTOCOL not supported; using http/protobuf");
+                    OtlpProtocol::HttpProtobuf
+                }
+            });
         }
         if self.endpoint.is_none() {
             self.endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| {

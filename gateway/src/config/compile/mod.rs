@@ -61,7 +61,7 @@ impl Ctx<'_> {
                 if !text.value[..e.offset].contains('\n') {
                     place.column += text.value[..e.offset].chars().count() as u64;
                 }
-                self.error(place, e.message, Some("set the variable, or give a default: `${NAME:-value}`".into()));
+                self.error(place, e.message, Some(e.hint.into()));
                 None
             }
         }
