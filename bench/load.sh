@@ -96,9 +96,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for tool in wrk nginx curl ss; do
-    command -v "$tool" >/dev/null || die "$tool is missing (Debian: apt-get install -y wrk nginx-light curl iproute2)"
+# Install what is missing from Debian (wrk, nginx, curl, ss), like scripts/test does.
+. "$ROOT/scripts/lib.sh"
+missing=()
+for pair in wrk:wrk nginx:nginx-light curl:curl ss:iproute2; do
+    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
+[[ ${#missing[@]} == 0 ]] || apt_install "${missing[@]}" || die "cannot install ${missing[*]} (apt-get install -y ${missing[*]})"
 if [[ $PERF == 1 ]]; then
     command -v perf >/dev/null || die "PERF=1 needs perf"
     [[ $DURATION -ge 4 ]] || die "PERF=1 needs DURATION >= 4 (perf skips the first and last second)"
