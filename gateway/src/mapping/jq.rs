@@ -107,6 +107,22 @@ impl JqProgram {
     }
 
     fn run_vals(&self, input: Val, root: Val, vars: &Value) -> Result<Option<Value>, String> {
+        // jaq can panic on values a sender controls: `"ab" * 9223372036854775807` (jq's
+        // string repetition) overflows the capacity in jaq-json 2.0.3 (found by the
+        // `mapping` fuzz target). A message must fail, not take the worker with it.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_unguarded(input, root, vars))).unwrap_or_else(
+            |panic| {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                Err(format!("jq: evaluation failed ({why})"))
+            },
+        )
+    }
+
+    fn run_unguarded(&self, input: Val, root: Val, vars: &Value) -> Result<Option<Value>, String> {
         let get = |name: &str| vars.get(name).map_or(Val::Null, to_val);
         let bound = Vars::new([root, get("params"), get("headers"), get("meta")]);
         let ctx = Ctx::<D>::new(&self.filter.lut, bound);
@@ -213,6 +229,18 @@ mod tests {
         assert_eq!(run("empty", json!({})).unwrap(), None);
         assert!(run(".[]", json!([1, 2])).unwrap_err().contains("more than one"));
         assert!(run("error(\"boom\")", json!(1)).unwrap_err().contains("boom"));
+    }
+
+    #[test]
+    fn a_panic_inside_jaq_is_an_error_of_the_message() {
+        // Found by the `mapping` fuzz target: a string where the shipped route multiplies
+        // quantity by price, and a price at the integer limit.
+        let line = json!({"Quantity": "ab", "UnitPrice": 9223372036854775807_i64});
+        let err = run(".Quantity * .UnitPrice", line).unwrap_err();
+        assert!(err.starts_with("jq: evaluation failed"), "{err}");
+        assert!(err.contains("capacity overflow"), "{err}");
+        // jq's string repetition itself still works.
+        assert_eq!(run(".s * 3", json!({"s": "ab"})).unwrap(), Some(json!("ababab")));
     }
 
     #[test]
