@@ -25,13 +25,17 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "support/cpu_clock.rs"]
+mod cpu_clock;
+
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use cpu_clock::ThreadCpuTime;
+use criterion::measurement::{Measurement, WallTime};
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use qiao::config::{self, ProcessEnv, Route};
 use qiao::pipeline;
@@ -190,42 +194,6 @@ fn bench_group<'c, M: Measurement>(c: &'c mut Criterion<M>, prefix: &str, name: 
         group.sampling_mode(SamplingMode::Flat).sample_size(50);
     }
     group
-}
-
-/// CPU time of the calling thread, in nanoseconds, as the scheduler accounts it.
-fn thread_cpu_ns() -> u64 {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").expect("QIAO_BENCH_CLOCK=cpu needs Linux /proc");
-    text.split_whitespace().next().and_then(|n| n.parse().ok()).expect("schedstat starts with the run time in ns")
-}
-
-/// Criterion measurement: the benchmark thread's CPU time (values in ns, like wall time,
-/// so criterion's own duration and throughput formatting applies).
-struct ThreadCpuTime {
-    wall: WallTime,
-}
-
-impl Measurement for ThreadCpuTime {
-    type Intermediate = u64;
-    type Value = u64;
-
-    fn start(&self) -> u64 {
-        thread_cpu_ns()
-    }
-    fn end(&self, start: u64) -> u64 {
-        thread_cpu_ns().saturating_sub(start)
-    }
-    fn add(&self, a: &u64, b: &u64) -> u64 {
-        a + b
-    }
-    fn zero(&self) -> u64 {
-        0
-    }
-    fn to_f64(&self, value: &u64) -> f64 {
-        *value as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        self.wall.formatter()
-    }
 }
 
 fn main() {

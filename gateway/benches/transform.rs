@@ -25,12 +25,16 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "support/cpu_clock.rs"]
+mod cpu_clock;
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
 
-use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use cpu_clock::{ThreadCpuTime, thread_cpu_ns};
+use criterion::measurement::{Measurement, WallTime};
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use qiao::config::raw::{RawLookup, RawMap};
 use qiao::mapping::{CompileEnv, Lookup, Mapping};
@@ -285,41 +289,6 @@ fn median(v: &mut [f64]) -> f64 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// CPU time of the calling thread, in nanoseconds, as the scheduler accounts it.
-fn thread_cpu_ns() -> u64 {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").expect("thread CPU time needs Linux /proc");
-    text.split_whitespace().next().and_then(|n| n.parse().ok()).expect("schedstat starts with the run time in ns")
-}
-
-/// Criterion measurement: the benchmark thread's CPU time (as in benches/pipeline.rs).
-struct ThreadCpuTime {
-    wall: WallTime,
-}
-
-impl Measurement for ThreadCpuTime {
-    type Intermediate = u64;
-    type Value = u64;
-
-    fn start(&self) -> u64 {
-        thread_cpu_ns()
-    }
-    fn end(&self, start: u64) -> u64 {
-        thread_cpu_ns().saturating_sub(start)
-    }
-    fn add(&self, a: &u64, b: &u64) -> u64 {
-        a + b
-    }
-    fn zero(&self) -> u64 {
-        0
-    }
-    fn to_f64(&self, value: &u64) -> f64 {
-        *value as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        self.wall.formatter()
     }
 }
 
