@@ -25,6 +25,10 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "support/stats.rs"]
+mod stats;
+use stats::median;
+
 #[path = "support/cpu_clock.rs"]
 mod cpu_clock;
 
@@ -272,23 +276,11 @@ fn side_by_side(forms: &Forms, inputs: &[(&str, usize, Value)], rounds: usize) {
         println!(
             "{:<10} {:>16.2} {:>10.2} {:>15.2}x {:>13}",
             name,
-            median(&mut ds),
-            median(&mut js),
-            median(&mut ratios),
+            median(ds),
+            median(js),
+            median(ratios),
             format!("{lo:.2}-{hi:.2}")
         );
-    }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 
