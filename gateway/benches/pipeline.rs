@@ -9,7 +9,8 @@
 //! - `pipeline/{1KB,100KB}`: the whole chain, for the 887-byte example order
 //!   (routes/examples/crm-order.json) and a generated order with 500 order lines.
 //! - `phase_1KB/{parse,validate,vars,select,map,serialize,check_out}`: each step alone on
-//!   the 1 KB order, to say where the time goes. `map` is the route's field map alone
+//!   the 1 KB order, to say where the time goes. `select_jaq` is `select`'s two jq
+//!   conditions evaluated by jaq alone, without the native evaluator. `map` is the route's field map alone
 //!   (`Mapping::apply`), `serialize` is `serde_json::to_vec` of its result and `check_out`
 //!   the ERP destination's schema on it: together, `pipeline::map`.
 //!
@@ -37,7 +38,9 @@ use bytes::Bytes;
 use cpu_clock::ThreadCpuTime;
 use criterion::measurement::{Measurement, WallTime};
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
+use qiao::condition::Condition;
 use qiao::config::{self, ProcessEnv, Route};
+use qiao::mapping::jq::{JqDoc, JqProgram};
 use qiao::pipeline;
 use qiao_connectors::{Message, MessageId, TraceContext};
 use serde_json::{Value, json};
@@ -180,6 +183,23 @@ fn benches<M: Measurement>(c: &mut Criterion<M>, prefix: &str) {
     group.bench_function("validate", |b| b.iter(|| pipeline::validate(&route, black_box(&parsed))));
     group.bench_function("vars", |b| b.iter(|| pipeline::vars(&route, black_box(&msg), black_box(&params), false)));
     group.bench_function("select", |b| b.iter(|| pipeline::select(&route, black_box(&parsed), black_box(&vars))));
+    // The same two conditions by jaq alone (one converted document shared by both, as
+    // `select` did before the native evaluator).
+    let jq: Vec<&JqProgram> = route
+        .destinations
+        .iter()
+        .filter_map(|d| match &d.when {
+            Some(Condition::Jq(p)) => Some(&**p),
+            _ => None,
+        })
+        .collect();
+    assert!(jq.len() == 2 && jq.iter().all(|p| p.is_native()), "two native jq conditions");
+    group.bench_function("select_jaq", |b| {
+        b.iter(|| {
+            let doc = JqDoc::new(black_box(&parsed));
+            jq.iter().map(|p| p.test_doc_with_jaq(&doc, &vars).expect("holds")).filter(|h| *h).count()
+        })
+    });
     group.bench_function("map", |b| b.iter(|| mapping.apply(black_box(&parsed), black_box(&vars))));
     group.bench_function("serialize", |b| b.iter(|| serde_json::to_vec(black_box(&mapped))));
     group.bench_function("check_out", |b| b.iter(|| erp_schema.check(black_box(&mapped))));

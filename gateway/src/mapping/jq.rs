@@ -10,11 +10,16 @@ use jaq_core::{Compiler, Ctx, Native, Vars, data, unwrap_valr};
 use jaq_json::Val;
 use serde_json::Value;
 
+use super::jq_native;
+
 type D = data::JustLut<Val>;
 
 /// A compiled jq program.
 pub struct JqProgram {
     filter: jaq_core::compile::Filter<Native<D>>,
+    /// The same program for the native evaluator, when it is in its subset: conditions try
+    /// it first and fall back to jaq (see `jq_native`).
+    native: Option<jq_native::Expr>,
     pub text: Box<str>,
 }
 
@@ -31,7 +36,7 @@ pub struct JqError {
     pub message: String,
 }
 
-const VARS: [&str; 4] = ["$root", "$params", "$headers", "$meta"];
+const VARS: [&str; 4] = jq_native::VARS;
 
 /// The byte offset of `part` inside `whole`, when it is a slice of it.
 fn offset_in(whole: &str, part: &str) -> usize {
@@ -95,7 +100,7 @@ impl JqProgram {
                 })
                 .unwrap_or(JqError { offset: 0, message: "invalid jq".into() })
         })?;
-        Ok(Self { filter, text: code.into() })
+        Ok(Self { filter, native: jq_native::Expr::compile(code), text: code.into() })
     }
 
     /// Runs on `input`: no output is `None`; one output its value; more than one an error.
@@ -139,14 +144,41 @@ impl JqProgram {
 
     /// Whether the expression's output is truthy (jq: anything but `false` and `null`).
     pub fn test(&self, input: &Value, vars: &Value) -> Result<bool, String> {
-        Ok(self.run(input, input, vars)?.is_some_and(|v| !matches!(v, Value::Null | Value::Bool(false))))
+        if let Some(holds) = self.test_native(input, vars) {
+            return Ok(holds);
+        }
+        self.test_with_jaq(input, vars)
     }
 
     /// Like [`JqProgram::test`], on a document converted once for all the conditions of a
     /// message.
     pub fn test_doc(&self, doc: &JqDoc<'_>, vars: &Value) -> Result<bool, String> {
+        if let Some(holds) = self.test_native(doc.value, vars) {
+            return Ok(holds);
+        }
+        self.test_doc_with_jaq(doc, vars)
+    }
+
+    /// [`JqProgram::test_doc`] by jaq alone (for benchmarks).
+    #[doc(hidden)]
+    pub fn test_doc_with_jaq(&self, doc: &JqDoc<'_>, vars: &Value) -> Result<bool, String> {
         let v = doc.get();
         Ok(self.run_vals(v.clone(), v, vars)?.is_some_and(|v| !matches!(v, Value::Null | Value::Bool(false))))
+    }
+
+    /// Whether the program is in the native evaluator's subset.
+    pub fn is_native(&self) -> bool {
+        self.native.is_some()
+    }
+
+    fn test_native(&self, input: &Value, vars: &Value) -> Option<bool> {
+        self.native.as_ref()?.test(input, input, vars).ok()
+    }
+
+    /// [`JqProgram::test`] by jaq alone: what the native evaluator is checked against.
+    #[doc(hidden)]
+    pub fn test_with_jaq(&self, input: &Value, vars: &Value) -> Result<bool, String> {
+        Ok(self.run(input, input, vars)?.is_some_and(|v| !matches!(v, Value::Null | Value::Bool(false))))
     }
 }
 
@@ -232,15 +264,40 @@ mod tests {
     }
 
     #[test]
-    fn a_panic_inside_jaq_is_an_error_of_the_message() {
+    fn string_repetition_is_bounded_and_fails_the_message() {
         // Found by the `mapping` fuzz target: a string where the shipped route multiplies
-        // quantity by price, and a price at the integer limit.
-        let line = json!({"Quantity": "ab", "UnitPrice": 9223372036854775807_i64});
-        let err = run(".Quantity * .UnitPrice", line).unwrap_err();
-        assert!(err.starts_with("jq: evaluation failed"), "{err}");
-        assert!(err.contains("capacity overflow"), "{err}");
-        // jq's string repetition itself still works.
+        // quantity by price, and a price that makes jq's string repetition huge. The first
+        // overflowed (a panic), the second asked for 8.8 TB (an abort) before the patch in
+        // third_party/jaq-json.
+        for price in [9223372036854775807_i64, 4_400_000_000_000] {
+            let line = json!({"Quantity": "ab", "UnitPrice": price});
+            let err = run(".Quantity * .UnitPrice", line).unwrap_err();
+            assert!(err.starts_with("jq: ") && err.contains("string repetition too long"), "{err}");
+        }
+        let limit = jaq_json::MAX_REPEAT_BYTES;
+        let err = run(".s * .n", json!({"s": "a", "n": limit + 1})).unwrap_err();
+        assert!(err.contains("too long"), "{err}");
+        assert!(err.contains(&(limit + 1).to_string()), "{err}");
+        let at_limit = run(".s * .n | length", json!({"s": "a", "n": limit})).unwrap();
+        assert_eq!(at_limit, Some(json!(limit)));
+        // jq's string repetition itself still works, and keeps jq's edge cases.
         assert_eq!(run(".s * 3", json!({"s": "ab"})).unwrap(), Some(json!("ababab")));
+        assert_eq!(run(".s * 7", json!({"s": "桥ab"})).unwrap(), Some(json!("桥ab".repeat(7))));
+        assert_eq!(run("3 * .s", json!({"s": "xyz"})).unwrap(), Some(json!("xyzxyzxyz")));
+        assert_eq!(run(".s * .n", json!({"s": "", "n": i64::MAX})).unwrap(), Some(json!("")));
+        assert_eq!(run(".s * 0", json!({"s": "ab"})).unwrap(), Some(Value::Null));
+        assert_eq!(run(".s * -2", json!({"s": "ab"})).unwrap(), Some(Value::Null));
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    fn a_panic_inside_jaq_is_an_error_of_the_message() {
+        // jaq-json 2.0.3 takes `length` of a number with `isize::abs`, which overflows on
+        // the smallest integer; debug builds check overflow and panic. The catch in
+        // `run_vals` turns any such panic into an error of the message.
+        let err = run(".n | length", json!({"n": i64::MIN})).unwrap_err();
+        assert!(err.starts_with("jq: evaluation failed"), "{err}");
+        assert!(err.contains("overflow"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod coerce;
 pub mod jq;
+pub mod jq_native;
 pub mod path;
 pub mod template;
 

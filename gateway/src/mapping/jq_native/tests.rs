@@ -1,0 +1,139 @@
+//! The native evaluator against jaq, on the same expressions and messages.
+
+use super::*;
+use crate::mapping::jq::JqProgram;
+use serde_json::json;
+
+fn docs() -> Vec<Value> {
+    vec![
+        json!({"records": [{"OrderItems": {"records": [
+            {"Quantity": 20, "UnitPrice": 4520.0}, {"Quantity": 40, "UnitPrice": 85.0}]}}]}),
+        json!({"records": [{"OrderItems": {"records": [
+            {"Quantity": 2000, "UnitPrice": 4520.5}, {"Quantity": 1, "UnitPrice": 1}]}}]}),
+        json!({"records": [{"OrderItems": {"records": []}}]}),
+        json!({"records": [{"OrderItems": {"records": [{"Quantity": "ab", "UnitPrice": 3}]}}]}),
+        json!({"records": [{"OrderItems": {"records": [{"Quantity": null, "UnitPrice": 3}]}}]}),
+        json!({"records": [{"OrderItems": {"records": [{"Quantity": i64::MAX, "UnitPrice": 2}]}}]}),
+        json!({"records": [{"OrderItems": null}]}),
+        json!({"records": "x"}),
+        json!({"status": "approved", "amount": 120000, "lines": [{"qty": 600}, {"qty": 3}], "neg": -0.0}),
+        json!({"status": "已批准", "amount": 99999.5, "lines": [], "flag": false, "big": u64::MAX}),
+        json!({"status": null, "amount": "100000", "lines": {"a": 1}, "flag": true}),
+        json!([1, 2.5, "x", null, true, [1], {"a": 1}]),
+        json!(null),
+        json!(0),
+    ]
+}
+
+const EXPRS: &[&str] = &[
+    "[.records[0].OrderItems.records[] | .Quantity * .UnitPrice] | add <= 100000",
+    "[.records[0].OrderItems.records[] | .Quantity * .UnitPrice] | add > 100000",
+    "[.records[0].OrderItems.records[] | .Quantity] | add",
+    ".records[0].OrderItems.records | length > 1",
+    ".status == \"approved\"",
+    ".status != \"approved\" and .amount >= 100000",
+    ".status == \"已批准\" or .flag",
+    ".amount > 100000 | not",
+    ".amount - 1 < 99999 or .amount / 2 > 1",
+    "-.amount < -5",
+    ".flag == false",
+    ".status == null",
+    ".status < \"b\"",
+    ".neg == 0",
+    ".big > 1",
+    ".lines | length",
+    "[.lines[] | .qty > 500] | length == 1",
+    ".[2] == \"x\"",
+    ".[0] + .[1] > 3",
+    ".[6].a == 1",
+    "$root.amount > 1",
+    "$params.id == \"801J\"",
+    "$meta.route == \"r\" and $headers.x == null",
+    "[.[] | . == 1] | length",
+    "true and (false or .amount == 120000)",
+    "1.5 * 2 == 3",
+    "10 / 4 == 2.5",
+    "null + 1 == 1",
+    "[] | add",
+    "(.amount) > (.amount - 1)",
+    "\"a\\u0041\" == \"aA\"",
+];
+
+/// What jaq says, as a condition.
+fn jaq(code: &str, doc: &Value, vars: &Value) -> Result<bool, String> {
+    JqProgram::compile(code).unwrap().test_with_jaq(doc, vars)
+}
+
+#[test]
+fn agrees_with_jaq_wherever_it_answers() {
+    let vars = json!({"params": {"id": "801J"}, "headers": {}, "meta": {"route": "r"}});
+    let (mut answered, mut fell_back) = (0, 0);
+    for code in EXPRS {
+        let native = Expr::compile(code).unwrap_or_else(|| panic!("not in the subset: {code}"));
+        for doc in docs() {
+            match native.test(&doc, &doc, &vars) {
+                Ok(b) => {
+                    answered += 1;
+                    assert_eq!(Ok(b), jaq(code, &doc, &vars), "{code} on {doc}");
+                }
+                Err(Fallback) => fell_back += 1,
+            }
+        }
+    }
+    // Both paths are exercised: most pairs are answered natively, the odd ones by jaq.
+    assert!(answered > 200, "answered {answered}");
+    assert!(fell_back > 50, "fell back {fell_back}");
+}
+
+#[test]
+fn the_shipped_conditions_are_answered_natively() {
+    let order: Value = serde_json::from_str(include_str!("../../../../routes/examples/crm-order.json")).unwrap();
+    for code in &EXPRS[..2] {
+        let native = Expr::compile(code).unwrap();
+        assert_eq!(native.test(&order, &order, &Value::Null).map(Some), Ok(jaq(code, &order, &Value::Null).ok()));
+    }
+    assert_eq!(Expr::compile(EXPRS[0]).unwrap().test(&order, &order, &Value::Null), Ok(true));
+}
+
+#[test]
+fn falls_back_where_jaq_would_do_more() {
+    let fb = |code: &str, doc: Value| Expr::compile(code).unwrap().test(&doc, &doc, &Value::Null);
+    // string repetition, integer overflow (jaq goes on with big integers), errors
+    assert_eq!(fb(".a * 3 == \"xxx\"", json!({"a": "x"})), Err(Fallback));
+    assert_eq!(fb(".a * 2 > 0", json!({"a": i64::MAX})), Err(Fallback));
+    assert_eq!(fb(".a.b", json!({"a": 5})), Err(Fallback));
+    assert_eq!(fb(".[]", json!({"a": 1})), Err(Fallback));
+    assert_eq!(fb(".a < \"x\"", json!({"a": 1})), Err(Fallback));
+    assert_eq!(fb(".a / 0 > 1", json!({"a": 1})), Err(Fallback));
+    // more than one output is jaq's error to report
+    assert_eq!(fb(".[] > 1", json!([1, 2])), Err(Fallback));
+    assert_eq!(fb(".[] > 1", json!([2])), Ok(true));
+    // no output is false, as in jaq; an operand without output is left to jaq
+    assert_eq!(fb(".[]", json!([])), Ok(false));
+    assert_eq!(fb(".[] > 1", json!([])), Err(Fallback));
+}
+
+#[test]
+fn compiles_only_the_subset() {
+    for code in [
+        "..",
+        ".a?",
+        ".[1:]",
+        ".[-1]",
+        "map(.a)",
+        "def f: 1; f",
+        ". as $x | $x",
+        ".a // 1",
+        "\"\\(.a)\"",
+        ".a % 2",
+        "1, 2",
+        "$x",
+        "@base64",
+        "tostring",
+    ] {
+        assert!(Expr::compile(code).is_none(), "{code}");
+    }
+    for code in EXPRS {
+        assert!(Expr::compile(code).is_some(), "{code}");
+    }
+}
