@@ -28,7 +28,7 @@ fn expr(u: &mut Unstructured<'_>, depth: u32) -> Result<String> {
     if depth == 0 {
         return Ok(u.choose(LEAVES)?.to_string());
     }
-    let mut sub = |u: &mut Unstructured<'_>| expr(u, depth - 1);
+    let sub = |u: &mut Unstructured<'_>| expr(u, depth - 1);
     Ok(match u.int_in_range(0..=12u8)? {
         0 => u.choose(LEAVES)?.to_string(),
         1 => format!("({} {} {})", sub(u)?, u.choose(MATH)?, sub(u)?),
