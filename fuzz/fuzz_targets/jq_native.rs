@@ -2,8 +2,8 @@
 //!
 //! `arbitrary` builds a jq expression from the native subset's grammar (with an odd
 //! construct outside it now and then) and a small document whose keys the expression's
-//! paths use. Wherever the native evaluator answers, its answer must be jaq's; where it
-//! falls back, jaq decides anyway, so there is nothing to compare.
+//! paths use. Wherever the native evaluator answers, its answer must be jaq's, as a condition
+//! and as a value; where it falls back, jaq decides anyway, so there is nothing to compare.
 
 #![no_main]
 
@@ -39,7 +39,7 @@ fn expr(u: &mut Unstructured<'_>, depth: u32) -> Result<String> {
         6 => format!("[{}]", sub(u)?),
         7 => format!("({} | add)", sub(u)?),
         8 => format!("({} | length)", sub(u)?),
-        9 => format!("({} | not)", sub(u)?),
+        9 => format!("({} | {})", sub(u)?, u.choose(&["not", "tostring"])?),
         10 => format!("(-{})", sub(u)?),
         11 => format!("({}){}", sub(u)?, u.choose(PATHS)?),
         _ => format!("({} {} {})", sub(u)?, u.choose(OTHERS)?, sub(u)?),
@@ -77,6 +77,11 @@ fuzz_target!(|data: &[u8]| {
         let jaq = program.test_with_jaq(&input, &vars);
         assert_eq!(Ok(holds), jaq, "native and jaq differ on `{code}` with {input}");
     }
-    // The gateway's own entry point gives jaq's answer too, whichever evaluator it used.
+    if let Ok(out) = native.run(&input, &input, &vars) {
+        let jaq = program.run_with_jaq(&input, &input, &vars);
+        assert_eq!(Ok(out), jaq, "native and jaq give different values for `{code}` with {input}");
+    }
+    // The gateway's own entry points give jaq's answers too, whichever evaluator they used.
     assert_eq!(program.test(&input, &vars), program.test_with_jaq(&input, &vars), "`{code}` with {input}");
+    assert_eq!(program.run(&input, &input, &vars), program.run_with_jaq(&input, &input, &vars), "`{code}` with {input}");
 });

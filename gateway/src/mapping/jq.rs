@@ -105,6 +105,15 @@ impl JqProgram {
 
     /// Runs on `input`: no output is `None`; one output its value; more than one an error.
     pub fn run(&self, input: &Value, root: &Value, vars: &Value) -> Result<Option<Value>, String> {
+        if let Some(out) = self.native.as_ref().and_then(|n| n.run(input, root, vars).ok()) {
+            return Ok(out);
+        }
+        self.run_with_jaq(input, root, vars)
+    }
+
+    /// [`JqProgram::run`] by jaq alone: what the native evaluator is checked against.
+    #[doc(hidden)]
+    pub fn run_with_jaq(&self, input: &Value, root: &Value, vars: &Value) -> Result<Option<Value>, String> {
         let input_val = to_val(input);
         // Most expressions run on the document itself: convert it once, not twice.
         let root_val = if std::ptr::eq(input, root) { input_val.clone() } else { to_val(root) };
@@ -178,7 +187,7 @@ impl JqProgram {
     /// [`JqProgram::test`] by jaq alone: what the native evaluator is checked against.
     #[doc(hidden)]
     pub fn test_with_jaq(&self, input: &Value, vars: &Value) -> Result<bool, String> {
-        Ok(self.run(input, input, vars)?.is_some_and(|v| !matches!(v, Value::Null | Value::Bool(false))))
+        Ok(self.run_with_jaq(input, input, vars)?.is_some_and(|v| !matches!(v, Value::Null | Value::Bool(false))))
     }
 }
 
@@ -200,7 +209,7 @@ impl<'a> JqDoc<'a> {
 }
 
 /// serde_json → jaq, directly (going through serde's visitor costs twice as much).
-fn to_val(v: &Value) -> Val {
+pub(super) fn to_val(v: &Value) -> Val {
     match v {
         Value::Null => Val::Null,
         Value::Bool(b) => Val::from(*b),
@@ -214,7 +223,7 @@ fn to_val(v: &Value) -> Val {
     }
 }
 
-fn from_val(v: &Val) -> Value {
+pub(super) fn from_val(v: &Val) -> Value {
     match v {
         Val::Null => Value::Null,
         Val::Bool(b) => Value::Bool(*b),

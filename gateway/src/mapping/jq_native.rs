@@ -5,7 +5,7 @@
 //! values and then interprets boxed iterators, ~6 µs for that expression on a 1 KB order;
 //! walking the serde_json tree in place costs a fraction of that. So a jq program is also
 //! compiled here, from jaq's own parse tree, when every part of it is in the subset below,
-//! and a condition is evaluated here first.
+//! and conditions and jq fields of maps are evaluated here first.
 //!
 //! The result is always jaq's. Evaluation answers [`Fallback`] wherever jaq's semantics
 //! would need more than this module knows: a string, array or object operand of `+ - * /`,
@@ -18,7 +18,8 @@
 //! The subset: `.`, paths of literal keys and non-negative indices and `[]` over arrays,
 //! `$root`, `$params`, `$headers` and `$meta`, number, string, boolean and null literals,
 //! `+ - * /`, the six comparisons, `and`, `or`, `not`, `|`, `[ f ]`, `add`, `length`,
-//! unary minus and parentheses.
+//! `tostring`, unary minus and parentheses. Values leave through jaq's own conversions
+//! (`mapping::jq::{to_val, from_val}`), so a number prints exactly as jaq prints it.
 
 use std::cmp::Ordering;
 
@@ -27,6 +28,8 @@ use jaq_core::load::parse::{BinaryOp, Term};
 use jaq_core::ops::{Cmp, Math};
 use jaq_core::path::{Opt, Part};
 use serde_json::Value;
+
+use super::jq::{from_val, to_val};
 
 /// jaq must decide: the expression left the subset at run time.
 #[derive(Debug, PartialEq, Eq)]
@@ -52,6 +55,7 @@ pub enum Expr {
     Add,
     Length,
     Not,
+    ToString,
 }
 
 /// One step of a path.
@@ -74,16 +78,26 @@ impl Expr {
 
     /// jq's `test`: whether the only output is truthy (no output is `false`).
     pub fn test(&self, input: &Value, root: &Value, vars: &Value) -> R<bool> {
+        Ok(self.only(input, root, vars)?.is_some_and(|v| truthy(&v)))
+    }
+
+    /// The output, as `JqProgram::run` gives it: `None` when there is none.
+    pub fn run(&self, input: &Value, root: &Value, vars: &Value) -> R<Option<Value>> {
+        Ok(self.only(input, root, vars)?.map(to_value))
+    }
+
+    /// The only output, if any; more than one is jaq's error to report.
+    fn only<'a>(&'a self, input: &'a Value, root: &'a Value, vars: &'a Value) -> R<Option<V<'a>>> {
         let env = Env { vars: [Some(root), vars.get("params"), vars.get("headers"), vars.get("meta")] };
         let mut result = None;
         self.eval(V::Json(input), &env, &mut |v| match result {
             Some(_) => Err(Fallback),
             None => {
-                result = Some(truthy(&v));
+                result = Some(v);
                 Ok(())
             }
         })?;
-        Ok(result.unwrap_or(false))
+        Ok(result)
     }
 
     fn eval<'a>(&'a self, input: V<'a>, env: &Env<'a>, out: &mut dyn FnMut(V<'a>) -> R<()>) -> R<()> {
@@ -151,6 +165,15 @@ impl Expr {
                 },
             }),
             Expr::Not => out(V::Bool(!truthy(&input))),
+            Expr::ToString => out(match input {
+                V::Json(Value::String(_)) | V::Str(_) => input,
+                V::Json(Value::Array(_) | Value::Object(_)) | V::Arr(_) => return Err(Fallback),
+                // jaq's own text for numbers, booleans and null
+                other => match from_val(&jaq_core::ValT::into_string(jaq_val(&other))) {
+                    Value::String(s) => V::Str(s),
+                    _ => return Err(Fallback),
+                },
+            }),
         }
     }
 
@@ -180,7 +203,33 @@ enum V<'a> {
     Float(f64),
     Bool(bool),
     Null,
+    Str(String),
     Arr(Vec<V<'a>>),
+}
+
+/// A scalar as jaq holds it.
+fn jaq_val(v: &V<'_>) -> jaq_json::Val {
+    match v {
+        V::Json(j) => to_val(j),
+        V::Int(i) => jaq_json::Val::from(*i),
+        V::Float(f) => jaq_json::Val::from(*f),
+        V::Bool(b) => jaq_json::Val::from(*b),
+        V::Null => jaq_json::Val::Null,
+        V::Str(s) => jaq_json::Val::utf8_str(s.clone()),
+        V::Arr(items) => items.iter().map(jaq_val).collect(),
+    }
+}
+
+/// A result as jaq's `run` gives it: through jaq's values, except where that changes nothing.
+fn to_value(v: V<'_>) -> Value {
+    match v {
+        V::Json(j @ (Value::String(_) | Value::Bool(_) | Value::Null)) => j.clone(),
+        V::Str(s) => Value::String(s),
+        V::Bool(b) => Value::Bool(b),
+        V::Null => Value::Null,
+        V::Arr(items) => Value::Array(items.into_iter().map(to_value).collect()),
+        other => from_val(&jaq_val(&other)),
+    }
 }
 
 /// A number as jaq holds it (Qiao converts JSON integers that fit to `Int`, others to
@@ -271,7 +320,7 @@ fn kind(v: &V<'_>) -> R<u8> {
         V::Null | V::Json(Value::Null) => 0,
         V::Bool(_) | V::Json(Value::Bool(_)) => 1,
         V::Int(_) | V::Float(_) | V::Json(Value::Number(_)) => 2,
-        V::Json(Value::String(_)) => 3,
+        V::Json(Value::String(_)) | V::Str(_) => 3,
         V::Arr(_) | V::Json(Value::Array(_) | Value::Object(_)) => return Err(Fallback),
     })
 }
@@ -316,9 +365,10 @@ fn bool_of(v: &V<'_>) -> bool {
     matches!(v, V::Bool(true) | V::Json(Value::Bool(true)))
 }
 
-fn str_of<'a>(v: &V<'a>) -> &'a str {
+fn str_of<'b>(v: &'b V<'_>) -> &'b str {
     match v {
         V::Json(Value::String(s)) => s,
+        V::Str(s) => s,
         _ => "",
     }
 }
@@ -337,6 +387,7 @@ fn from_term(t: &Term<&str>) -> Option<Expr> {
             "add" => Expr::Add,
             "length" => Expr::Length,
             "not" => Expr::Not,
+            "tostring" => Expr::ToString,
             "true" => Expr::Lit(Value::Bool(true)),
             "false" => Expr::Lit(Value::Bool(false)),
             "null" => Expr::Lit(Value::Null),

@@ -20,6 +20,7 @@ fn docs() -> Vec<Value> {
         json!({"status": "已批准", "amount": 99999.5, "lines": [], "flag": false, "big": u64::MAX}),
         json!({"status": null, "amount": "100000", "lines": {"a": 1}, "flag": true}),
         json!([1, 2.5, "x", null, true, [1], {"a": 1}]),
+        json!({"nums": [0.30000000000000004, 1e17, 123456789.125, -0.0, 3.0, 1e-7, i64::MIN, u64::MAX]}),
         json!(null),
         json!(0),
     ]
@@ -59,6 +60,28 @@ const EXPRS: &[&str] = &[
     "\"a\\u0041\" == \"aA\"",
 ];
 
+/// Expressions whose value matters (jq fields of maps), beside the conditions above.
+const VALUES: &[&str] = &[
+    "[.records[0].OrderItems.records[] | .Quantity * .UnitPrice] | add | tostring",
+    "[.records[0].OrderItems.records[] | .Quantity * .UnitPrice] | add",
+    ".amount * 1.1",
+    ".amount / 3 | tostring",
+    ".big | tostring",
+    ".big",
+    ".neg | tostring",
+    "[.lines[] | .qty]",
+    "[.lines[] | .qty * 2 | tostring]",
+    ".lines",
+    ".status | tostring",
+    ".flag | tostring",
+    "[.[] | tostring]",
+    "$meta.route",
+    "0.1 + 0.2 | tostring",
+    "[.nums[] | tostring]",
+    "[.nums[] | . * 3]",
+    ".nums",
+];
+
 /// What jaq says, as a condition.
 fn jaq(code: &str, doc: &Value, vars: &Value) -> Result<bool, String> {
     JqProgram::compile(code).unwrap().test_with_jaq(doc, vars)
@@ -83,6 +106,42 @@ fn agrees_with_jaq_wherever_it_answers() {
     // Both paths are exercised: most pairs are answered natively, the odd ones by jaq.
     assert!(answered > 200, "answered {answered}");
     assert!(fell_back > 50, "fell back {fell_back}");
+}
+
+#[test]
+fn values_are_jaqs_wherever_it_answers() {
+    let vars = json!({"params": {"id": "801J"}, "headers": {}, "meta": {"route": "r"}});
+    let (mut answered, mut fell_back) = (0, 0);
+    for code in EXPRS.iter().chain(VALUES) {
+        let Some(native) = Expr::compile(code) else { panic!("not in the subset: {code}") };
+        let program = JqProgram::compile(code).unwrap();
+        for doc in docs() {
+            match native.run(&doc, &doc, &vars) {
+                Ok(out) => {
+                    answered += 1;
+                    let jaq = program.run_with_jaq(&doc, &doc, &vars);
+                    assert_eq!(Ok(out.clone()), jaq, "{code} on {doc}");
+                    // the same bytes on the wire, too
+                    let bytes = |v: &Option<Value>| serde_json::to_string(v).unwrap();
+                    assert_eq!(bytes(&out), bytes(jaq.as_ref().unwrap()), "{code} on {doc}");
+                }
+                Err(Fallback) => fell_back += 1,
+            }
+        }
+    }
+    assert!(answered > 300, "answered {answered}");
+    assert!(fell_back > 50, "fell back {fell_back}");
+}
+
+#[test]
+fn numbers_print_as_jaq_prints_them() {
+    let doc = json!({"a": 93800.0, "b": 20, "c": 0.30000000000000004, "d": 1e17});
+    let text = |code: &str| Expr::compile(code).unwrap().run(&doc, &doc, &Value::Null).unwrap();
+    assert_eq!(text(".a | tostring"), Some(json!("93800.0")));
+    assert_eq!(text(".b | tostring"), Some(json!("20")));
+    assert_eq!(text(".c | tostring"), Some(json!("0.30000000000000004")));
+    assert_eq!(text(".d | tostring"), Some(json!("1e17")));
+    assert_eq!(text(".b * .a | tostring"), Some(json!("1876000.0")));
 }
 
 #[test]
@@ -129,7 +188,8 @@ fn compiles_only_the_subset() {
         "1, 2",
         "$x",
         "@base64",
-        "tostring",
+        "tojson",
+        "1e1000",
     ] {
         assert!(Expr::compile(code).is_none(), "{code}");
     }
