@@ -21,6 +21,7 @@
 //! `tostring`, unary minus and parentheses. Values leave through jaq's own conversions
 //! (`mapping::jq::{to_val, from_val}`), so a number prints exactly as jaq prints it.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use jaq_core::load::lex::StrPart;
@@ -44,6 +45,9 @@ pub enum Expr {
     /// `$root`, `$params`, `$headers`, `$meta`, by position in [`VARS`].
     Var(usize),
     Lit(Value),
+    /// A number literal that is not an integer, kept as written: jaq prints it so
+    /// (`1e3 | tostring` is `"1e3"`) and computes with it as a float.
+    Dec(String),
     Path(Box<Expr>, Vec<Step>),
     Neg(Box<Expr>),
     Math(Box<Expr>, Math, Box<Expr>),
@@ -105,10 +109,18 @@ impl Expr {
             Expr::Id => out(input),
             Expr::Var(i) => out(env.vars[*i].map_or(V::Null, V::Json)),
             Expr::Lit(v) => out(V::Json(v)),
+            Expr::Dec(text) => out(V::Dec(Cow::Borrowed(text))),
             Expr::Path(base, steps) => base.eval(input, env, &mut |v| walk(v, steps, out)),
-            Expr::Neg(x) => match num(&x.single(input, env)?)? {
-                N::Int(i) => out(V::Int(i.checked_neg().ok_or(Fallback)?)),
-                N::Float(f) => out(V::Float(-f)),
+            Expr::Neg(x) => match x.single(input, env)? {
+                // jaq negates a decimal literal in its text
+                V::Dec(text) => out(V::Dec(match text.strip_prefix('-') {
+                    Some(positive) => Cow::Owned(positive.to_string()),
+                    None => Cow::Owned(format!("-{text}")),
+                })),
+                v => match num(&v)? {
+                    N::Int(i) => out(V::Int(i.checked_neg().ok_or(Fallback)?)),
+                    N::Float(f) => out(V::Float(-f)),
+                },
             },
             Expr::Math(l, op, r) => {
                 let (a, b) = (l.single(input.clone(), env)?, r.single(input, env)?);
@@ -204,6 +216,7 @@ enum V<'a> {
     Bool(bool),
     Null,
     Str(String),
+    Dec(Cow<'a, str>),
     Arr(Vec<V<'a>>),
 }
 
@@ -216,6 +229,7 @@ fn jaq_val(v: &V<'_>) -> jaq_json::Val {
         V::Bool(b) => jaq_json::Val::from(*b),
         V::Null => jaq_json::Val::Null,
         V::Str(s) => jaq_json::Val::utf8_str(s.clone()),
+        V::Dec(text) => jaq_json::Val::Num(jaq_json::Num::Dec(jaq_json::Rc::new(text.to_string()))),
         V::Arr(items) => items.iter().map(jaq_val).collect(),
     }
 }
@@ -244,6 +258,8 @@ fn num(v: &V<'_>) -> R<N> {
     match v {
         V::Int(i) => Ok(N::Int(*i)),
         V::Float(f) => Ok(N::Float(*f)),
+        // jaq: `Num::from_dec_str`; literals are checked to be finite when compiled
+        V::Dec(text) => text.parse().map(N::Float).map_err(|_| Fallback),
         V::Json(Value::Number(n)) => match n.as_i64().and_then(|i| isize::try_from(i).ok()) {
             Some(i) => Ok(N::Int(i)),
             None => n.as_f64().map(N::Float).ok_or(Fallback),
@@ -319,7 +335,7 @@ fn kind(v: &V<'_>) -> R<u8> {
     Ok(match v {
         V::Null | V::Json(Value::Null) => 0,
         V::Bool(_) | V::Json(Value::Bool(_)) => 1,
-        V::Int(_) | V::Float(_) | V::Json(Value::Number(_)) => 2,
+        V::Int(_) | V::Float(_) | V::Dec(_) | V::Json(Value::Number(_)) => 2,
         V::Json(Value::String(_)) | V::Str(_) => 3,
         V::Arr(_) | V::Json(Value::Array(_) | Value::Object(_)) => return Err(Fallback),
     })
@@ -377,7 +393,7 @@ fn from_term(t: &Term<&str>) -> Option<Expr> {
     let sub = |t: &Term<&str>| from_term(t).map(Box::new);
     Some(match t {
         Term::Id => Expr::Id,
-        Term::Num(n) => Expr::Lit(number(n)?),
+        Term::Num(n) => number(n)?,
         Term::Str(None, parts) => Expr::Lit(Value::String(literal(parts)?)),
         Term::Arr(None) => Expr::Lit(Value::Array(Vec::new())),
         Term::Arr(Some(x)) => Expr::Collect(sub(x)?),
@@ -424,12 +440,16 @@ fn step(part: &Part<Term<&str>>, opt: Opt) -> Option<Step> {
     }
 }
 
-/// A number literal as jaq reads it: an integer when it fits, else a float.
-fn number(n: &str) -> Option<Value> {
+/// A number literal as jaq reads it: an integer when it fits in `isize`, a big integer
+/// when it is all digits (left to jaq), else a decimal kept as written.
+fn number(n: &str) -> Option<Expr> {
     if let Ok(i) = n.parse::<isize>() {
-        return Some(Value::from(i64::try_from(i).ok()?));
+        return Some(Expr::Lit(Value::from(i64::try_from(i).ok()?)));
     }
-    n.parse::<f64>().ok().filter(|f| f.is_finite()).and_then(serde_json::Number::from_f64).map(Value::Number)
+    if n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse::<f64>().ok().filter(|f| f.is_finite()).map(|_| Expr::Dec(n.to_string()))
 }
 
 /// A string literal without interpolation.

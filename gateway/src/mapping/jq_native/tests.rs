@@ -77,6 +77,10 @@ const VALUES: &[&str] = &[
     "[.[] | tostring]",
     "$meta.route",
     "0.1 + 0.2 | tostring",
+    "1e3 | tostring",
+    "-2.5e-3 | tostring",
+    "-1.50 | tostring",
+    "1.50 | length",
     "[.nums[] | tostring]",
     "[.nums[] | . * 3]",
     ".nums",
@@ -142,6 +146,14 @@ fn numbers_print_as_jaq_prints_them() {
     assert_eq!(text(".c | tostring"), Some(json!("0.30000000000000004")));
     assert_eq!(text(".d | tostring"), Some(json!("1e17")));
     assert_eq!(text(".b * .a | tostring"), Some(json!("1876000.0")));
+    // Found by the `jq_native` fuzz target: jaq keeps a decimal literal as written.
+    assert_eq!(text("1e3 | tostring"), Some(json!("1e3")));
+    assert_eq!(text("1.50 | tostring"), Some(json!("1.50")));
+    assert_eq!(text("1.50"), Some(json!(1.5)));
+    assert_eq!(text("1e3 + 0 | tostring"), Some(json!("1000.0")));
+    assert_eq!(text("[1e3] | add | tostring"), Some(json!("1e3")));
+    assert_eq!(text("-2.5e-3 | tostring"), Some(json!("-2.5e-3")));
+    assert_eq!(text("-(-2.5) | tostring"), Some(json!("2.5")));
 }
 
 #[test]
@@ -190,6 +202,7 @@ fn compiles_only_the_subset() {
         "@base64",
         "tojson",
         "1e1000",
+        "9223372036854775808 > 1",
     ] {
         assert!(Expr::compile(code).is_none(), "{code}");
     }
