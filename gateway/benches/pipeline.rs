@@ -29,6 +29,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "support/cpu_clock.rs"]
 mod cpu_clock;
 
+#[path = "support/order.rs"]
+mod order;
+
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
@@ -110,13 +113,7 @@ fn large_order(lines: usize) -> Vec<u8> {
             serde_json::to_string(&item).expect("serializes")
         })
         .collect();
-    let mut doc: Value = serde_json::from_slice(&small_order()).expect("the example order is JSON");
-    let order_items = &mut doc["records"][0]["OrderItems"];
-    order_items["totalSize"] = json!(lines);
-    order_items["records"] = json!("@ORDER_LINES@");
-    let text = serde_json::to_string_pretty(&doc).expect("serializes");
-    let lines_text = format!("[\n          {}\n        ]", items.join(",\n          "));
-    text.replacen("\"@ORDER_LINES@\"", &lines_text, 1).into_bytes()
+    order::with_lines(&small_order(), &items)
 }
 
 fn params() -> Vec<(String, String)> {

@@ -32,6 +32,9 @@ use stats::median;
 #[path = "support/cpu_clock.rs"]
 mod cpu_clock;
 
+#[path = "support/order.rs"]
+mod order;
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::Path;
@@ -179,13 +182,7 @@ fn order_with_lines(lines: usize) -> Vec<u8> {
             serde_json::to_string(&item).expect("serializes")
         })
         .collect();
-    let mut doc: Value = serde_json::from_slice(&small_order()).expect("the example order is JSON");
-    let order_items = &mut doc["records"][0]["OrderItems"];
-    order_items["totalSize"] = json!(lines);
-    order_items["records"] = json!("@ORDER_LINES@");
-    let text = serde_json::to_string_pretty(&doc).expect("serializes");
-    let lines_text = format!("[\n          {}\n        ]", items.join(",\n          "));
-    text.replacen("\"@ORDER_LINES@\"", &lines_text, 1).into_bytes()
+    order::with_lines(&small_order(), &items)
 }
 
 /// The inputs, parsed, after checking that both forms give byte-identical JSON for them.
