@@ -23,6 +23,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::rc::Rc;
 
 use jaq_core::load::lex::StrPart;
 use jaq_core::load::parse::{BinaryOp, Term};
@@ -145,7 +146,7 @@ impl Expr {
                     items.push(v);
                     Ok(())
                 })?;
-                out(V::Arr(items))
+                out(V::Arr(Rc::new(items)))
             }
             // jq: `def add: reduce .[] as $x (null; . + $x)`, over arrays here.
             Expr::Add => {
@@ -157,8 +158,8 @@ impl Expr {
                         }
                     }
                     V::Arr(items) => {
-                        for x in items {
-                            sum = math(sum, Math::Add, x)?;
+                        for x in items.iter() {
+                            sum = math(sum, Math::Add, x.clone())?;
                         }
                     }
                     _ => return Err(Fallback),
@@ -217,7 +218,8 @@ enum V<'a> {
     Null,
     Str(String),
     Dec(Cow<'a, str>),
-    Arr(Vec<V<'a>>),
+    /// Shared, so that an operator reading its input twice does not copy an array.
+    Arr(Rc<Vec<V<'a>>>),
 }
 
 /// A scalar as jaq holds it.
@@ -241,7 +243,7 @@ fn to_value(v: V<'_>) -> Value {
         V::Str(s) => Value::String(s),
         V::Bool(b) => Value::Bool(b),
         V::Null => Value::Null,
-        V::Arr(items) => Value::Array(items.into_iter().map(to_value).collect()),
+        V::Arr(items) => Value::Array(Rc::unwrap_or_clone(items).into_iter().map(to_value).collect()),
         other => from_val(&jaq_val(&other)),
     }
 }
@@ -284,7 +286,7 @@ fn walk<'a>(v: V<'a>, steps: &'a [Step], out: &mut dyn FnMut(V<'a>) -> R<()>) ->
         (Step::Index(i), V::Arr(a)) => walk(a.get(*i).cloned().unwrap_or(V::Null), rest, out),
         (Step::Key(_) | Step::Index(_), V::Null | V::Json(Value::Null)) => walk(V::Null, rest, out),
         (Step::Each, V::Json(Value::Array(a))) => a.iter().try_for_each(|x| walk(V::Json(x), rest, out)),
-        (Step::Each, V::Arr(a)) => a.into_iter().try_for_each(|x| walk(x, rest, out)),
+        (Step::Each, V::Arr(a)) => a.iter().try_for_each(|x| walk(x.clone(), rest, out)),
         // objects are iterated by jaq (its key order is not checked here), the rest is an error
         _ => Err(Fallback),
     }
