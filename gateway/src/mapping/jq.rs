@@ -310,6 +310,22 @@ mod tests {
     }
 
     #[test]
+    fn conditions_in_the_native_subset_do_not_convert_the_message() {
+        let order = json!({"lines": [{"qty": 20, "price": 4520.0}, {"qty": 40, "price": 85.0}]});
+        let vars = Value::Null;
+        let sum = JqProgram::compile("[.lines[] | .qty * .price] | add > 90000").unwrap();
+        assert!(sum.is_native());
+        let doc = JqDoc::new(&order);
+        assert_eq!(sum.test_doc(&doc, &vars), Ok(true));
+        assert!(doc.val.get().is_none(), "the native evaluator answered without jaq's values");
+        // Outside the subset, jaq answers, on the converted document.
+        let any = JqProgram::compile(".lines | any(.qty > 30)").unwrap();
+        assert!(!any.is_native());
+        assert_eq!(any.test_doc(&doc, &vars), Ok(true));
+        assert!(doc.val.get().is_some());
+    }
+
+    #[test]
     fn variables_are_bound() {
         let p = JqProgram::compile("[$root.po, $params.id, $meta.route]").unwrap();
         let vars = json!({"params": {"id": "801J"}, "meta": {"route": "r"}});
