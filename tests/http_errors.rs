@@ -102,6 +102,33 @@ async fn too_large_bodies_get_413_and_the_connection_survives_small_excess() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_without_a_map_forwards_the_validated_bytes_and_refuses_duplicate_keys() {
+    let (stubs, qiao, _) = edge().await;
+    let mut conn = RawConn::open(qiao.addr());
+    let json = Some("application/json");
+    // Whitespace and a number spelled `12.50`: serializing the parsed tree again would
+    // give fewer bytes, so an equal Content-Length at the receiver means the same bytes.
+    let sent = b"{\n  \"formid\" : \"SAL_SaleOrder\",\n  \"data\": { \"Model\": { \"FPrice\": 12.50 } }\n}\n";
+    let (status, _, body) = conn.exchange("POST", "/small", json, sent);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let erp = stubs.get(SystemKind::Erp).state.received();
+    let got = erp.last().expect("the ERP got the message");
+    assert_eq!(got.headers.get("content-length").map(String::as_str), Some(sent.len().to_string().as_str()));
+    assert_eq!(got.body, serde_json::from_slice::<Value>(sent).unwrap());
+
+    // A repeated key would let the schema see one value and the receiver another: 400,
+    // naming the key and its line, and nothing is sent.
+    let twice = b"{\n  \"formid\": \"SAL_SaleOrder\",\n  \"formid\": \"PUR_PurchaseOrder\"\n}";
+    let (status, _, body) = conn.exchange("POST", "/small", json, twice);
+    assert_eq!(status, 400);
+    let p = problem(&body);
+    assert_eq!(p["type"], "urn:qiao:problem:malformed-json");
+    assert!(p["detail"].as_str().unwrap().contains("duplicate key `formid`"), "{p}");
+    assert_eq!(p["line"], 3, "{p}");
+    assert_eq!(stubs.get(SystemKind::Erp).state.received().len(), erp.len(), "nothing more was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_receiver_is_502_after_retries() {
     let (_stubs, qiao, _) = edge().await;
     let reply = post_json(&qiao.url("/down"), "{}").await;

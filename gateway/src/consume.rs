@@ -224,11 +224,11 @@ async fn process(
     delivered: &mut Vec<usize>,
     cx: &opentelemetry::Context,
 ) -> Result<(), Failure> {
-    let value = pipeline::phase("parse", route, cx, || pipeline::parse(&message.body))?;
+    let value = Arc::new(pipeline::phase("parse", route, cx, || pipeline::parse(&message.body))?);
     pipeline::phase("validate", route, cx, || pipeline::validate(route, &value))?;
     let vars = pipeline::vars(route, message, &[], false);
     let chosen = pipeline::dispatch(route, &value, &vars, cx)?;
-    let bodies = pipeline::phase("map", route, cx, || pipeline::map(route, &chosen, &value, &vars))?;
+    let bodies = pipeline::phase("map", route, cx, || pipeline::map(route, &chosen, &value, &message.body, &vars))?;
     // The destinations still owed the message, all at once.
     let pending: Vec<(usize, &Destination, &pipeline::Outgoing)> = route
         .destinations

@@ -11,6 +11,7 @@ pub mod config;
 pub mod consume;
 pub mod edge;
 pub mod error;
+pub mod json;
 pub mod limits;
 pub mod lint;
 pub mod logging;

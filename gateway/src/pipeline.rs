@@ -32,9 +32,9 @@ pub fn is_json_content_type(value: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// Parse: the body as JSON.
+/// Parse: the body as JSON, without duplicate keys ([`crate::json`] says why).
 pub fn parse(body: &[u8]) -> Result<Value, Failure> {
-    serde_json::from_slice(body).map_err(|e| {
+    crate::json::from_slice(body).map_err(|e| {
         let detail = if body.iter().all(u8::is_ascii_whitespace) {
             "the body is empty; send a JSON document".to_string()
         } else {
@@ -117,9 +117,8 @@ pub fn vars(route: &Route, message: &Message, params: &[(String, String)], raw_p
     Value::Object(vars)
 }
 
-/// Map with one field map (or none: the body goes on unchanged).
-fn apply_map(route: &Route, mapping: Option<&Mapping>, input: &Value, vars: &Value) -> Result<Value, Failure> {
-    let Some(mapping) = mapping else { return Ok(input.clone()) };
+/// Map with one field map.
+fn apply_map(route: &Route, mapping: &Mapping, input: &Value, vars: &Value) -> Result<Value, Failure> {
     mapping.apply(input, vars).map_err(|e| {
         let mut f = Failure::new(ErrorKind::MappingFailed, format!("route {}: {e}", route.name))
             .with("target", e.target.clone())
@@ -177,7 +176,17 @@ pub fn select(route: &Route, input: &Value, vars: &Value) -> Result<Vec<bool>, F
 /// anything is delivered, so that a message that cannot be mapped reaches no one. The
 /// route's map serves every destination without a map of its own, and is run once. A
 /// destination with a `schema` gets its body checked against it here.
-pub fn map(route: &Route, chosen: &[bool], input: &Value, vars: &Value) -> Result<Vec<Option<Outgoing>>, Failure> {
+///
+/// Where no map applies, the destination gets `raw`, the inbound bytes `input` was parsed
+/// from, unchanged: no copy of the tree, no second serialization, and the receiver sees
+/// the very bytes that were validated ([`parse`] refuses duplicate keys, so both agree).
+pub fn map(
+    route: &Route,
+    chosen: &[bool],
+    input: &Arc<Value>,
+    raw: &Bytes,
+    vars: &Value,
+) -> Result<Vec<Option<Outgoing>>, Failure> {
     let serialize = |v: Value| -> Result<Outgoing, Failure> {
         let bytes = serde_json::to_vec(&v).map_err(|e| Failure::new(ErrorKind::Internal, e.to_string()))?;
         Ok(Outgoing { value: Arc::new(v), bytes: Bytes::from(bytes) })
@@ -190,10 +199,13 @@ pub fn map(route: &Route, chosen: &[bool], input: &Value, vars: &Value) -> Resul
             continue;
         }
         let body = match &dest.mapping {
-            Some(own) => serialize(apply_map(route, Some(own), input, vars)?)?,
+            Some(own) => serialize(apply_map(route, own, input, vars)?)?,
             None => {
                 if shared.is_none() {
-                    shared = Some(serialize(apply_map(route, route.mapping.as_ref(), input, vars)?)?);
+                    shared = Some(match &route.mapping {
+                        Some(m) => serialize(apply_map(route, m, input, vars)?)?,
+                        None => Outgoing { value: input.clone(), bytes: raw.clone() },
+                    });
                 }
                 shared.clone().expect("set above")
             }

@@ -2,6 +2,7 @@
 //! the AMQP consumer (parse, validate, select, map, render), with every delivery captured.
 //! `qiao test` and `qiao map` are built on it.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -129,11 +130,11 @@ pub fn run(route: &Route, input: &Input) -> Result<Vec<Captured>, Failure> {
     if route.kind == RouteKind::Proxy {
         return proxy(route, input, &message, &params);
     }
-    let value = pipeline::parse(&message.body)?;
+    let value = Arc::new(pipeline::parse(&message.body)?);
     pipeline::validate(route, &value)?;
     let vars = pipeline::vars(route, &message, &params, false);
     let chosen = pipeline::select(route, &value, &vars)?;
-    let bodies = pipeline::map(route, &chosen, &value, &vars)?;
+    let bodies = pipeline::map(route, &chosen, &value, &message.body, &vars)?;
     let dest_vars = if route.uses.params { pipeline::vars(route, &message, &params, true) } else { vars };
     let mut out = Vec::new();
     for (dest, body) in route.destinations.iter().zip(&bodies) {

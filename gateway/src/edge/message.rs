@@ -1,5 +1,6 @@
 //! Message routes: read the whole body, run the pipeline, deliver, answer.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
@@ -176,11 +177,11 @@ async fn run(
     params: &[(String, String)],
     cx: &opentelemetry::Context,
 ) -> std::result::Result<Outcome, Failure> {
-    let value = pipeline::phase("parse", route, cx, || pipeline::parse(&message.body))?;
+    let value = Arc::new(pipeline::phase("parse", route, cx, || pipeline::parse(&message.body))?);
     pipeline::phase("validate", route, cx, || pipeline::validate(route, &value))?;
     let vars = pipeline::vars(route, message, params, false);
     let chosen = pipeline::dispatch(route, &value, &vars, cx)?;
-    let bodies = pipeline::phase("map", route, cx, || pipeline::map(route, &chosen, &value, &vars))?;
+    let bodies = pipeline::phase("map", route, cx, || pipeline::map(route, &chosen, &value, &message.body, &vars))?;
     let dest_vars = if route.uses.params { pipeline::vars(route, message, params, true) } else { vars };
     let targets: Vec<(&Destination, &pipeline::Outgoing)> =
         route.destinations.iter().zip(&bodies).filter_map(|(d, b)| Some((d, b.as_ref()?))).collect();

@@ -1,0 +1,146 @@
+//! Parsing inbound bodies into `serde_json::Value`, refusing duplicate object keys.
+//!
+//! serde_json keeps the last of two equal keys; other parsers keep the first or fail. A
+//! body with duplicates would then mean one thing to Qiao's schema and another to the
+//! receiver (a known way around validation), and a map-less route could not forward the
+//! bytes it validated. So a duplicate key is malformed JSON here, as I-JSON (RFC 7493)
+//! says. Otherwise this builds exactly the `Value` serde_json's own impl builds.
+
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::map::Entry;
+use serde_json::{Map, Number, Value};
+
+/// Parses `bytes` as one JSON document without duplicate keys. Errors carry serde_json's
+/// line and column; for a duplicate, just after the repeated key.
+pub fn from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
+    serde_json::from_slice::<Strict>(bytes).map(|s| s.0)
+}
+
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // As serde_json: the parser never hands over a non-finite float.
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            // Checked before the value is read, so that the error points at the key.
+            match map.entry(key) {
+                Entry::Vacant(slot) => {
+                    let Strict(value) = access.next_value()?;
+                    slot.insert(value);
+                }
+                Entry::Occupied(slot) => {
+                    return Err(de::Error::custom(format_args!(
+                        "duplicate key `{}` in an object (each name may appear once)",
+                        slot.key()
+                    )));
+                }
+            }
+        }
+        Ok(Value::Object(map))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_what_serde_json_builds() {
+        let docs = [
+            r#"{"FBillNo":"XSDD000123","qty":-3,"big":18446744073709551615,"price":12.50,"e":1e3,"ok":true,"n":null}"#,
+            r#"[1,[2,[3,{"a":{"b":[]}}]],{},"\u4e2d\u6587",-0.0,1.7976931348623157e308]"#,
+            r#"  "just a string"  "#,
+            "0",
+            r#"{"z":1,"a":2,"m":{"y":[{"x":1}],"b":null}}"#,
+        ];
+        for doc in docs {
+            let ours = from_slice(doc.as_bytes()).unwrap();
+            let theirs: Value = serde_json::from_slice(doc.as_bytes()).unwrap();
+            assert_eq!(ours, theirs, "{doc}");
+            // Same key order too (preserve_order), so serializing gives the same text.
+            assert_eq!(serde_json::to_string(&ours).unwrap(), serde_json::to_string(&theirs).unwrap());
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_with_their_position() {
+        let e = from_slice(b"{\n  \"FQty\": 1,\n  \"FQty\": 1000\n}").unwrap_err();
+        assert!(e.to_string().contains("duplicate key `FQty`"), "{e}");
+        assert_eq!(e.line(), 3, "{e}");
+        // Escapes are decoded first: `\u0061` is `a`.
+        assert!(from_slice(br#"{"a":1,"\u0061":2}"#).unwrap_err().to_string().contains("duplicate key `a`"));
+        // Nested, and inside arrays.
+        assert!(from_slice(br#"{"x":[{"k":1,"k":2}]}"#).is_err());
+        // Equal keys in different objects are fine.
+        assert!(from_slice(br#"{"k":{"k":{"k":1}},"j":[{"k":1},{"k":2}]}"#).is_ok());
+    }
+
+    #[test]
+    fn errors_and_limits_are_serde_jsons() {
+        for bad in [&b""[..], b"{", b"[1,]", b"{\"a\" 1}", b"1e400", b"\"\\ud800\"", b"{} {}"] {
+            let ours = from_slice(bad).unwrap_err().to_string();
+            let theirs = serde_json::from_slice::<Value>(bad).unwrap_err().to_string();
+            assert_eq!(ours, theirs, "{}", String::from_utf8_lossy(bad));
+        }
+        // The recursion limit still guards the stack.
+        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+        assert!(from_slice(deep.as_bytes()).unwrap_err().to_string().contains("recursion limit"));
+    }
+}
