@@ -10,6 +10,11 @@
 //!   mandatory, confirmed → 202), driven by wrk with WINDOW connections for DURATION
 //!   seconds → 202s per second. Nothing consumes its queue; the bench checks that the
 //!   queue holds at least as many messages as there were 202s, then purges it.
+//! - `raw-http-publish`: the least any HTTP → AMQP bridge built on these crates does, as a
+//!   reference for `qiao-publish`: a bare hyper HTTP/1 server on the bench's runtime that
+//!   publishes each POST body unchanged like `raw-publish` (persistent, mandatory, one
+//!   confirming channel) and answers 202 after the confirm. No parsing, schema, tracing or
+//!   logging. wrk drives it exactly like `qiao-publish` → 202s per second.
 //! - `raw-consume`: lapin consumes N pre-filled messages with manual acks, one
 //!   `basic.ack` per message, `basic.qos` = PREFETCH (Qiao's) → msg/s.
 //! - `raw-consume-http`: the same, plus one HTTP POST per message with hyper to the ERP
@@ -40,7 +45,7 @@
 //! | `QIAO_BENCH_PREFETCH` | 64 | `prefetch` of Qiao's consuming routes and of the raw consumers |
 //! | `QIAO_BENCH_CONCURRENCY` | 16 | `concurrency` of Qiao's consuming routes and of `raw-consume-http` |
 //! | `QIAO_BENCH_THREADS` | 1 | `qiao run --threads`, and the bench's tokio worker threads |
-//! | `QIAO_BENCH_TARGETS` | all six | any of the names above, in this order within a round |
+//! | `QIAO_BENCH_TARGETS` | all seven | any of the names above, in this order within a round |
 //! | `QIAO_BENCH_PERF` | 0 | 1: after the rounds, `perf record -g` of Qiao during one more `qiao-publish` and `qiao-consume` |
 //! | `QIAO_BENCH_OUT` | a temp dir | logs, wrk outputs, perf reports (kept) |
 //! | `QIAO_BIN` | `$CARGO_TARGET_DIR/release/qiao` | |
@@ -85,8 +90,15 @@ const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/amqp-config"
 const BODY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../routes/examples/mes-production-performance.json");
 const SAVE_PATH: &str = "/k3cloud/Kingdee.BOS.WebApi.ServicesStub.DynamicFormService.Save.common.kdsvc";
 const ROUTING_KEY: &str = "mes.production.completed";
-const TARGETS: [&str; 6] =
-    ["raw-publish", "qiao-publish", "raw-consume", "raw-consume-http", "qiao-consume", "qiao-fanout"];
+const TARGETS: [&str; 7] = [
+    "raw-publish",
+    "raw-http-publish",
+    "qiao-publish",
+    "raw-consume",
+    "raw-consume-http",
+    "qiao-consume",
+    "qiao-fanout",
+];
 /// `max_attempts` of the consuming routes in bench/amqp-config: retry queues 1..=4.
 const RETRY_QUEUES: usize = 4;
 
@@ -532,6 +544,90 @@ async fn raw_publish(b: &Bench) -> R<Sample> {
     Ok(Sample::new(b.s.n, secs, c0, c1, b.tick, format!("window {}", b.s.window)))
 }
 
+/// `raw-http-publish`: hyper in, lapin out, nothing between (see the header).
+async fn raw_http_publish(b: &Bench, round: usize) -> R<Sample> {
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    let queue = b.q("published");
+    b.purge(&queue).await?;
+    let ch = Arc::new(b.channel().await?);
+    ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let url = format!("http://{}/publish", listener.local_addr().map_err(|e| e.to_string())?);
+    let exchange: Arc<str> = b.exchange().into();
+    let published = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let server = {
+        let (published, refused) = (published.clone(), refused.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                let (ch, exchange, published, refused) =
+                    (ch.clone(), exchange.clone(), published.clone(), refused.clone());
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (ch, exchange, published, refused) =
+                        (ch.clone(), exchange.clone(), published.clone(), refused.clone());
+                    async move {
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let id = format!("rawhttp-{}", published.fetch_add(1, Ordering::Relaxed));
+                        let options = BasicPublishOptions { mandatory: true, immediate: false };
+                        let confirmed = match ch
+                            .basic_publish(exchange.as_ref().into(), ROUTING_KEY.into(), options, &body, properties(id))
+                            .await
+                        {
+                            Ok(pending) => matches!(pending.await, Ok(Confirmation::Ack(None))),
+                            Err(_) => false,
+                        };
+                        let status = if confirmed { 202 } else { 503 };
+                        if !confirmed {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let answer = hyper::Response::builder()
+                            .status(status)
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from_static(b"{\"status\":\"accepted\"}")))
+                            .expect("a valid response");
+                        Ok::<_, std::convert::Infallible>(answer)
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        })
+    };
+    let result = async {
+        wrk(b, &url, 1, &format!("wrk-raw-warmup-{round}.txt")).await?;
+        let meter = b.meter(vec![std::process::id()]);
+        let c0 = meter.read();
+        let w = wrk(b, &url, b.s.duration, &format!("wrk-raw-{round}.txt")).await?;
+        let c1 = meter.read();
+        if w.errors > 0 || refused.load(Ordering::Relaxed) > 0 {
+            return Err(format!("raw-http-publish: {} non-202 answers or socket errors", w.errors));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let held = b.queue_len(&queue).await? as usize;
+        if held < w.requests {
+            return Err(format!("raw-http-publish: {held} messages in {queue} after {} 202s", w.requests));
+        }
+        let note = format!(
+            "{} conns, p50 {:.1} ms, p99 {:.1} ms, wrk {:.1} µs",
+            b.s.window,
+            w.p50_ms,
+            w.p99_ms,
+            w.cpu_secs * 1e6 / w.requests.max(1) as f64
+        );
+        Ok(Sample::new(w.requests, w.secs, c0, c1, b.tick, note))
+    }
+    .await;
+    server.abort();
+    b.purge(&queue).await?;
+    result
+}
+
 struct Wrk {
     requests: usize,
     secs: f64,
@@ -866,11 +962,11 @@ fn mapped_body(config: &Path, env: Vec<(String, String)>, body: &[u8]) -> R<Byte
         trace: TraceContext::default(),
         received_at: std::time::SystemTime::now(),
     };
-    let value = pipeline::parse(&message.body).map_err(|f| f.detail)?;
+    let value = std::sync::Arc::new(pipeline::parse(&message.body).map_err(|f| f.detail)?);
     pipeline::validate(route, &value).map_err(|f| f.detail)?;
     let vars = pipeline::vars(route, &message, &[], false);
     let chosen = pipeline::select(route, &value, &vars).map_err(|f| f.detail)?;
-    let bodies = pipeline::map(route, &chosen, &value, &vars).map_err(|f| f.detail)?;
+    let bodies = pipeline::map(route, &chosen, &value, &message.body, &vars).map_err(|f| f.detail)?;
     bodies.into_iter().flatten().next().map(|o| o.bytes).ok_or_else(|| "to-erp mapped nothing".to_string())
 }
 
@@ -1010,19 +1106,24 @@ async fn run(b: &mut Bench) -> R<()> {
     let mut results: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
     let targets = b.s.targets.clone();
     for round in 1..=b.s.rounds {
-        // Alternate: raw first in odd rounds, Qiao first in even ones, within each pair.
+        // Alternate: raw first in odd rounds, Qiao first in even ones, within each group
+        // of targets that are compared.
         let mut order = targets.clone();
         if round % 2 == 0 {
-            for pair in [("raw-publish", "qiao-publish"), ("raw-consume-http", "qiao-consume")] {
-                let (i, j) = (order.iter().position(|t| t == pair.0), order.iter().position(|t| t == pair.1));
-                if let (Some(i), Some(j)) = (i, j) {
-                    order.swap(i, j);
+            for group in
+                [&["raw-publish", "raw-http-publish", "qiao-publish"][..], &["raw-consume-http", "qiao-consume"]]
+            {
+                let at: Vec<usize> = (0..order.len()).filter(|&i| group.contains(&order[i].as_str())).collect();
+                let names: Vec<String> = at.iter().rev().map(|&i| order[i].clone()).collect();
+                for (&i, name) in at.iter().zip(names) {
+                    order[i] = name;
                 }
             }
         }
         for t in &order {
             let sample = match t.as_str() {
                 "raw-publish" => raw_publish(b).await,
+                "raw-http-publish" => raw_http_publish(b, round).await,
                 "qiao-publish" => qiao_publish(b, round, None).await,
                 "raw-consume" => raw_consume(b, false).await,
                 "raw-consume-http" => raw_consume(b, true).await,
@@ -1067,6 +1168,8 @@ async fn run(b: &mut Bench) -> R<()> {
     println!();
     for (qiao, raw, target) in [
         ("qiao-publish", "raw-publish", Some(0.8)),
+        ("raw-http-publish", "raw-publish", None),
+        ("qiao-publish", "raw-http-publish", None),
         ("qiao-consume", "raw-consume", Some(0.8)),
         ("qiao-consume", "raw-consume-http", None),
         ("qiao-fanout", "raw-consume-http", None),
