@@ -544,6 +544,37 @@ async fn raw_publish(b: &Bench) -> R<Sample> {
     Ok(Sample::new(b.s.n, secs, c0, c1, b.tick, format!("window {}", b.s.window)))
 }
 
+/// The checks and the row of a publish target driven by wrk: no answer but 202 (`refused`
+/// counts the server's own failures), and every 202 a message in `queue`.
+async fn publish_sample(
+    b: &Bench,
+    target: &str,
+    queue: &str,
+    w: &Wrk,
+    refused: usize,
+    (c0, c1): (Cpu, Cpu),
+    wrk_file: &str,
+) -> R<Sample> {
+    if w.errors > 0 || refused > 0 {
+        return Err(format!("{target}: {} non-202 answers or socket errors (see {wrk_file})", w.errors.max(refused)));
+    }
+    // Every 202 is a confirmed message: the queue must hold at least as many (the
+    // warm-up's too, and requests still in flight when wrk stopped).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = b.queue_len(queue).await? as usize;
+    if held < w.requests {
+        return Err(format!("{target}: {held} messages in {queue} after {} 202s", w.requests));
+    }
+    let note = format!(
+        "{} conns, p50 {:.1} ms, p99 {:.1} ms, wrk {:.1} µs",
+        b.s.window,
+        w.p50_ms,
+        w.p99_ms,
+        w.cpu_secs * 1e6 / w.requests.max(1) as f64
+    );
+    Ok(Sample::new(w.requests, w.secs, c0, c1, b.tick, note))
+}
+
 /// `raw-http-publish`: hyper in, lapin out, nothing between (see the header).
 async fn raw_http_publish(b: &Bench, round: usize) -> R<Sample> {
     use hyper::service::service_fn;
@@ -603,24 +634,10 @@ async fn raw_http_publish(b: &Bench, round: usize) -> R<Sample> {
         wrk(b, &url, 1, &format!("wrk-raw-warmup-{round}.txt")).await?;
         let meter = b.meter(vec![std::process::id()]);
         let c0 = meter.read();
-        let w = wrk(b, &url, b.s.duration, &format!("wrk-raw-{round}.txt")).await?;
+        let file = format!("wrk-raw-{round}.txt");
+        let w = wrk(b, &url, b.s.duration, &file).await?;
         let c1 = meter.read();
-        if w.errors > 0 || refused.load(Ordering::Relaxed) > 0 {
-            return Err(format!("raw-http-publish: {} non-202 answers or socket errors", w.errors));
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let held = b.queue_len(&queue).await? as usize;
-        if held < w.requests {
-            return Err(format!("raw-http-publish: {held} messages in {queue} after {} 202s", w.requests));
-        }
-        let note = format!(
-            "{} conns, p50 {:.1} ms, p99 {:.1} ms, wrk {:.1} µs",
-            b.s.window,
-            w.p50_ms,
-            w.p99_ms,
-            w.cpu_secs * 1e6 / w.requests.max(1) as f64
-        );
-        Ok(Sample::new(w.requests, w.secs, c0, c1, b.tick, note))
+        publish_sample(b, "raw-http-publish", &queue, &w, refused.load(Ordering::Relaxed), (c0, c1), &file).await
     }
     .await;
     server.abort();
@@ -715,29 +732,13 @@ async fn qiao_publish(b: &mut Bench, round: usize, perf: Option<&str>) -> R<Samp
             Some(name) => Some(perf_record(b, qiao.pid(), name)?),
             None => None,
         };
-        let w = wrk(b, &url, b.s.duration, &format!("wrk-{round}.txt")).await?;
+        let file = format!("wrk-{round}.txt");
+        let w = wrk(b, &url, b.s.duration, &file).await?;
         let c1 = meter.read();
         if let (Some(rec), Some(name)) = (recorder, perf) {
             perf_report(b, rec, name).await;
         }
-        if w.errors > 0 {
-            return Err(format!("qiao-publish: {} non-202 answers or socket errors (see wrk-{round}.txt)", w.errors));
-        }
-        // Every 202 is a confirmed message: the queue must hold at least as many (the
-        // warm-up's too, and requests still in flight when wrk stopped).
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let held = b.queue_len(&queue).await? as usize;
-        if held < w.requests {
-            return Err(format!("qiao-publish: {held} messages in {queue} after {} 202s", w.requests));
-        }
-        let note = format!(
-            "{} conns, p50 {:.1} ms, p99 {:.1} ms, wrk {:.1} µs",
-            b.s.window,
-            w.p50_ms,
-            w.p99_ms,
-            w.cpu_secs * 1e6 / w.requests.max(1) as f64
-        );
-        Ok(Sample::new(w.requests, w.secs, c0, c1, b.tick, note))
+        publish_sample(b, "qiao-publish", &queue, &w, 0, (c0, c1), &file).await
     }
     .await;
     stop(&mut qiao.child).await;
