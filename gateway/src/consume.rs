@@ -107,11 +107,8 @@ pub async fn handle(route: Arc<Route>, mut delivery: Delivery) -> Fate {
         },
         received_at: SystemTime::now(),
     };
-    let cx = trace::start(
-        format!("process {}", src.queue),
-        SpanKind::Consumer,
-        &parent,
-        vec![
+    let cx = trace::start(SpanKind::Consumer, &parent, "process", || {
+        let attrs = vec![
             KeyValue::new("messaging.system", "rabbitmq"),
             KeyValue::new("messaging.operation.type", "process"),
             KeyValue::new("messaging.operation.name", "process"),
@@ -119,10 +116,11 @@ pub async fn handle(route: Arc<Route>, mut delivery: Delivery) -> Fate {
             KeyValue::new("messaging.rabbitmq.destination.routing_key", delivery.routing_key.to_string()),
             KeyValue::new("messaging.message.id", message.id.to_string()),
             KeyValue::new("messaging.message.body.size", message.body.len() as i64),
-            KeyValue::new("qiao.route", route.name.to_string()),
+            KeyValue::new("qiao.route", route.name.clone()),
             KeyValue::new("qiao.attempt", i64::from(attempt)),
-        ],
-    );
+        ];
+        (format!("process {}", src.queue).into(), attrs)
+    });
     let (trace_id, span_id) = trace::ids(&cx);
     let log_span = tracing::info_span!(
         "message",

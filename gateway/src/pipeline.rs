@@ -333,11 +333,13 @@ async fn deliver_traced(
     parent: &opentelemetry::Context,
 ) -> (Option<opentelemetry::Context>, Result<Delivered, Failure>) {
     let system = &dest.system;
-    let common = [
-        KeyValue::new("qiao.route", message.route.to_string()),
-        KeyValue::new("qiao.system", system.name.clone()),
-        KeyValue::new("messaging.message.id", message.id.to_string()),
-    ];
+    let common = || {
+        [
+            KeyValue::new("qiao.route", message.route.clone()),
+            KeyValue::new("qiao.system", system.name.clone()),
+            KeyValue::new("messaging.message.id", message.id.to_string()),
+        ]
+    };
     match &dest.via {
         Via::Http { method, path } => {
             let mut request = match http_request(dest, method.as_ref(), path.as_ref(), message, out, dest_vars) {
@@ -348,17 +350,19 @@ async fn deliver_traced(
                 let f = Failure::new(ErrorKind::Internal, format!("system {} has no HTTP transport", system.name));
                 return (None, Err(f));
             };
-            let url = sink.url_for(&request.path);
-            let mut attrs = vec![
-                KeyValue::new("http.request.method", request.method.to_string()),
-                KeyValue::new("url.full", url.clone()),
-            ];
-            if let Ok(u) = url::Url::parse(&url) {
-                attrs.push(KeyValue::new("server.address", u.host_str().unwrap_or_default().to_string()));
-                attrs.push(KeyValue::new("server.port", i64::from(u.port_or_known_default().unwrap_or(80))));
-            }
-            attrs.extend(common);
-            let cx = crate::telemetry::trace::start(request.method.to_string(), SpanKind::Client, parent, attrs);
+            let cx = crate::telemetry::trace::start(SpanKind::Client, parent, "http", || {
+                let url = sink.url_for(&request.path);
+                let mut attrs = vec![
+                    KeyValue::new("http.request.method", request.method.to_string()),
+                    KeyValue::new("url.full", url.clone()),
+                ];
+                if let Ok(u) = url::Url::parse(&url) {
+                    attrs.push(KeyValue::new("server.address", u.host_str().unwrap_or_default().to_string()));
+                    attrs.push(KeyValue::new("server.port", i64::from(u.port_or_known_default().unwrap_or(80))));
+                }
+                attrs.extend(common());
+                (request.method.to_string().into(), attrs)
+            });
             for (k, v) in crate::telemetry::trace::inject(&cx) {
                 if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
                     request.headers.insert(name, value);
@@ -394,18 +398,19 @@ async fn deliver_traced(
                 Ok(m) => m,
                 Err(f) => return (None, Err(f)),
             };
-            let exchange_name = exchange.clone().unwrap_or_else(|| sink.exchange.clone());
-            let mut attrs = vec![
-                KeyValue::new("messaging.system", "rabbitmq"),
-                KeyValue::new("messaging.operation.type", "publish"),
-                KeyValue::new("messaging.operation.name", "publish"),
-                KeyValue::new("messaging.destination.name", exchange_name.clone()),
-                KeyValue::new("messaging.rabbitmq.destination.routing_key", key.clone()),
-                KeyValue::new("messaging.message.body.size", out.bytes.len() as i64),
-            ];
-            attrs.extend(common);
-            let cx =
-                crate::telemetry::trace::start(format!("publish {exchange_name}"), SpanKind::Producer, parent, attrs);
+            let exchange_name: &str = exchange.as_deref().unwrap_or(&sink.exchange);
+            let cx = crate::telemetry::trace::start(SpanKind::Producer, parent, "publish", || {
+                let mut attrs = vec![
+                    KeyValue::new("messaging.system", "rabbitmq"),
+                    KeyValue::new("messaging.operation.type", "publish"),
+                    KeyValue::new("messaging.operation.name", "publish"),
+                    KeyValue::new("messaging.destination.name", exchange_name.to_string()),
+                    KeyValue::new("messaging.rabbitmq.destination.routing_key", key.clone()),
+                    KeyValue::new("messaging.message.body.size", out.bytes.len() as i64),
+                ];
+                attrs.extend(common());
+                (format!("publish {exchange_name}").into(), attrs)
+            });
             headers.extend(crate::telemetry::trace::inject(&cx));
             let headers = headers.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
             let sent = sink

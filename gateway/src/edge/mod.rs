@@ -59,27 +59,29 @@ pub struct Ctx {
 fn begin(ctx: &mut Ctx, session: &Session, route: Option<&Route>) {
     let req = session.req_header();
     let parent = crate::telemetry::trace::extract_http(&req.headers);
-    let pattern = route.and_then(|r| r.http_path());
-    let name = match pattern {
-        Some(p) => format!("{} {p}", req.method),
-        None => req.method.to_string(),
-    };
-    let mut attrs = vec![
-        KeyValue::new("http.request.method", req.method.to_string()),
-        KeyValue::new("url.path", req.uri.path().to_string()),
-        KeyValue::new("url.scheme", "http"),
-    ];
-    if let Some(a) = session.client_addr().and_then(|a| a.as_inet()) {
-        attrs.push(KeyValue::new("client.address", a.ip().to_string()));
-    }
-    if let (Some(p), Some(r)) = (pattern, route) {
-        attrs.push(KeyValue::new("http.route", p.to_string()));
-        attrs.push(KeyValue::new("qiao.route", r.name.to_string()));
-    }
-    if let Some(id) = &ctx.message_id {
-        attrs.push(KeyValue::new("messaging.message.id", id.to_string()));
-    }
-    ctx.otel = crate::telemetry::trace::start(name, SpanKind::Server, &parent, attrs);
+    ctx.otel = crate::telemetry::trace::start(SpanKind::Server, &parent, "http", || {
+        let pattern = route.and_then(|r| r.http_path());
+        let name = match pattern {
+            Some(p) => format!("{} {p}", req.method),
+            None => req.method.to_string(),
+        };
+        let mut attrs = vec![
+            KeyValue::new("http.request.method", req.method.to_string()),
+            KeyValue::new("url.path", req.uri.path().to_string()),
+            KeyValue::new("url.scheme", "http"),
+        ];
+        if let Some(a) = session.client_addr().and_then(|a| a.as_inet()) {
+            attrs.push(KeyValue::new("client.address", a.ip().to_string()));
+        }
+        if let (Some(p), Some(r)) = (pattern, route) {
+            attrs.push(KeyValue::new("http.route", p.to_string()));
+            attrs.push(KeyValue::new("qiao.route", r.name.clone()));
+        }
+        if let Some(id) = &ctx.message_id {
+            attrs.push(KeyValue::new("messaging.message.id", id.to_string()));
+        }
+        (name.into(), attrs)
+    });
     let (trace_id, span_id) = crate::telemetry::trace::ids(&ctx.otel);
     ctx.log_span = tracing::info_span!(
         "message",
@@ -262,7 +264,8 @@ impl ProxyHttp for Edge {
         let error = ctx.error.map(ErrorKind::slug).unwrap_or("-");
 
         let m = crate::telemetry::metrics::get();
-        m.requests.with_label_values(&[route, &status.to_string()]).inc();
+        let code = http::StatusCode::from_u16(status).ok();
+        m.requests.with_label_values(&[route, code.as_ref().map_or("0", http::StatusCode::as_str)]).inc();
         m.request_seconds.with_label_values(&[route]).observe(elapsed.as_secs_f64());
         if let Some(kind) = ctx.error {
             m.errors.with_label_values(&[route, kind.slug()]).inc();

@@ -117,6 +117,7 @@ pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, String> {
         // but are never recorded, which costs next to nothing.
         let provider = SdkTracerProvider::builder().with_sampler(Sampler::AlwaysOff).with_resource(resource).build();
         opentelemetry::global::set_tracer_provider(provider.clone());
+        trace::set_exporting(false);
         return Ok(Telemetry { provider, _runtime: None, exporting_to: None });
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -159,6 +160,7 @@ pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, String> {
         .with_resource(resource)
         .build();
     opentelemetry::global::set_tracer_provider(provider.clone());
+    trace::set_exporting(true);
     drop(_in_runtime);
     Ok(Telemetry { provider, _runtime: Some(runtime), exporting_to: Some(endpoint.clone()) })
 }

@@ -1,6 +1,8 @@
 //! Trace context in and out, and the spans of a message's phases.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use opentelemetry::global::{self, BoxedTracer};
@@ -76,20 +78,48 @@ pub fn inject(cx: &Context) -> Vec<(String, String)> {
     out.0
 }
 
-/// Trace and span id of `cx`, as hex, for logs.
-pub fn ids(cx: &Context) -> (String, String) {
-    let sc = cx.span().span_context().clone();
-    (sc.trace_id().to_string(), sc.span_id().to_string())
+/// Trace and span id of `cx`, formatted as hex only when a log line prints them.
+pub fn ids(cx: &Context) -> (opentelemetry::trace::TraceId, opentelemetry::trace::SpanId) {
+    let span = cx.span();
+    let sc = span.span_context();
+    (sc.trace_id(), sc.span_id())
 }
 
-/// Starts a span as a child of `parent` and returns the context holding it.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Set by `telemetry::init`: whether any span can be recorded at all.
+pub(crate) fn set_exporting(on: bool) {
+    EXPORTING.store(on, Ordering::Relaxed);
+}
+
+/// Whether a span started under `parent` could be recorded, so that its name and attributes
+/// are worth building. With nothing to export, never. Otherwise the sampler is parent-based:
+/// a known parent that is not sampled means no; a sampled or absent one means maybe.
+pub fn may_record(parent: &Context) -> bool {
+    EXPORTING.load(Ordering::Relaxed) && {
+        let span = parent.span();
+        let sc = span.span_context();
+        !sc.is_valid() || sc.is_sampled()
+    }
+}
+
+/// Starts a span as a child of `parent` and returns the context holding it. `describe`
+/// gives the span's name and attributes; it runs only when the span may be recorded
+/// ([`may_record`]), otherwise the span is named `quiet_name` and has no attributes. Such a
+/// span still has its own id, so the trace context sent on is the same either way.
 pub fn start(
-    name: impl Into<std::borrow::Cow<'static, str>>,
     kind: SpanKind,
     parent: &Context,
-    attrs: Vec<KeyValue>,
+    quiet_name: &'static str,
+    describe: impl FnOnce() -> (Cow<'static, str>, Vec<KeyValue>),
 ) -> Context {
-    let span = tracer().span_builder(name).with_kind(kind).with_attributes(attrs).start_with_context(tracer(), parent);
+    let builder = if may_record(parent) {
+        let (name, attrs) = describe();
+        tracer().span_builder(name).with_attributes(attrs)
+    } else {
+        tracer().span_builder(quiet_name)
+    };
+    let span = builder.with_kind(kind).start_with_context(tracer(), parent);
     parent.with_span(span)
 }
 
@@ -105,7 +135,9 @@ pub fn end(cx: &Context, error: Option<(&str, &str)>) {
 
 /// A phase of a message (parse, validate, map, ...): a child span and a latency sample.
 pub struct Phase {
-    cx: Context,
+    /// None when the span could not be recorded: a phase's span never leaves the process,
+    /// so an unrecorded one is not created at all.
+    cx: Option<Context>,
     started: Instant,
     name: &'static str,
     route: std::sync::Arc<str>,
@@ -113,7 +145,9 @@ pub struct Phase {
 
 impl Phase {
     pub fn start(name: &'static str, route: &std::sync::Arc<str>, parent: &Context) -> Phase {
-        let cx = start(name, SpanKind::Internal, parent, vec![KeyValue::new("qiao.route", route.to_string())]);
+        let cx = may_record(parent).then(|| {
+            start(SpanKind::Internal, parent, name, || (name.into(), vec![KeyValue::new("qiao.route", route.clone())]))
+        });
         Phase { cx, started: Instant::now(), name, route: route.clone() }
     }
 
@@ -123,7 +157,9 @@ impl Phase {
             .phase_seconds
             .with_label_values(&[&*self.route, self.name])
             .observe(self.started.elapsed().as_secs_f64());
-        end(&self.cx, error);
+        if let Some(cx) = &self.cx {
+            end(cx, error);
+        }
     }
 }
 
@@ -138,7 +174,7 @@ mod tests {
         h.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
         h.insert("baggage", "tenant=hz01".parse().unwrap());
         let cx = extract_http(&h);
-        assert_eq!(ids(&cx).0, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(ids(&cx).0.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         let out = inject(&cx);
         assert!(out.iter().any(|(k, v)| k == "traceparent" && v.contains("4bf92f3577b34da6a3ce929d0e0e4736")));
         assert!(out.iter().any(|(k, v)| k == "baggage" && v.contains("tenant=hz01")));
@@ -151,7 +187,7 @@ mod tests {
                 b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_vec().into(),
             ),
         );
-        assert_eq!(ids(&extract_amqp(Some(&t))).0, "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(ids(&extract_amqp(None)).0, "00000000000000000000000000000000");
+        assert_eq!(ids(&extract_amqp(Some(&t))).0.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(ids(&extract_amqp(None)).0.to_string(), "00000000000000000000000000000000");
     }
 }
