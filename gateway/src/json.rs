@@ -77,7 +77,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        let mut map = Map::new();
+        let mut map = Map::with_capacity(8);
         while let Some(key) = access.next_key::<String>()? {
             // Checked before the value is read, so that the error points at the key.
             match map.entry(key) {
