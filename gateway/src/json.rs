@@ -18,6 +18,18 @@ pub fn from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
     serde_json::from_slice::<Strict>(bytes).map(|s| s.0)
 }
 
+/// `map.get(key)`, without hashing the key when the object is small. serde_json's maps
+/// hash with SipHash, which costs more than comparing a few short keys: the objects of
+/// business messages mostly have a handful of fields, and mappings read many of them.
+#[inline]
+pub fn field<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if map.len() <= SMALL_OBJECT { map.iter().find_map(|(k, v)| (k == key).then_some(v)) } else { map.get(key) }
+}
+
+/// Up to this many keys, [`field`] compares keys instead of hashing (measured in
+/// `cargo bench -p qiao --bench pipeline`, see docs/performance.md).
+const SMALL_OBJECT: usize = 8;
+
 struct Strict(Value);
 
 impl<'de> Deserialize<'de> for Strict {
@@ -116,6 +128,18 @@ mod tests {
             assert_eq!(ours, theirs, "{doc}");
             // Same key order too (preserve_order), so serializing gives the same text.
             assert_eq!(serde_json::to_string(&ours).unwrap(), serde_json::to_string(&theirs).unwrap());
+        }
+    }
+
+    #[test]
+    fn field_finds_keys_in_small_and_large_objects() {
+        for n in [0, 1, SMALL_OBJECT, SMALL_OBJECT + 1, 40] {
+            let map: Map<String, Value> = (0..n).map(|i| (format!("k{i}"), Value::from(i))).collect();
+            for i in 0..n {
+                assert_eq!(field(&map, &format!("k{i}")), Some(&Value::from(i)), "{n} keys");
+            }
+            assert_eq!(field(&map, "absent"), None);
+            assert_eq!(field(&map, ""), None);
         }
     }
 

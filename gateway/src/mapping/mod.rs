@@ -139,15 +139,20 @@ impl Lookup {
     }
 
     fn translate(&self, value: &Value) -> Result<Value, String> {
-        let key = match value {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
+        let number;
+        let key: &str = match value {
+            Value::String(s) => s,
+            Value::Number(n) => {
+                number = n.to_string();
+                &number
+            }
+            Value::Bool(true) => "true",
+            Value::Bool(false) => "false",
             other => {
                 return Err(format!("lookup `{}` cannot use {} as a key", self.name, coerce::kind_of(other)));
             }
         };
-        match self.values.get(&key).or(self.default.as_ref()) {
+        match self.values.get(key).or(self.default.as_ref()) {
             Some(v) => Ok(v.clone()),
             None => Err(format!("lookup `{}` has no entry for {value} and no default", self.name)),
         }

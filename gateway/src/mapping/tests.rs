@@ -142,6 +142,9 @@ fn lookups_translate_with_or_without_default() {
 fn inline_lookups_and_number_keys() {
     let yaml = "status:\n  from: code\n  lookup:\n    values: { \"1\": open, \"2\": closed }\n";
     assert_eq!(run(yaml, json!({"code": 2})).unwrap(), json!({"status": "closed"}));
+    let yaml = "paid:\n  from: flag\n  lookup:\n    values: { \"true\": Y, \"false\": N }\n";
+    assert_eq!(run(yaml, json!({"flag": false})).unwrap(), json!({"paid": "N"}));
+    assert_eq!(run(yaml, json!({"flag": true})).unwrap(), json!({"paid": "Y"}));
 }
 
 #[test]
