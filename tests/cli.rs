@@ -45,6 +45,7 @@ fn check_reports_every_problem_with_its_place_and_a_hint() {
         ("bad-map.yaml:8:23:", "bad source path `records[0..Id`", "docs/mapping.md#paths"),
         ("bad-map.yaml:9:30:", "unknown type `numbr`", "did you mean `number`?"),
         ("dup-b.yaml:4:21:", "duplicate route path: route `dup-a` already takes POST /orders", "dup-a.yaml"),
+        ("dup-b.yaml:7:19:", "unknown system `erq`", "did you mean `erp`?"),
     ];
     for (place, message, hint) in expect {
         let line = err.lines().position(|l| l.contains(place) && l.contains(message));
@@ -52,7 +53,7 @@ fn check_reports_every_problem_with_its_place_and_a_hint() {
         let next = err.lines().nth(i + 1).unwrap_or("");
         assert!(next.contains("hint:") && next.contains(hint), "hint `{hint}` missing after line {i}:\n{err}");
     }
-    assert!(err.trim_end().ends_with(&format!("7 errors and 0 warnings in {}", dir.display())), "{err}");
+    assert!(err.trim_end().ends_with(&format!("8 errors and 0 warnings in {}", dir.display())), "{err}");
 }
 
 #[test]

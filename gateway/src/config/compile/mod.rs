@@ -15,7 +15,7 @@ use indexmap::IndexMap;
 use qiao_connectors::amqp::Broker;
 
 use super::env::{EnvSource, interpolate};
-use super::model::{Config, Route, Source, System};
+use super::model::{Config, Route, System};
 use super::raw::{RawFile, Text};
 use super::{Diagnostic, Place};
 use crate::mapping::Lookup;
@@ -78,7 +78,12 @@ pub fn compile(dir: &Path, files: &[(PathBuf, RawFile)], env: &dyn EnvSource) ->
 
     let mut routes: Vec<Arc<Route>> = Vec::new();
     let mut route_places: HashMap<String, Place> = HashMap::new();
+    // Paths are registered from the raw config, before (and whether or not) each route
+    // compiles, so that a clash is reported together with the routes' other errors. With
+    // no error at all, every route compiled and `owners` lines up with `routes`, which is
+    // what the router's values index.
     let mut router = Router::default();
+    let mut owners: Vec<(String, PathBuf)> = Vec::new();
     for (file, raw) in files {
         for (name, route) in &raw.routes {
             let place = Place::at(file, &name.referenced);
@@ -92,53 +97,26 @@ pub fn compile(dir: &Path, files: &[(PathBuf, RawFile)], env: &dyn EnvSource) ->
             }
             route_places.insert(name.value.clone(), place.clone());
             check_name(&mut cx, &place, "route", &name.value);
+            // Every route takes a slot, HTTP or not: router values index `routes`.
+            let slot = owners.len();
+            owners.push((name.value.clone(), file.clone()));
+            let path_ok = match routes::http_key(route) {
+                Some((path, methods)) => {
+                    let path_text = &route.from.value.http.as_ref().expect("an HTTP source").path;
+                    let place = Place::at(file, &path_text.referenced);
+                    let added = router.add(&path, &methods, slot);
+                    report_path_clash(&mut cx, place, &path, &methods, added, &owners)
+                }
+                None => true,
+            };
             let Some(compiled) = routes::compile_route(&mut cx, file, &name.value, route, &server, &systems, &lookups)
             else {
                 continue;
             };
             let before = cx.error_count();
             crate::lint::check_route(&compiled, &mut cx.diags);
-            if cx.error_count() > before {
+            if cx.error_count() > before || !path_ok {
                 continue;
-            }
-            if let Source::Http { methods, path } = &compiled.source {
-                let path_text = &route.from.value.http.as_ref().expect("an HTTP source").path;
-                let place = Place::at(file, &path_text.referenced);
-                match router.add(path, methods, routes.len()) {
-                    Ok(()) => {}
-                    Err(AddError::Duplicate { other }) => {
-                        let other = &routes[other];
-                        cx.error(
-                            place,
-                            format!(
-                                "duplicate route path: route `{}` already takes {} {path}",
-                                other.name,
-                                methods_text(methods)
-                            ),
-                            Some(format!("route `{}` is defined in {}", other.name, other.file.display())),
-                        );
-                        continue;
-                    }
-                    Err(AddError::Invalid { detail }) => {
-                        cx.error(
-                            place,
-                            format!("route path `{path}` is not a valid pattern: {detail}"),
-                            Some("`{name}` matches one segment, `{*name}` the rest of the path and must come last; see docs/configuration.md#paths".into()),
-                        );
-                        continue;
-                    }
-                    Err(AddError::Conflict { detail }) => {
-                        cx.error(
-                            place,
-                            format!("route path `{path}` overlaps another route's path: {detail}"),
-                            Some(
-                                "two patterns may not differ only in a parameter name; see docs/configuration.md#paths"
-                                    .into(),
-                            ),
-                        );
-                        continue;
-                    }
-                }
             }
             routes.push(Arc::new(compiled));
         }
@@ -148,7 +126,47 @@ pub fn compile(dir: &Path, files: &[(PathBuf, RawFile)], env: &dyn EnvSource) ->
     if cx.error_count() > 0 {
         return Err(cx.diags);
     }
+    assert_eq!(owners.len(), routes.len(), "router slots must index the compiled routes");
     Ok(Config { dir: dir.to_path_buf(), server, systems, routes, router, brokers: cx.brokers, warnings: cx.diags })
+}
+
+/// Reports what [`Router::add`] refused; `true` when the path was taken.
+fn report_path_clash(
+    cx: &mut Ctx<'_>,
+    place: Place,
+    path: &str,
+    methods: &[Option<Method>],
+    added: Result<(), AddError>,
+    owners: &[(String, PathBuf)],
+) -> bool {
+    match added {
+        Ok(()) => true,
+        Err(AddError::Duplicate { other }) => {
+            let (other, other_file) = &owners[other];
+            cx.error(
+                place,
+                format!("duplicate route path: route `{other}` already takes {} {path}", methods_text(methods)),
+                Some(format!("route `{other}` is defined in {}", other_file.display())),
+            );
+            false
+        }
+        Err(AddError::Invalid { detail }) => {
+            cx.error(
+                place,
+                format!("route path `{path}` is not a valid pattern: {detail}"),
+                Some("`{name}` matches one segment, `{*name}` the rest of the path and must come last; see docs/configuration.md#paths".into()),
+            );
+            false
+        }
+        Err(AddError::Conflict { detail }) => {
+            cx.error(
+                place,
+                format!("route path `{path}` overlaps another route's path: {detail}"),
+                Some("two patterns may not differ only in a parameter name; see docs/configuration.md#paths".into()),
+            );
+            false
+        }
+    }
 }
 
 fn compile_lookups(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) -> HashMap<String, Arc<Lookup>> {

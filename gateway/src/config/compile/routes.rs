@@ -16,12 +16,48 @@ use super::super::raw::{
     RawAmqpSource, RawDestination, RawFieldSpec, RawHttpSource, RawLookupRef, RawMap, RawRoute, Text,
 };
 use super::super::{Place, suggest};
-use super::{Ctx, parse_method, system_names};
+use super::{Ctx, METHODS, parse_method, system_names};
 use crate::mapping::{self, Lookup, Mapping, Root, Template, Uses};
 use crate::routing::Router;
 use crate::schema::Schema;
 
 #[allow(clippy::too_many_arguments)]
+/// Is this a message route (schema or map somewhere, or an AMQP source)?
+fn is_message_route(raw: &RawRoute) -> bool {
+    raw.schema.is_some()
+        || raw.map.is_some()
+        || raw.to.0.iter().any(|d| d.map.is_some() || d.schema.is_some())
+        || raw.from.value.amqp.is_some()
+}
+
+/// The path and methods an HTTP route takes, read from the raw config without reporting
+/// anything: paths are checked against each other even when a route has other errors, so
+/// that `qiao check` shows a clash at once. `None` when the source or a method is invalid
+/// (compiling the route reports that).
+pub(super) fn http_key(raw: &RawRoute) -> Option<(String, Vec<Option<Method>>)> {
+    let http = raw.from.value.http.as_ref().filter(|_| raw.from.value.amqp.is_none())?;
+    let path = http.path.value.trim().to_string();
+    if !path.starts_with('/') {
+        return None;
+    }
+    let methods = match &http.methods {
+        None if is_message_route(raw) => vec![Some(Method::POST)],
+        None => vec![None],
+        Some(list) => list
+            .iter()
+            .map(|m| {
+                let upper = m.value.trim().to_ascii_uppercase();
+                match upper.as_str() {
+                    "ANY" | "*" => Some(None),
+                    _ if METHODS.contains(&upper.as_str()) => Method::from_bytes(upper.as_bytes()).ok().map(Some),
+                    _ => None,
+                }
+            })
+            .collect::<Option<Vec<_>>>()?,
+    };
+    (!methods.is_empty()).then_some((path, methods))
+}
+
 pub(super) fn compile_route(
     cx: &mut Ctx<'_>,
     file: &Path,
@@ -33,10 +69,7 @@ pub(super) fn compile_route(
 ) -> Option<Route> {
     let errors_before = cx.error_count();
     let from_place = Place::at(file, &raw.from.referenced);
-    let is_message = raw.schema.is_some()
-        || raw.map.is_some()
-        || raw.to.0.iter().any(|d| d.map.is_some() || d.schema.is_some())
-        || raw.from.value.amqp.is_some();
+    let is_message = is_message_route(raw);
     let kind = if is_message { RouteKind::Message } else { RouteKind::Proxy };
 
     let source = match (&raw.from.value.http, &raw.from.value.amqp) {
