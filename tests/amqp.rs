@@ -37,8 +37,8 @@ impl Setup {
     }
 
     async fn cleanup(self) {
-        let mut queues = vec![self.q("wms.inbox"), self.q("in.dlq"), self.q("fan.dlq")];
-        for base in ["in", "fan"] {
+        let mut queues = vec![self.q("wms.inbox"), self.q("in.dlq"), self.q("fan.dlq"), self.q("oa.dlq")];
+        for base in ["in", "fan", "oa"] {
             queues.push(self.q(base));
             for n in 1..=6 {
                 queues.push(self.q(&format!("{base}.retry.{n}")));
@@ -382,5 +382,49 @@ async fn delivery_progress_counts_only_when_it_was_written_by_the_same_route() {
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!erp.received().iter().any(|r| r.message_id.as_deref() == Some("already")));
+    s.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_does_not_use_up_the_attempts_of_consumed_messages() {
+    let s = Setup::start("circuit").await;
+    let oa = s.stubs.get(SystemKind::Oa).state.clone();
+    // One failure opens the OA's circuit for 1.5 s; the route allows two attempts, and its
+    // retries come back every 75–300 ms, so several of them meet the open circuit.
+    oa.add_fault(Fault { status: Some(503), times: 1, ..Fault::default() });
+    s.amqp.publish(&s.exchange(), "mes.oa.done", br#"{"code":"MO-9"}"#, "oa-1").await.await.unwrap();
+    eventually(Duration::from_secs(15), "the OA to take the message once its circuit closed", || {
+        let oa = oa.clone();
+        async move { oa.received().len() == 1 }
+    })
+    .await;
+    assert_eq!(oa.stats()["received"], 2, "one 503, then the trial that succeeded; nothing while the circuit was open");
+    assert_eq!(oa.received()[0].body["msg"]["text"]["content"], "工单 MO-9 已完工");
+    assert_eq!(s.amqp.queue_len(&s.q("oa.dlq")).await, Some(0), "waiting on an open circuit is not an attempt");
+    let logs = s.qiao.logs();
+    assert!(logs.contains("circuit is open; waiting without counting the attempt"), "{logs}");
+    s.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_delivery_in_progress_finish_and_acknowledges_it() {
+    let mut s = Setup::start("sigterm").await;
+    let erp = s.stubs.get(SystemKind::Erp).state.clone();
+    // The ERP takes 1.5 s to answer: SIGTERM arrives while the delivery is under way.
+    erp.add_fault(Fault { delay_ms: 1500, times: 1, ..Fault::default() });
+    s.amqp.publish(&s.exchange(), "mes.test.x", br#"{"code":"MO-SIGTERM"}"#, "sigterm-1").await.await.unwrap();
+    eventually(Duration::from_secs(10), "Qiao to take the message", || async {
+        s.amqp.queue_len(&s.q("in")).await == Some(0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = s.qiao.terminate(Duration::from_secs(10)).await;
+    let logs = s.qiao.logs();
+    assert!(status.success(), "exit status {status}:\n{logs}");
+    assert_eq!(erp.received().len(), 1, "the delivery in progress finished:\n{logs}");
+    assert_eq!(erp.received()[0].message_id.as_deref(), Some("sigterm-1"));
+    // Acknowledged before the channel closed: nothing went back to the queue.
+    assert_eq!(s.amqp.queue_len(&s.q("in")).await, Some(0), "the message was handed back:\n{logs}");
+    assert!(logs.contains("AMQP connections closed"), "{logs}");
     s.cleanup().await;
 }

@@ -202,3 +202,42 @@ async fn cleanup(amqp: &Amqp, prefix: &str) {
     }
     amqp.cleanup(&queues, &[format!("{prefix}.events")]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_during_a_failing_delivery_makes_no_second_copy() {
+    let broker = PrivateBroker::start().await;
+    let prefix = unique_prefix("cut");
+    let stubs = Stubs::start().await;
+    let mut env = stubs.env();
+    env.push(("PREFIX".into(), prefix.clone()));
+    env.push(("AMQP_URL".into(), broker.url()));
+    let qiao = Qiao::run(&fixture("amqp"), &env).await;
+    let erp = stubs.get(SystemKind::Erp).state.clone();
+    // The first delivery fails, slowly: the connection is cut while it is under way. The
+    // broker gives the message back at once and Qiao, reconnected, delivers it again; the
+    // first attempt's 503 then arrives on a channel that no longer exists.
+    erp.add_fault(qiao::stub::Fault { status: Some(503), delay_ms: 6000, times: 1, ..Default::default() });
+    let amqp = Amqp::connect(&broker.url()).await;
+    amqp.publish(&format!("{prefix}.events"), "mes.test.x", br#"{"code":"MO-CUT"}"#, "cut-1").await.await.unwrap();
+    drop(amqp);
+    eventually(Duration::from_secs(10), "the first attempt under way", || {
+        let erp = erp.clone();
+        async move { erp.stats()["received"] == 1 }
+    })
+    .await;
+    broker.close_connections();
+    eventually(Duration::from_secs(20), "the redelivered message at the ERP", || {
+        let erp = erp.clone();
+        async move { erp.received().len() == 1 }
+    })
+    .await;
+    // Past the 503 of the first attempt, and past the retry a copy would have made.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let logs = qiao.logs();
+    assert_eq!(erp.received().len(), 1, "delivered once:\n{logs}");
+    assert_eq!(erp.stats()["duplicate_deliveries"], 0, "no retry copy of the cut attempt:\n{logs}");
+    let amqp = Amqp::connect(&broker.url()).await;
+    assert_eq!(amqp.queue_len(&format!("{prefix}.in")).await, Some(0));
+    assert_eq!(amqp.queue_len(&format!("{prefix}.in.dlq")).await, Some(0));
+    assert!(logs.contains("the channel closed while the message was processed"), "{logs}");
+}

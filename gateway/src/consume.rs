@@ -29,7 +29,7 @@ use qiao_connectors::amqp::{
 use qiao_connectors::{Message, MessageId, TraceContext};
 
 use crate::config::{AmqpSource, Destination, Route, Source};
-use crate::error::Failure;
+use crate::error::{ErrorKind, Failure};
 use crate::pipeline;
 use crate::telemetry::{metrics, trace};
 
@@ -80,7 +80,7 @@ pub async fn handle(route: Arc<Route>, mut delivery: Delivery) -> Fate {
     }
     let started = Instant::now();
     let headers = delivery.properties.headers().as_ref();
-    let attempt = header_str(headers, ATTEMPTS).and_then(|s| s.parse::<u32>().ok()).unwrap_or(0) + 1;
+    let attempt = attempt_of(header_str(headers, ATTEMPTS).as_deref());
     let delivered: Vec<usize> = match header_str(headers, DELIVERED) {
         Some(keys) if header_str(headers, ROUTE).as_deref() == Some(&*route.name) => {
             let keys: Vec<&str> = keys.split(',').map(str::trim).collect();
@@ -180,10 +180,35 @@ async fn settle(
     cx: &opentelemetry::Context,
 ) -> (Fate, Option<Failure>) {
     let result = process(route, message, &mut delivered, cx).await;
+    if result.is_err() && !delivery.acker.usable() {
+        // The delivery's channel is gone (the connection dropped while it was processed):
+        // the broker already gave the message back to the queue. A retry or dead-letter
+        // copy now would make it two messages.
+        tracing::warn!("the channel closed while the message was processed; the broker will deliver it again");
+        return (Fate::Requeued, result.err());
+    }
     let (fate, failure) = match result {
         Ok(()) => (Fate::Delivered, None),
+        // No destination was tried: every one that failed had its circuit open. The
+        // attempt is not counted, so an outage shorter than the circuit's pause does not
+        // use up the message's attempts; the copy waits in the same retry queue. (A route
+        // without retries, `max_attempts: 1`, dead-letters it like any failure.)
+        Err(f) if f.kind == ErrorKind::CircuitOpen && !src.retry_queues.is_empty() => {
+            match retry(route, src, delivery, message, attempt - 1, attempt, &delivered, &f).await {
+                Ok(wait) => {
+                    tracing::info!(
+                        attempt,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "not delivered, the circuit is open; waiting without counting the attempt: {}",
+                        f.detail
+                    );
+                    (Fate::Retried, Some(f))
+                }
+                Err(e) => return (requeue(route, delivery, message, &e).await, Some(f)),
+            }
+        }
         Err(f) if f.kind.retryable() && attempt < src.policy.max_attempts => {
-            match retry(route, src, delivery, message, attempt, &delivered, &f).await {
+            match retry(route, src, delivery, message, attempt, attempt, &delivered, &f).await {
                 Ok(wait) => {
                     tracing::warn!(
                         attempt, error_kind = %f.kind, retry_in_ms = wait.as_millis() as u64,
@@ -204,13 +229,17 @@ async fn settle(
             Err(e) => return (requeue(route, delivery, message, &e).await, Some(f)),
         },
     };
-    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-        // The channel is gone (connection lost): the broker will deliver the message
-        // again, and receivers deduplicate on its id.
-        tracing::warn!(error = %e, "ack failed; the message will be redelivered");
-        return (Fate::Requeued, failure);
+    // lapin answers `Ok(false)` when the channel is gone (connection lost) and `Err` when
+    // it broke during the ack: either way the broker will deliver the message again, and
+    // receivers deduplicate on its id.
+    match delivery.acker.ack(BasicAckOptions::default()).await {
+        Ok(true) => (fate, failure),
+        outcome => {
+            let error = outcome.err().map_or_else(|| "the channel is closed".to_string(), |e| e.to_string());
+            tracing::warn!(%error, "ack failed; the message will be redelivered");
+            (Fate::Requeued, failure)
+        }
     }
-    (fate, failure)
 }
 
 /// The phases, skipping the destinations that already took the message. A permanent
@@ -247,9 +276,14 @@ async fn process(
         match failure {
             None => delivered.push(i),
             Some(f) => {
+                // Permanent beats retryable; a destination that was tried beats one whose
+                // circuit was open (which `settle` does not count as an attempt).
                 let replace = match &worst {
                     None => true,
-                    Some(w) => w.kind.retryable() && !f.kind.retryable(),
+                    Some(w) => {
+                        (w.kind.retryable() && !f.kind.retryable())
+                            || (w.kind == ErrorKind::CircuitOpen && f.kind != ErrorKind::CircuitOpen)
+                    }
                 };
                 if replace {
                     worst = Some(f);
@@ -282,21 +316,33 @@ fn original_headers(delivery: &Delivery) -> FieldTable {
     delivery.properties.headers().clone().unwrap_or_default()
 }
 
-/// Sends a copy to the retry queue for this attempt; when its time is up the broker puts
-/// it back on the route's queue.
+/// The attempt a delivery is, from its `x-qiao-attempts` header (attempts made so far): 1
+/// for a new message. A value that is not a count reads as none made.
+fn attempt_of(header: Option<&str>) -> u32 {
+    header.and_then(|s| s.trim().parse::<u32>().ok()).unwrap_or(0).saturating_add(1)
+}
+
+/// Sends a copy to the retry queue of attempt `wait_of` (its backoff); when its time is up
+/// the broker puts it back on the route's queue. `counted` is the attempt count the copy
+/// carries.
+#[allow(clippy::too_many_arguments)]
 async fn retry(
     route: &Route,
     src: &AmqpSource,
     delivery: &Delivery,
     message: &Message,
-    attempt: u32,
+    counted: u32,
+    wait_of: u32,
     delivered: &[usize],
     failure: &Failure,
 ) -> Result<Duration, String> {
-    let queue = src.retry_queues.get(attempt as usize - 1).ok_or("no retry queue for this attempt")?;
-    let wait = src.policy.backoff(attempt);
+    // Past the last retry queue (a message whose header says more attempts than the route
+    // allows), the longest wait.
+    let index = (wait_of.max(1) as usize - 1).min(src.retry_queues.len().saturating_sub(1));
+    let queue = src.retry_queues.get(index).ok_or("the route has no retry queue")?;
+    let wait = src.policy.backoff(index as u32 + 1);
     let mut headers = original_headers(delivery);
-    headers.put_int(ATTEMPTS, attempt as i64);
+    headers.put_int(ATTEMPTS, i64::from(counted));
     delivered_headers(route, &mut headers, delivered);
     headers.put_str(LAST_ERROR_KIND, failure.kind.slug());
     headers.put_str(LAST_ERROR, &failure.detail);
@@ -407,14 +453,27 @@ fn strip_expiration(p: qiao_connectors::amqp::BasicProperties) -> qiao_connector
 async fn requeue(route: &Route, delivery: &Delivery, message: &Message, why: &str) -> Fate {
     tracing::warn!(route = %route.name, message_id = %message.id, reason = why, "returning the message to its queue");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+    // A nack that cannot be sent leaves the same outcome: the channel is gone, and the
+    // broker returns the message to the queue itself.
+    if !matches!(delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await, Ok(true)) {
+        tracing::debug!(message_id = %message.id, "nack not sent; the channel is closed");
+    }
     Fate::Requeued
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorKind;
+
+    #[test]
+    fn attempts_come_from_the_header_and_never_overflow() {
+        assert_eq!(attempt_of(None), 1);
+        assert_eq!(attempt_of(Some("2")), 3);
+        assert_eq!(attempt_of(Some(" 4 ")), 5);
+        assert_eq!(attempt_of(Some("-1")), 1);
+        assert_eq!(attempt_of(Some("many")), 1);
+        assert_eq!(attempt_of(Some("4294967295")), u32::MAX);
+    }
 
     #[test]
     fn expiration_is_dropped_and_everything_else_kept() {

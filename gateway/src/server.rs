@@ -41,9 +41,10 @@ impl BackgroundService for AmqpService {
             let (broker, stop) = (broker.clone(), brokers_stopped.clone());
             brokers.spawn(async move { broker.run(stop).await });
         }
-        // pingora stops the service's runtime after `grace_period_seconds`; deliveries in
-        // progress must be done (and acked) by then, or they are delivered again.
-        let drain = Duration::from_secs(config.server.grace_period_seconds.max(1));
+        // Deliveries in progress get `graceful_shutdown_timeout_seconds` to finish and settle
+        // (docs/amqp.md#shutdown). pingora ends the process `grace_period_seconds` after
+        // SIGTERM whatever the rest says, so the drain also ends a little before that.
+        let drain = drain_time(config.server.graceful_shutdown_timeout_seconds, config.server.grace_period_seconds);
         let mut consumers = JoinSet::new();
         for route in &config.routes {
             let Source::Amqp(src) = &route.source else { continue };
@@ -80,6 +81,14 @@ impl BackgroundService for AmqpService {
         while brokers.join_next().await.is_some() {}
         tracing::info!("AMQP connections closed");
     }
+}
+
+/// How long consumers wait for their deliveries in progress at shutdown: the configured
+/// timeout (at least 1 s), ending 250 ms before the process does.
+fn drain_time(graceful_shutdown_timeout_seconds: u64, grace_period_seconds: u64) -> Duration {
+    let wanted = Duration::from_secs(graceful_shutdown_timeout_seconds.max(1));
+    let cut_off = Duration::from_secs(grace_period_seconds).saturating_sub(Duration::from_millis(250));
+    wanted.min(cut_off).max(Duration::from_millis(750))
 }
 
 /// Fails early, with the address in the message, when a listener cannot bind (pingora
@@ -143,4 +152,18 @@ pub fn serve(config: Config) -> Result<(), String> {
     drop(telemetry);
     tracing::info!("qiao stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drain_ends_before_the_process_does() {
+        assert_eq!(drain_time(5, 5), Duration::from_millis(4750));
+        assert_eq!(drain_time(3, 10), Duration::from_secs(3));
+        assert_eq!(drain_time(0, 10), Duration::from_secs(1));
+        assert_eq!(drain_time(30, 2), Duration::from_millis(1750));
+        assert_eq!(drain_time(5, 0), Duration::from_millis(750));
+    }
 }

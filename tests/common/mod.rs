@@ -116,6 +116,23 @@ impl Qiao {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, as `docker stop` or systemd stop it; waits for the process to exit.
+    pub async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("qiao did not exit within {within:?} of SIGTERM:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -437,6 +454,16 @@ impl PrivateBroker {
         if let Some(mut c) = self.child.take() {
             let _ = c.wait();
         }
+    }
+
+    /// Closes every client connection, as a network cut or a broker failover does, while
+    /// the node keeps running (and keeps the messages).
+    pub fn close_connections(&self) {
+        let out = Command::new("rabbitmqctl")
+            .args(["-n", &self.node, "close_all_connections", "-p", "/", "closed by the test"])
+            .output()
+            .expect("rabbitmqctl runs");
+        assert!(out.status.success(), "close_all_connections failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Stops and starts the node again, keeping its data.

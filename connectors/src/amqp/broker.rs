@@ -318,12 +318,7 @@ impl Broker {
             }
             last_generation = live.generation;
             match self.consume_on(&live, &spec, &handler, &permits, &mut shutdown).await {
-                Ok(Stop::Shutdown) => {
-                    // Let deliveries in progress finish (and ack) before the connection closes.
-                    let all = spec.concurrency.max(1) as u32;
-                    let _ = tokio::time::timeout(spec.drain, permits.acquire_many(all)).await;
-                    return;
-                }
+                Ok(Stop::Shutdown) => return,
                 Ok(Stop::Ended(why)) | Err(why) => {
                     tracing::warn!(queue = %spec.queue, reason = %why, "consumer stopped; subscribing again");
                     // A queue deleted behind Qiao's back is declared again (or, for
@@ -378,6 +373,15 @@ impl Broker {
                 },
                 _ = shutdown.changed() => {
                     let _ = channel.basic_cancel(spec.tag.as_str().into(), BasicCancelOptions::default()).await;
+                    // Deliveries in progress finish and settle on this channel, which must
+                    // stay open until then: closing it (dropping the last handle does)
+                    // hands them back to the queue while their handlers still deliver them.
+                    let all = spec.concurrency.max(1) as u32;
+                    if tokio::time::timeout(spec.drain, permits.acquire_many(all)).await.is_err() {
+                        tracing::warn!(queue = %spec.queue, drain_ms = spec.drain.as_millis() as u64,
+                            "deliveries still in progress at shutdown; the broker will deliver them again");
+                    }
+                    let _ = channel.close(200, "qiao is shutting down".into()).await;
                     return Ok(Stop::Shutdown);
                 }
             }
