@@ -116,6 +116,15 @@ async fn a_route_without_a_map_forwards_the_validated_bytes_and_refuses_duplicat
     assert_eq!(got.headers.get("content-length").map(String::as_str), Some(sent.len().to_string().as_str()));
     assert_eq!(got.body, serde_json::from_slice::<Value>(sent).unwrap());
 
+    // A UTF-8 byte order mark (RFC 8259 lets parsers ignore it) is accepted, and the
+    // receiver gets the body without it.
+    let with_bom = [&b"\xEF\xBB\xBF"[..], &sent[..]].concat();
+    let (status, _, body) = conn.exchange("POST", "/small", json, &with_bom);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let erp = stubs.get(SystemKind::Erp).state.received();
+    let got = erp.last().expect("the ERP got the message");
+    assert_eq!(got.headers.get("content-length").map(String::as_str), Some(sent.len().to_string().as_str()));
+
     // A repeated key would let the schema see one value and the receiver another: 400,
     // naming the key and its line, and nothing is sent.
     let twice = b"{\n  \"formid\": \"SAL_SaleOrder\",\n  \"formid\": \"PUR_PurchaseOrder\"\n}";

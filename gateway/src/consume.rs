@@ -88,7 +88,7 @@ pub async fn handle(route: Arc<Route>, mut delivery: Delivery) -> Fate {
         }
         _ => Vec::new(),
     };
-    let body = Bytes::from(std::mem::take(&mut delivery.data));
+    let body = crate::json::strip_bom(Bytes::from(std::mem::take(&mut delivery.data)));
     let id = delivery
         .properties
         .message_id()

@@ -205,6 +205,21 @@ pub struct Violation {
     pub message: String,
 }
 
+impl Violation {
+    /// `1 violation: /a/b message` or `3 violations, the first: /a/b message`, for a
+    /// problem's `detail`; the whole body (pointer `""`) reads as `(root)`.
+    pub fn summary(violations: &[Violation]) -> String {
+        let first = violations
+            .first()
+            .map(|v| format!(": {} {}", if v.pointer.is_empty() { "(root)" } else { &v.pointer }, v.message))
+            .unwrap_or_default();
+        match violations.len() {
+            1 => format!("1 violation{first}"),
+            n => format!("{n} violations, the first{first}"),
+        }
+    }
+}
+
 /// A failure of one message, ready to be answered or dead-lettered.
 #[derive(Clone, Debug)]
 pub struct Failure {
@@ -273,6 +288,13 @@ impl std::fmt::Display for Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn violation_summaries_name_the_first_and_the_root() {
+        let v = |pointer: &str| Violation { pointer: pointer.into(), keyword: "type".into(), message: "m".into() };
+        assert_eq!(Violation::summary(&[v("/a/0")]), "1 violation: /a/0 m");
+        assert_eq!(Violation::summary(&[v(""), v("/b")]), "2 violations, the first: (root) m");
+    }
     use std::collections::HashSet;
 
     #[test]

@@ -18,6 +18,14 @@ pub fn from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
     serde_json::from_slice::<Strict>(bytes).map(|s| s.0)
 }
 
+/// The body without a leading UTF-8 byte order mark. RFC 8259 forbids sending one but lets
+/// parsers ignore it, and Windows-born senders (.NET's default UTF-8 encoder, Excel
+/// exports) often add it: ignoring it is friendlier than refusing the message, and what is
+/// forwarded must then lack it too, so that the receiver gets what was validated.
+pub fn strip_bom(body: bytes::Bytes) -> bytes::Bytes {
+    if body.starts_with(b"\xEF\xBB\xBF") { body.slice(3..) } else { body }
+}
+
 /// `map.get(key)`, without hashing the key when the object is small. serde_json's maps
 /// hash with SipHash, which costs more than comparing a few short keys: the objects of
 /// business messages mostly have a handful of fields, and mappings read many of them.
@@ -129,6 +137,14 @@ mod tests {
             // Same key order too (preserve_order), so serializing gives the same text.
             assert_eq!(serde_json::to_string(&ours).unwrap(), serde_json::to_string(&theirs).unwrap());
         }
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_dropped_and_nothing_else() {
+        let with = bytes::Bytes::from_static(b"\xEF\xBB\xBF{\"a\":1}");
+        assert_eq!(&strip_bom(with)[..], b"{\"a\":1}");
+        assert_eq!(&strip_bom(bytes::Bytes::from_static(b"{}"))[..], b"{}");
+        assert_eq!(&strip_bom(bytes::Bytes::from_static(b"\xEF\xBB"))[..], b"\xEF\xBB");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use opentelemetry::trace::{SpanKind, TraceContextExt};
 use qiao_connectors::amqp::AmqpPublish;
 
 use crate::config::{Destination, Route, Via};
-use crate::error::{ErrorKind, Failure};
+use crate::error::{ErrorKind, Failure, Violation};
 use crate::mapping::{Mapping, Scope, Template};
 
 /// Is this `Content-Type` JSON? `application/json`, `application/*+json`, `text/json`,
@@ -38,7 +38,11 @@ pub fn parse(body: &[u8]) -> Result<Value, Failure> {
         let detail = if body.iter().all(u8::is_ascii_whitespace) {
             "the body is empty; send a JSON document".to_string()
         } else {
-            format!("invalid JSON at line {} column {}: {e}", e.line(), e.column())
+            // serde_json's message ends with the same position: say it once.
+            let message = e.to_string();
+            let message =
+                message.strip_suffix(&format!(" at line {} column {}", e.line(), e.column())).unwrap_or(&message);
+            format!("invalid JSON at line {} column {}: {message}", e.line(), e.column())
         };
         Failure::new(ErrorKind::MalformedJson, detail).with("line", e.line()).with("column", e.column())
     })
@@ -62,13 +66,7 @@ pub fn validate(route: &Route, body: &Value) -> Result<(), Failure> {
     let Some(schema) = &route.schema else { return Ok(()) };
     schema.check(body).map_err(|violations| {
         crate::telemetry::metrics::get().validation_failures.with_label_values(&[&*route.name]).inc();
-        let first = violations.first().map(|v| format!(": {} {}", v.pointer, v.message)).unwrap_or_default();
-        let detail = if violations.len() == 1 {
-            format!("1 violation{first}")
-        } else {
-            format!("{} violations, the first{first}", violations.len())
-        };
-        let mut f = Failure::new(ErrorKind::SchemaViolation, detail);
+        let mut f = Failure::new(ErrorKind::SchemaViolation, Violation::summary(&violations));
         f.violations = violations;
         route.redactor.apply(&mut f);
         f
@@ -216,15 +214,14 @@ pub fn map(
         if let Some(schema) = &dest.schema
             && let Err(violations) = schema.check(&body.value)
         {
-            let first = violations.first().map(|v| format!(": {} {}", v.pointer, v.message)).unwrap_or_default();
             let mut f = Failure::new(
                 ErrorKind::OutputSchemaViolation,
                 format!(
-                    "route {}: the map produced a message that {}'s schema ({}) refuses, {} violation(s){first}",
+                    "route {}: the map produced a message that {}'s schema ({}) refuses, {}",
                     route.name,
                     dest.system.name,
                     schema.file.display(),
-                    violations.len()
+                    Violation::summary(&violations)
                 ),
             )
             .with("system", dest.system.name.clone());
@@ -503,6 +500,7 @@ mod tests {
         let f = parse(b"{\n  \"a\": 1,\n  oops\n}").unwrap_err();
         assert_eq!(f.kind, ErrorKind::MalformedJson);
         assert!(f.detail.contains("line 3 column 3"), "{}", f.detail);
+        assert_eq!(f.detail.matches("line 3").count(), 1, "the position is said once: {}", f.detail);
         assert_eq!(parse(b"  ").unwrap_err().detail, "the body is empty; send a JSON document");
         assert_eq!(parse(br#"{"a":[1,2]}"#).unwrap(), json!({"a": [1, 2]}));
     }

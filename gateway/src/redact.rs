@@ -89,13 +89,7 @@ impl Redactor {
             }
         }
         if changed {
-            let first =
-                f.violations.first().map(|v: &Violation| format!(": {} {}", v.pointer, v.message)).unwrap_or_default();
-            f.detail = if f.violations.len() == 1 {
-                format!("1 violation{first}")
-            } else {
-                format!("{} violations, the first{first}", f.violations.len())
-            };
+            f.detail = Violation::summary(&f.violations);
         }
         let source = f.extra.iter().find(|(k, _)| *k == "source").and_then(|(_, v)| v.as_str()).map(str::to_string);
         if let Some(source) = source {

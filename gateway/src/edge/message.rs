@@ -90,7 +90,7 @@ pub async fn handle(session: &mut Session, ctx: &mut Ctx, route: &Route, params:
         return answer::problem(session, ctx, &too_large(Some(size))).await;
     }
     let body = match read_body(session, route.max_body_bytes).await {
-        Ok(b) => b,
+        Ok(b) => crate::json::strip_bom(b),
         Err(BodyError::TooLarge) => {
             session.set_keepalive(None);
             return answer::problem(session, ctx, &too_large(declared)).await;
