@@ -46,12 +46,16 @@ struct Ctx<'a, 'd> {
 
 impl Ctx<'_, '_> {
     fn report(&mut self, severity: Severity, place: &Place, message: String) {
+        self.report_hint(severity, place, message, HINT.to_string());
+    }
+
+    fn report_hint(&mut self, severity: Severity, place: &Place, message: String, hint: String) {
         let d = match severity {
             Severity::Error => Diagnostic::error(place.clone(), message),
             Severity::Warning => Diagnostic::warning(place.clone(), message),
         };
         // The same finding reached twice (a map serving several destinations) is said once.
-        let d = d.hint(HINT);
+        let d = d.hint(hint);
         if !self.diags.contains(&d) {
             self.diags.push(d);
         }
@@ -145,10 +149,16 @@ fn resolve<'d>(cx: &mut Ctx<'_, 'd>, scope: &Scope<'d>, path: &SourcePath, place
                 } else {
                     (Severity::Warning, "does not declare it")
                 };
-                cx.report(
+                let declared: Vec<&str> = nodes.iter().flat_map(|n| docs.declared(*n)).collect();
+                let hint = match crate::config::nearest(&step.key, declared.iter().copied()) {
+                    Some(near) => format!("did you mean `{near}`? (see docs/checks.md)"),
+                    None => HINT.to_string(),
+                };
+                cx.report_hint(
                     severity,
                     place,
                     format!("source path `{path}`: `{}` is not in {schema_name}, which {why}", step.key),
+                    hint,
                 );
                 return Vec::new();
             }

@@ -191,6 +191,20 @@ impl Docs {
         }
     }
 
+    /// The property names an object node declares, in all its alternatives: for hints.
+    pub fn declared<'a>(&'a self, node: Node<'a>) -> Vec<&'a str> {
+        let Some(alts) = self.alternatives(node) else { return Vec::new() };
+        let mut names: Vec<&'a str> = alts
+            .iter()
+            .flatten()
+            .filter_map(|n| n.schema.get("properties").and_then(Value::as_object))
+            .flat_map(|p| p.keys().map(String::as_str))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     /// The schema of an array's elements.
     pub fn items<'a>(&'a self, node: Node<'a>) -> Lookup<'a> {
         let Some(alts) = self.alternatives(node) else { return Lookup::Unknown };

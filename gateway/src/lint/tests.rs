@@ -115,6 +115,17 @@ fn open_objects_give_warnings_not_errors() {
 }
 
 #[test]
+fn a_misspelt_source_field_gets_the_declared_name_as_a_hint() {
+    let r =
+        route("      FBillNo: order.no\n      FQty: { from: order.qty, as: number }\n      FCustId: order.custmer\n");
+    // `order` is open: a warning, with the hint all the same.
+    let warnings =
+        load(&[("r.yaml", &r), ("schemas/source.json", SOURCE), ("schemas/receiver.json", RECEIVER)]).unwrap();
+    let d = warnings.iter().find(|d| d.message.contains("order.custmer")).unwrap_or_else(|| panic!("{warnings:?}"));
+    assert_eq!(d.hint.as_deref(), Some("did you mean `customer`? (see docs/checks.md)"), "{d:?}");
+}
+
+#[test]
 fn unknown_schema_parts_stay_silent() {
     let r = "routes:\n  r:\n    from: { http: { path: /r } }\n    schema: schemas/any.json\n    map:\n      x: whatever.path\n      y: { jq: '.a' }\n    to: { system: erp }\n";
     assert_eq!(load(&[("r.yaml", r), ("schemas/any.json", "{}")]).map(|w| messages(&w)), Ok(vec![]));
