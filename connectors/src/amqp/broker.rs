@@ -166,6 +166,29 @@ impl Broker {
             && self.is_connected()
     }
 
+    /// Waits, quietly, until `queue` exists on the broker (a passive declare succeeds),
+    /// polling every 250 ms. For a consumer that starts before whoever declares the queue
+    /// (a stub system beside Qiao). `false` when `stop` turned true first.
+    pub async fn wait_for_queue(&self, queue: &str, mut stop: watch::Receiver<bool>) -> bool {
+        let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        loop {
+            let live = self.0.live.borrow().clone();
+            if let Some(live) = live
+                && let Ok(channel) = live.connection.create_channel().await
+            {
+                // A missing queue closes the channel (a channel error, logged at debug).
+                if channel.queue_declare(queue.into(), passive, FieldTable::default()).await.is_ok() {
+                    let _ = channel.close(200, "queue found".into()).await;
+                    return true;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = stop.changed() => return false,
+            }
+        }
+    }
+
     /// Keeps the connection up until `shutdown` turns true.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         let cfg = &self.0.config;

@@ -334,6 +334,10 @@ pub async fn consume_queue(state: Arc<StubState>, url: String, queue: String, st
     let runner = broker.clone();
     let broker_stop = stop.clone();
     tokio::spawn(async move { runner.run(broker_stop).await });
+    // Qiao declares the queue when it connects; the stub may get there first.
+    if !broker.wait_for_queue(&queue, stop.clone()).await {
+        return;
+    }
     let spec = ConsumeSpec {
         queue: queue.clone(),
         prefetch: 32,
