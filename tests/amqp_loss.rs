@@ -211,12 +211,20 @@ async fn a_connection_lost_during_a_failing_delivery_makes_no_second_copy() {
     let mut env = stubs.env();
     env.push(("PREFIX".into(), prefix.clone()));
     env.push(("AMQP_URL".into(), broker.url()));
-    let qiao = Qiao::run(&fixture("amqp"), &env).await;
+    // The fixture's ERP gives up after 2 s; here it waits long enough for the cut to land
+    // while the first attempt is under way, however slowly rabbitmqctl starts.
+    let config = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("amqp"), config.path());
+    let systems = config.path().join("systems.yaml");
+    let text = std::fs::read_to_string(&systems).unwrap();
+    assert!(text.contains("request_timeout_ms: 2000"), "the fixture changed");
+    std::fs::write(&systems, text.replace("request_timeout_ms: 2000", "request_timeout_ms: 30000")).unwrap();
+    let qiao = Qiao::run(config.path(), &env).await;
     let erp = stubs.get(SystemKind::Erp).state.clone();
     // The first delivery fails, slowly: the connection is cut while it is under way. The
     // broker gives the message back at once and Qiao, reconnected, delivers it again; the
-    // first attempt's 503 then arrives on a channel that no longer exists.
-    erp.add_fault(qiao::stub::Fault { status: Some(503), delay_ms: 6000, times: 1, ..Default::default() });
+    // first attempt's 503 then arrives, after 8 s, for a channel that no longer exists.
+    erp.add_fault(qiao::stub::Fault { status: Some(503), delay_ms: 8000, times: 1, ..Default::default() });
     let amqp = Amqp::connect(&broker.url()).await;
     amqp.publish(&format!("{prefix}.events"), "mes.test.x", br#"{"code":"MO-CUT"}"#, "cut-1").await.await.unwrap();
     drop(amqp);
@@ -232,7 +240,11 @@ async fn a_connection_lost_during_a_failing_delivery_makes_no_second_copy() {
     })
     .await;
     // Past the 503 of the first attempt, and past the retry a copy would have made.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    eventually(Duration::from_secs(20), "the first attempt's 503", || async {
+        qiao.logs().contains("the channel closed while the message was processed")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let logs = qiao.logs();
     assert_eq!(erp.received().len(), 1, "delivered once:\n{logs}");
     assert_eq!(erp.stats()["duplicate_deliveries"], 0, "no retry copy of the cut attempt:\n{logs}");
@@ -240,4 +252,17 @@ async fn a_connection_lost_during_a_failing_delivery_makes_no_second_copy() {
     assert_eq!(amqp.queue_len(&format!("{prefix}.in")).await, Some(0));
     assert_eq!(amqp.queue_len(&format!("{prefix}.in.dlq")).await, Some(0));
     assert!(logs.contains("the channel closed while the message was processed"), "{logs}");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
 }

@@ -482,6 +482,10 @@ async fn rate_limits_answer_429_and_open_circuits_answer_503_and_show_in_readyz_
     assert_eq!(open.json()["type"], "urn:qiao:problem:circuit-open");
     let detail = open.json()["detail"].as_str().unwrap().to_string();
     assert!(detail.contains("circuit is open") && !detail.contains("attempt"), "nothing was tried: {detail}");
+    // open_ms is 60 s: the sender is told to come back at the next trial, not before.
+    let retry_after: u64 = open.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!((59..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(open.json()["retry_after_seconds"], retry_after);
 
     let ready = get(&format!("http://127.0.0.1:{}/readyz", qiao.admin)).await.unwrap();
     assert_eq!(ready.status, 200, "one failing receiver does not make Qiao unready");

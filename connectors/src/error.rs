@@ -37,11 +37,13 @@ pub struct DeliveryError {
     pub detail: String,
     /// How many attempts were made before giving up.
     pub attempts: u32,
+    /// When trying again makes sense at the earliest (an open circuit's next trial).
+    pub retry_after: Option<Duration>,
 }
 
 impl DeliveryError {
     pub fn new(kind: DeliveryErrorKind, system: &str, detail: impl Into<String>) -> Self {
-        Self { kind, system: system.to_string(), detail: detail.into(), attempts: 1 }
+        Self { kind, system: system.to_string(), detail: detail.into(), attempts: 1, retry_after: None }
     }
 
     pub fn timeout(system: &str, after: Duration) -> Self {

@@ -88,7 +88,10 @@ pub async fn handle(route: Arc<Route>, mut delivery: Delivery) -> Fate {
         }
         _ => Vec::new(),
     };
-    let body = crate::json::strip_bom(Bytes::from(std::mem::take(&mut delivery.data)));
+    // Retry and dead-letter copies carry the bytes as they came; the pipeline reads them
+    // without a byte order mark (json::strip_bom says why).
+    let original = Bytes::from(std::mem::take(&mut delivery.data));
+    let body = crate::json::strip_bom(original.clone());
     let id = delivery
         .properties
         .message_id()
@@ -132,8 +135,8 @@ pub async fn handle(route: Arc<Route>, mut delivery: Delivery) -> Fate {
     let m = metrics::get();
     let in_flight = m.amqp_in_flight.with_label_values(&[&*route.name]);
     in_flight.inc();
-    let (fate, failure) =
-        settle(&route, src, &delivery, &message, attempt, delivered, &cx).instrument(log_span.clone()).await;
+    let incoming = Incoming { delivery: &delivery, original: &original, message: &message };
+    let (fate, failure) = settle(&route, src, &incoming, attempt, delivered, &cx).instrument(log_span.clone()).await;
     in_flight.dec();
 
     let fate_name = fate.as_str();
@@ -167,18 +170,25 @@ pub async fn handle(route: Arc<Route>, mut delivery: Delivery) -> Fate {
     fate
 }
 
+/// One delivery as it came from the broker, and the message made of it.
+struct Incoming<'a> {
+    delivery: &'a Delivery,
+    /// The body as it came, which retry and dead-letter copies carry.
+    original: &'a Bytes,
+    message: &'a Message,
+}
+
 /// Processes the message, then acknowledges it, sends it to a retry queue, or
 /// dead-letters it — or returns it to its queue when that cannot be done safely.
-#[allow(clippy::too_many_arguments)]
 async fn settle(
     route: &Route,
     src: &AmqpSource,
-    delivery: &Delivery,
-    message: &Message,
+    incoming: &Incoming<'_>,
     attempt: u32,
     mut delivered: Vec<usize>,
     cx: &opentelemetry::Context,
 ) -> (Fate, Option<Failure>) {
+    let Incoming { delivery, message, .. } = *incoming;
     let result = process(route, message, &mut delivered, cx).await;
     if result.is_err() && !delivery.acker.usable() {
         // The delivery's channel is gone (the connection dropped while it was processed):
@@ -191,10 +201,14 @@ async fn settle(
         Ok(()) => (Fate::Delivered, None),
         // No destination was tried: every one that failed had its circuit open. The
         // attempt is not counted, so an outage shorter than the circuit's pause does not
-        // use up the message's attempts; the copy waits in the same retry queue. (A route
-        // without retries, `max_attempts: 1`, dead-letters it like any failure.)
+        // use up the message's attempts; the copy waits for the circuit's next trial (at
+        // least this attempt's backoff), so a long outage costs one round trip through the
+        // retry queue per message and pause, not one per backoff. (A route without
+        // retries, `max_attempts: 1`, dead-letters it like any failure.)
         Err(f) if f.kind == ErrorKind::CircuitOpen && !src.retry_queues.is_empty() => {
-            match retry(route, src, delivery, message, attempt - 1, attempt, &delivered, &f).await {
+            let (queue, backoff) = retry_slot(src, attempt);
+            let wait = backoff.max(Duration::from_secs(f.retry_after.unwrap_or(0)));
+            match retry(route, src, incoming, attempt - 1, queue, wait, &delivered, &f).await {
                 Ok(wait) => {
                     tracing::info!(
                         attempt,
@@ -208,7 +222,8 @@ async fn settle(
             }
         }
         Err(f) if f.kind.retryable() && attempt < src.policy.max_attempts => {
-            match retry(route, src, delivery, message, attempt, attempt, &delivered, &f).await {
+            let (queue, wait) = retry_slot(src, attempt);
+            match retry(route, src, incoming, attempt, queue, wait, &delivered, &f).await {
                 Ok(wait) => {
                     tracing::warn!(
                         attempt, error_kind = %f.kind, retry_in_ms = wait.as_millis() as u64,
@@ -219,7 +234,7 @@ async fn settle(
                 Err(e) => return (requeue(route, delivery, message, &e).await, Some(f)),
             }
         }
-        Err(f) => match dead_letter(route, src, delivery, message, attempt, &delivered, &f).await {
+        Err(f) => match dead_letter(route, src, incoming, attempt, &delivered, &f).await {
             Ok(()) => {
                 tracing::warn!(
                     attempt, error_kind = %f.kind, queue = %src.dead_letter_queue, "dead-lettered: {}", f.detail
@@ -322,25 +337,28 @@ fn attempt_of(header: Option<&str>) -> u32 {
     header.and_then(|s| s.trim().parse::<u32>().ok()).unwrap_or(0).saturating_add(1)
 }
 
-/// Sends a copy to the retry queue of attempt `wait_of` (its backoff); when its time is up
-/// the broker puts it back on the route's queue. `counted` is the attempt count the copy
-/// carries.
+/// The retry queue after attempt `attempt`, and that attempt's backoff. Past the last
+/// retry queue (a header that says more attempts than the route allows), the last one.
+/// Only called when the route has retry queues.
+fn retry_slot(src: &AmqpSource, attempt: u32) -> (&str, Duration) {
+    let index = (attempt.max(1) as usize - 1).min(src.retry_queues.len().saturating_sub(1));
+    (src.retry_queues[index].as_str(), src.policy.backoff(index as u32 + 1))
+}
+
+/// Sends a copy to `queue`, a retry queue, that expires after `wait`: then the broker puts
+/// it back on the route's queue. `counted` is the attempt count the copy carries.
 #[allow(clippy::too_many_arguments)]
 async fn retry(
     route: &Route,
     src: &AmqpSource,
-    delivery: &Delivery,
-    message: &Message,
+    incoming: &Incoming<'_>,
     counted: u32,
-    wait_of: u32,
+    queue: &str,
+    wait: Duration,
     delivered: &[usize],
     failure: &Failure,
 ) -> Result<Duration, String> {
-    // Past the last retry queue (a message whose header says more attempts than the route
-    // allows), the longest wait.
-    let index = (wait_of.max(1) as usize - 1).min(src.retry_queues.len().saturating_sub(1));
-    let queue = src.retry_queues.get(index).ok_or("the route has no retry queue")?;
-    let wait = src.policy.backoff(index as u32 + 1);
+    let Incoming { delivery, original, message } = *incoming;
     let mut headers = original_headers(delivery);
     headers.put_int(ATTEMPTS, i64::from(counted));
     delivered_headers(route, &mut headers, delivered);
@@ -358,7 +376,7 @@ async fn retry(
         .publish(Publish {
             exchange: "",
             routing_key: queue,
-            body: &message.body,
+            body: original,
             properties,
             mandatory: true,
             timeout: COPY_CONFIRM,
@@ -373,12 +391,12 @@ async fn retry(
 async fn dead_letter(
     route: &Route,
     src: &AmqpSource,
-    delivery: &Delivery,
-    message: &Message,
+    incoming: &Incoming<'_>,
     attempt: u32,
     delivered: &[usize],
     failure: &Failure,
 ) -> Result<(), String> {
+    let Incoming { delivery, original, message } = *incoming;
     let mut headers = original_headers(delivery);
     headers.put_str(ERROR_KIND, failure.kind.slug());
     headers.put_str(ERROR_DETAIL, &failure.detail);
@@ -399,7 +417,7 @@ async fn dead_letter(
         .publish(Publish {
             exchange: "",
             routing_key: &src.dead_letter_queue,
-            body: &message.body,
+            body: original,
             properties,
             mandatory: true,
             timeout: COPY_CONFIRM,

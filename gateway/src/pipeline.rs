@@ -467,7 +467,14 @@ pub fn delivery_failure(e: &DeliveryError) -> Failure {
         1 => format!("{}: {} (after 1 attempt)", e.system, e.detail),
         n => format!("{}: {} (after {n} attempts)", e.system, e.detail),
     };
-    Failure::new(kind, detail).with("system", e.system.clone()).with("attempts", e.attempts)
+    let mut f = Failure::new(kind, detail).with("system", e.system.clone()).with("attempts", e.attempts);
+    if let Some(after) = e.retry_after {
+        // HTTP senders get it as `Retry-After`; the AMQP consumer waits at least this long.
+        let secs = after.as_millis().div_ceil(1000).max(1) as u64;
+        f = f.with("retry_after_seconds", secs);
+        f.retry_after = Some(secs);
+    }
+    f
 }
 
 /// Milliseconds since the epoch, for logs.

@@ -84,11 +84,11 @@ impl BackgroundService for AmqpService {
 }
 
 /// How long consumers wait for their deliveries in progress at shutdown: the configured
-/// timeout (at least 1 s), ending 250 ms before the process does.
+/// timeout (at least 1 s), but ending 250 ms before the process does.
 fn drain_time(graceful_shutdown_timeout_seconds: u64, grace_period_seconds: u64) -> Duration {
     let wanted = Duration::from_secs(graceful_shutdown_timeout_seconds.max(1));
     let cut_off = Duration::from_secs(grace_period_seconds).saturating_sub(Duration::from_millis(250));
-    wanted.min(cut_off).max(Duration::from_millis(750))
+    wanted.min(cut_off)
 }
 
 /// Fails early, with the address in the message, when a listener cannot bind (pingora
@@ -164,6 +164,7 @@ mod tests {
         assert_eq!(drain_time(3, 10), Duration::from_secs(3));
         assert_eq!(drain_time(0, 10), Duration::from_secs(1));
         assert_eq!(drain_time(30, 2), Duration::from_millis(1750));
-        assert_eq!(drain_time(5, 0), Duration::from_millis(750));
+        assert_eq!(drain_time(5, 1), Duration::from_millis(750));
+        assert_eq!(drain_time(5, 0), Duration::ZERO);
     }
 }

@@ -119,7 +119,8 @@ pub fn run(route: &Route, input: &Input) -> Result<Vec<Captured>, Failure> {
         id: MessageId::from_sender(input.message_id.as_deref().unwrap_or("simulated-message-id")),
         route: route.name.clone(),
         headers: input.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
-        body: input.body.clone(),
+        // As the HTTP and AMQP ingresses do: a byte order mark is not part of the JSON.
+        body: crate::json::strip_bom(input.body.clone()),
         trace: TraceContext::default(),
         received_at: fixed_received_at(),
     };

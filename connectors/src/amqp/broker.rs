@@ -166,21 +166,33 @@ impl Broker {
             && self.is_connected()
     }
 
-    /// Waits, quietly, until `queue` exists on the broker (a passive declare succeeds),
-    /// polling every 250 ms. For a consumer that starts before whoever declares the queue
-    /// (a stub system beside Qiao). `false` when `stop` turned true first.
+    /// Waits until `queue` exists on the broker (a passive declare succeeds), polling every
+    /// 250 ms, and says so once when it takes more than 10 s. For a consumer that starts
+    /// before whoever declares the queue (a stub system beside Qiao). `false` when `stop`
+    /// turned true first.
     pub async fn wait_for_queue(&self, queue: &str, mut stop: watch::Receiver<bool>) -> bool {
         let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        let started = std::time::Instant::now();
+        let mut said = false;
         loop {
             let live = self.0.live.borrow().clone();
-            if let Some(live) = live
-                && let Ok(channel) = live.connection.create_channel().await
-            {
+            let found = async {
+                let Some(live) = live else { return false };
+                let Ok(channel) = live.connection.create_channel().await else { return false };
                 // A missing queue closes the channel (a channel error, logged at debug).
-                if channel.queue_declare(queue.into(), passive, FieldTable::default()).await.is_ok() {
+                let ok = channel.queue_declare(queue.into(), passive, FieldTable::default()).await.is_ok();
+                if ok {
                     let _ = channel.close(200, "queue found".into()).await;
-                    return true;
                 }
+                ok
+            };
+            tokio::select! {
+                ok = found => if ok { return true },
+                _ = stop.changed() => return false,
+            }
+            if !said && started.elapsed() > Duration::from_secs(10) {
+                said = true;
+                tracing::warn!(queue, broker = %self.0.display, "still waiting for the queue to exist");
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
@@ -381,10 +393,18 @@ impl Broker {
             .map_err(|e| format!("cannot consume from `{}`: {e}", spec.queue))?;
         tracing::info!(queue = %spec.queue, prefetch = spec.prefetch, concurrency = spec.concurrency, generation = live.generation, "consuming");
         loop {
+            // A free handler slot first, then the next delivery; shutdown is watched in both
+            // waits (first, `biased`), so a full consumer still stops at once.
+            let permit = tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                permit = permits.clone().acquire_owned() => permit.map_err(|e| e.to_string())?,
+            };
             tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
-                        let permit = permits.clone().acquire_owned().await.map_err(|e| e.to_string())?;
                         let handler = handler.clone();
                         tokio::spawn(async move {
                             handler(delivery).await;
@@ -394,20 +414,18 @@ impl Broker {
                     Some(Err(e)) => return Ok(Stop::Ended(e.to_string())),
                     None => return Ok(Stop::Ended("the broker cancelled the consumer".into())),
                 },
-                _ = shutdown.changed() => {
-                    let _ = channel.basic_cancel(spec.tag.as_str().into(), BasicCancelOptions::default()).await;
-                    // Deliveries in progress finish and settle on this channel, which must
-                    // stay open until then: closing it (dropping the last handle does)
-                    // hands them back to the queue while their handlers still deliver them.
-                    let all = spec.concurrency.max(1) as u32;
-                    if tokio::time::timeout(spec.drain, permits.acquire_many(all)).await.is_err() {
-                        tracing::warn!(queue = %spec.queue, drain_ms = spec.drain.as_millis() as u64,
-                            "deliveries still in progress at shutdown; the broker will deliver them again");
-                    }
-                    let _ = channel.close(200, "qiao is shutting down".into()).await;
-                    return Ok(Stop::Shutdown);
-                }
             }
         }
+        let _ = channel.basic_cancel(spec.tag.as_str().into(), BasicCancelOptions::default()).await;
+        // Deliveries in progress finish and settle on this channel, which must stay open
+        // until then: closing it (dropping the last handle does) hands them back to the
+        // queue while their handlers still deliver them.
+        let all = spec.concurrency.max(1) as u32;
+        if tokio::time::timeout(spec.drain, permits.acquire_many(all)).await.is_err() {
+            tracing::warn!(queue = %spec.queue, drain_ms = spec.drain.as_millis() as u64,
+                "deliveries still in progress at shutdown; the broker will deliver them again");
+        }
+        let _ = channel.close(200, "qiao is shutting down".into()).await;
+        Ok(Stop::Shutdown)
     }
 }

@@ -165,6 +165,7 @@ impl HttpSink {
                     ),
                 );
                 e.attempts = 0;
+                e.retry_after = Some(left);
                 return Err(e);
             }
         };

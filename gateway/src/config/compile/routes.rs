@@ -21,7 +21,6 @@ use crate::mapping::{self, Lookup, Mapping, Root, Template, Uses};
 use crate::routing::Router;
 use crate::schema::Schema;
 
-#[allow(clippy::too_many_arguments)]
 /// Is this a message route (schema or map somewhere, or an AMQP source)?
 fn is_message_route(raw: &RawRoute) -> bool {
     raw.schema.is_some()
@@ -58,6 +57,7 @@ pub(super) fn http_key(raw: &RawRoute) -> Option<(String, Vec<Option<Method>>)> 
     (!methods.is_empty()).then_some((path, methods))
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn compile_route(
     cx: &mut Ctx<'_>,
     file: &Path,
