@@ -288,6 +288,7 @@ impl std::fmt::Display for Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
     fn violation_summaries_name_the_first_and_the_root() {
@@ -295,7 +296,6 @@ mod tests {
         assert_eq!(Violation::summary(&[v("/a/0")]), "1 violation: /a/0 m");
         assert_eq!(Violation::summary(&[v(""), v("/b")]), "2 violations, the first: (root) m");
     }
-    use std::collections::HashSet;
 
     #[test]
     fn statuses_match_the_contract() {
