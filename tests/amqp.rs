@@ -37,9 +37,11 @@ impl Setup {
     }
 
     async fn cleanup(self) {
-        let mut queues = vec![self.q("wms.inbox"), self.q("in.dlq"), self.q("fan.dlq"), self.q("oa.dlq")];
-        for base in ["in", "fan", "oa"] {
+        let mut queues = vec![self.q("wms.inbox")];
+        for base in ["in", "fan", "oa", "hol"] {
             queues.push(self.q(base));
+            queues.push(self.q(&format!("{base}.dlq")));
+            queues.push(self.q(&format!("{base}.retry.circuit")));
             for n in 1..=6 {
                 queues.push(self.q(&format!("{base}.retry.{n}")));
             }
@@ -286,6 +288,7 @@ async fn shipped_flows_erp_delivery_to_wms_and_mes_completion_fan_out() {
     for n in 1..5 {
         queues.push(format!("{prefix}.mes.production-completed.retry.{n}"));
     }
+    queues.push(format!("{prefix}.mes.production-completed.retry.circuit"));
     amqp.cleanup(&queues, &[format!("{prefix}.events")]).await;
 }
 
@@ -318,7 +321,8 @@ async fn with_declare_false_a_missing_topology_is_reported_and_nothing_is_create
     )
     .await
     .unwrap();
-    for q in [format!("{prefix}.in"), format!("{prefix}.in.retry.1"), format!("{prefix}.in.dlq")] {
+    let queues = ["in", "in.retry.1", "in.retry.circuit", "in.dlq"].map(|q| format!("{prefix}.{q}"));
+    for q in &queues {
         ch.queue_declare(q.as_str().into(), durable, Default::default()).await.unwrap();
     }
     ch.queue_bind(
@@ -341,11 +345,7 @@ async fn with_declare_false_a_missing_topology_is_reported_and_nothing_is_create
         async move { erp.received().len() == 1 }
     })
     .await;
-    amqp.cleanup(
-        &[format!("{prefix}.in"), format!("{prefix}.in.retry.1"), format!("{prefix}.in.dlq")],
-        &[format!("{prefix}.events")],
-    )
-    .await;
+    amqp.cleanup(&queues, &[format!("{prefix}.events")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,6 +405,55 @@ async fn an_open_circuit_does_not_use_up_the_attempts_of_consumed_messages() {
     // retry queue every 75–300 ms backoff: one wait, not several.
     let logs = s.qiao.logs();
     assert_eq!(logs.matches("circuit is open; waiting without counting the attempt").count(), 1, "{logs}");
+    s.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_waiting_for_an_open_circuit_does_not_hold_up_other_retries() {
+    let s = Setup::start("hol").await;
+    let oa = s.stubs.get(SystemKind::Oa).state.clone();
+    let erp = s.stubs.get(SystemKind::Erp).state.clone();
+    let circuit_queue = s.q("hol.retry.circuit");
+    // One 503 opens oa-paused's circuit for 10 s; the message's retry meets it and waits
+    // for the next trial in the circuit queue.
+    oa.add_fault(Fault { status: Some(503), times: 1, ..Fault::default() });
+    s.amqp.publish(&s.exchange(), "mes.hol.oa", br#"{"code":"MO-OA"}"#, "hol-oa-0").await.await.unwrap();
+    eventually(Duration::from_secs(10), "the first copy to wait for the circuit", || async {
+        s.amqp.queue_len(&circuit_queue).await == Some(1)
+    })
+    .await;
+    // A second message for the OA meets the open circuit on its first attempt: its copy
+    // waits too, not in the first retry queue.
+    s.amqp.publish(&s.exchange(), "mes.hol.oa", br#"{"code":"MO-OA"}"#, "hol-oa-1").await.await.unwrap();
+    eventually(Duration::from_secs(10), "the second copy to wait for the circuit", || async {
+        s.amqp.queue_len(&circuit_queue).await == Some(2)
+    })
+    .await;
+    assert_eq!(s.amqp.queue_len(&s.q("hol.retry.1")).await, Some(0));
+    // A message of the same route fails once at the ERP. Its retry (150–300 ms after its
+    // first attempt, in the first retry queue) is not held up by the copies that wait for
+    // the circuit (10 s): it reaches the ERP while they still wait.
+    erp.add_fault(Fault { status: Some(503), times: 1, ..Fault::default() });
+    s.amqp.publish(&s.exchange(), "mes.hol.erp", br#"{"code":"MO-ERP"}"#, "hol-erp").await.await.unwrap();
+    eventually(Duration::from_secs(30), "the ERP message's retry", || {
+        let erp = erp.clone();
+        async move { erp.received().len() == 1 }
+    })
+    .await;
+    assert_eq!(erp.stats()["received"], 2, "the 503, then the retry");
+    // Had the retry waited behind a copy, that copy would have expired first.
+    assert_eq!(s.amqp.queue_len(&circuit_queue).await, Some(2), "the copies still wait for the circuit");
+    assert!(oa.received().is_empty());
+    // Then the circuit's trial takes the waiting copies, whose waits were not attempts.
+    eventually(Duration::from_secs(30), "both OA messages after the circuit's next trial", || {
+        let oa = oa.clone();
+        async move { oa.received().len() == 2 }
+    })
+    .await;
+    let mut ids: Vec<_> = oa.received().into_iter().filter_map(|r| r.message_id).collect();
+    ids.sort();
+    assert_eq!(ids, ["hol-oa-0", "hol-oa-1"]);
+    assert_eq!(s.amqp.queue_len(&s.q("hol.dlq")).await, Some(0));
     s.cleanup().await;
 }
 

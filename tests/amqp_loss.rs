@@ -196,6 +196,7 @@ async fn cleanup(amqp: &Amqp, prefix: &str) {
     let mut queues = vec![format!("{prefix}.wms.inbox"), format!("{prefix}.in.dlq"), format!("{prefix}.fan.dlq")];
     for base in ["in", "fan"] {
         queues.push(format!("{prefix}.{base}"));
+        queues.push(format!("{prefix}.{base}.retry.circuit"));
         for n in 1..=6 {
             queues.push(format!("{prefix}.{base}.retry.{n}"));
         }

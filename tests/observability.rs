@@ -539,5 +539,6 @@ async fn cleanup_prefix(amqp: &Amqp, prefix: &str) {
     for n in 1..5 {
         queues.push(format!("{prefix}.mes.production-completed.retry.{n}"));
     }
+    queues.push(format!("{prefix}.mes.production-completed.retry.circuit"));
     amqp.cleanup(&queues, &[format!("{prefix}.events")]).await;
 }

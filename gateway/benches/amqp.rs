@@ -361,6 +361,7 @@ impl Bench {
             out.push(self.q(base));
             out.push(self.q(&format!("{base}.dlq")));
             out.extend((1..=RETRY_QUEUES).map(|n| self.q(&format!("{base}.retry.{n}"))));
+            out.push(self.q(&format!("{base}.retry.circuit")));
         }
         out
     }
@@ -1236,6 +1237,7 @@ fn main() {
                     names.push(format!("{prefix}.{base}"));
                     names.push(format!("{prefix}.{base}.dlq"));
                     names.extend((1..=RETRY_QUEUES).map(|n| format!("{prefix}.{base}.retry.{n}")));
+                    names.push(format!("{prefix}.{base}.retry.circuit"));
                 }
                 for q in names {
                     let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;

@@ -201,13 +201,15 @@ async fn settle(
         Ok(()) => (Fate::Delivered, None),
         // No destination was tried: every one that failed had its circuit open. The
         // attempt is not counted, so an outage shorter than the circuit's pause does not
-        // use up the message's attempts; the copy waits for the circuit's next trial (at
-        // least this attempt's backoff), so a long outage costs one round trip through the
-        // retry queue per message and pause, not one per backoff. (A route without
-        // retries, `max_attempts: 1`, dead-letters it like any failure.)
-        Err(f) if f.kind == ErrorKind::CircuitOpen && !src.retry_queues.is_empty() => {
-            let (queue, backoff) = retry_slot(src, attempt);
-            let wait = backoff.max(Duration::from_secs(f.retry_after.unwrap_or(0)));
+        // use up the message's attempts; the copy waits in the circuit queue for the
+        // circuit's next trial (at least the first backoff), so a long outage costs one
+        // round trip per message and pause, not one per backoff. All copies there expire
+        // in the order they came (the circuit's next trial only moves later), so none
+        // waits behind another. (A route without retries, `max_attempts: 1`, has no
+        // circuit queue and dead-letters it like any failure.)
+        Err(f) if f.kind == ErrorKind::CircuitOpen && src.circuit_queue.is_some() => {
+            let queue = src.circuit_queue.as_deref().unwrap_or_default();
+            let wait = f.retry_after.unwrap_or_default().max(src.policy.initial_backoff);
             match retry(route, src, incoming, attempt - 1, queue, wait, &delivered, &f).await {
                 Ok(wait) => {
                     tracing::info!(
@@ -345,7 +347,7 @@ fn retry_slot(src: &AmqpSource, attempt: u32) -> (&str, Duration) {
     (src.retry_queues[index].as_str(), src.policy.backoff(index as u32 + 1))
 }
 
-/// Sends a copy to `queue`, a retry queue, that expires after `wait`: then the broker puts
+/// Sends a copy to `queue`, a retry or the circuit queue, that expires after `wait`: then the broker puts
 /// it back on the route's queue. `counted` is the attempt count the copy carries.
 #[allow(clippy::too_many_arguments)]
 async fn retry(

@@ -5,6 +5,8 @@
 //! another attempt could succeed, and whether an AMQP message is dead-lettered. Nothing
 //! else in the gateway picks a status code or a label.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -231,8 +233,15 @@ pub struct Failure {
     pub extra: Vec<(&'static str, serde_json::Value)>,
     /// For [`ErrorKind::MethodNotAllowed`]: the methods the path accepts.
     pub allow: Vec<String>,
-    /// For [`ErrorKind::RateLimited`]: seconds to wait (`Retry-After`).
-    pub retry_after: Option<u64>,
+    /// How long to wait before trying again ([`ErrorKind::RateLimited`],
+    /// [`ErrorKind::CircuitOpen`]): HTTP senders get it as `Retry-After` in whole seconds,
+    /// rounded up; the AMQP consumer holds a circuit-open copy this long.
+    pub retry_after: Option<Duration>,
+}
+
+/// A wait as `Retry-After` says it: whole seconds, rounded up, at least 1.
+pub fn whole_seconds(wait: Duration) -> u64 {
+    wait.as_millis().div_ceil(1000).max(1) as u64
 }
 
 impl Failure {

@@ -469,10 +469,9 @@ pub fn delivery_failure(e: &DeliveryError) -> Failure {
     };
     let mut f = Failure::new(kind, detail).with("system", e.system.clone()).with("attempts", e.attempts);
     if let Some(after) = e.retry_after {
-        // HTTP senders get it as `Retry-After`; the AMQP consumer waits at least this long.
-        let secs = after.as_millis().div_ceil(1000).max(1) as u64;
-        f = f.with("retry_after_seconds", secs);
-        f.retry_after = Some(secs);
+        // HTTP senders get it as `Retry-After`; the AMQP consumer holds its copy this long.
+        f = f.with("retry_after_seconds", crate::error::whole_seconds(after));
+        f.retry_after = Some(after);
     }
     f
 }

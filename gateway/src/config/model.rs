@@ -133,6 +133,10 @@ pub struct AmqpSource {
     pub policy: RetryPolicy,
     /// `<queue>.retry.<n>` for attempt n = 1 .. max_attempts-1.
     pub retry_queues: Vec<String>,
+    /// `<queue>.retry.circuit`, where copies wait for an open circuit's next trial (none
+    /// when the route has no retries). Its own queue because RabbitMQ expires messages only
+    /// at a queue's head: a copy that waits for a circuit must not hold up a short retry.
+    pub circuit_queue: Option<String>,
     pub dead_letter_queue: String,
 }
 

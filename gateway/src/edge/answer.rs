@@ -88,8 +88,8 @@ pub async fn problem(session: &mut Session, ctx: &mut Ctx, failure: &Failure) ->
     if !failure.allow.is_empty() {
         extra.push(("allow", failure.allow.join(", ")));
     }
-    if let Some(secs) = failure.retry_after {
-        extra.push(("retry-after", secs.to_string()));
+    if let Some(wait) = failure.retry_after {
+        extra.push(("retry-after", crate::error::whole_seconds(wait).to_string()));
     }
     write(session, ctx, failure.kind.status(), Some(PROBLEM_JSON), body, &extra).await
 }

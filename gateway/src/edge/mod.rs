@@ -152,7 +152,7 @@ impl ProxyHttp for Edge {
                 format!("route {} takes no more messages right now; retry in {secs} s", route.name),
             )
             .with("retry_after_seconds", secs);
-            f.retry_after = Some(secs);
+            f.retry_after = Some(std::time::Duration::from_secs(secs));
             answer::problem(session, ctx, &f).await?;
             return Ok(true);
         }

@@ -270,13 +270,14 @@ fn compile_amqp_source(
         None => format!("{queue}.dlq"),
     };
     let retry_queues: Vec<String> = (1..policy.max_attempts).map(|n| format!("{queue}.retry.{n}")).collect();
+    let circuit_queue = (policy.max_attempts > 1).then(|| format!("{queue}.retry.circuit"));
 
     // The queue, its retry queues (which send messages back to it when their time is up)
     // and its dead-letter queue, declared or verified like the system's exchange.
     let passive = !amqp.declare;
     let mut topology = Topology::default();
     topology.queues.push(Queue { name: queue.clone(), dead_letter_to: None, passive });
-    for rq in &retry_queues {
+    for rq in retry_queues.iter().chain(&circuit_queue) {
         topology.queues.push(Queue { name: rq.clone(), dead_letter_to: Some((String::new(), queue.clone())), passive });
     }
     topology.queues.push(Queue { name: dead_letter_queue.clone(), dead_letter_to: None, passive });
@@ -306,6 +307,7 @@ fn compile_amqp_source(
         concurrency: raw.concurrency.unwrap_or(16).max(1),
         policy,
         retry_queues,
+        circuit_queue,
         dead_letter_queue,
     }))
 }
