@@ -1,7 +1,8 @@
 //! The AMQP 0.9.1 transport (RabbitMQ) with lapin.
 //!
 //! A [`Broker`] owns one connection per broker URL and supervises it: it connects, declares
-//! (or verifies) the topology, opens a publisher channel in confirm mode, and on any
+//! (or verifies) the topology, keeps publisher channels in confirm mode (one per publish in
+//! flight, reused), and on any
 //! connection error starts over with exponential backoff. Publishers fail fast while the
 //! connection is down; consumers wait for it and resume.
 
