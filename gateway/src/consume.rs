@@ -203,10 +203,11 @@ async fn settle(
         // attempt is not counted, so an outage shorter than the circuit's pause does not
         // use up the message's attempts; the copy waits in the circuit queue for the
         // circuit's next trial (at least the first backoff), so a long outage costs one
-        // round trip per message and pause, not one per backoff. All copies there expire
-        // in the order they came (the circuit's next trial only moves later), so none
-        // waits behind another. (A route without retries, `max_attempts: 1`, has no
-        // circuit queue and dead-letters it like any failure.)
+        // round trip per message and pause, not one per backoff. Copies for one circuit
+        // expire in the order they came (its next trial only moves later), so none waits
+        // behind another; copies for the circuits of different receivers of the route can,
+        // by at most the difference of their pauses. (A route without retries,
+        // `max_attempts: 1`, has no circuit queue and dead-letters it like any failure.)
         Err(f) if f.kind == ErrorKind::CircuitOpen && src.circuit_queue.is_some() => {
             let queue = src.circuit_queue.as_deref().unwrap_or_default();
             let wait = f.retry_after.unwrap_or_default().max(src.policy.initial_backoff);
