@@ -255,6 +255,129 @@ async fn a_connection_lost_during_a_failing_delivery_makes_no_second_copy() {
     assert!(logs.contains("the channel closed while the message was processed"), "{logs}");
 }
 
+/// RabbitMQ blocks every connection that publishes while a resource alarm is on, and a
+/// blocked connection is not read at all: acks on it would wait too. Consumers have a
+/// connection of their own, so a queue still drains while publishing waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_alarm_blocks_publishing_but_not_consuming() {
+    const WAITING: usize = 300;
+    let broker = PrivateBroker::start().await;
+    let prefix = unique_prefix("alarm");
+    let (exchange, queue) = (format!("{prefix}.events"), format!("{prefix}.in"));
+    // The messages wait in the route's queue before Qiao starts (more than its prefetch of
+    // 128, so that they can only all arrive if acks get through).
+    let amqp = Amqp::connect(&broker.url()).await;
+    let durable = lapin::options::QueueDeclareOptions { durable: true, ..Default::default() };
+    let exchange_options = lapin::options::ExchangeDeclareOptions { durable: true, ..Default::default() };
+    let ch = &amqp.channel;
+    ch.exchange_declare(exchange.as_str().into(), lapin::ExchangeKind::Topic, exchange_options, Default::default())
+        .await
+        .unwrap();
+    ch.queue_declare(queue.as_str().into(), durable, Default::default()).await.unwrap();
+    ch.queue_bind(
+        queue.as_str().into(),
+        exchange.as_str().into(),
+        "mes.test.#".into(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let mut confirms = Vec::new();
+    for i in 0..WAITING {
+        let body = format!(r#"{{"code":"MO-{i:03}"}}"#);
+        confirms.push(amqp.publish(&exchange, "mes.test.x", body.as_bytes(), &format!("alarm-{i}")).await);
+    }
+    for c in confirms {
+        assert!(matches!(c.await.unwrap(), lapin::Confirmation::Ack(None)));
+    }
+    drop(amqp);
+    broker.memory_alarm(true);
+
+    let stubs = Stubs::start().await;
+    let erp = stubs.get(SystemKind::Erp).state.clone();
+    // The first deliveries are slow, so that Qiao's publish below lands while they are
+    // under way and their acks are still to come.
+    erp.add_fault(qiao::stub::Fault { delay_ms: 1500, times: 64, ..Default::default() });
+    let mut env = stubs.env();
+    env.push(("PREFIX".into(), prefix.clone()));
+    env.push(("AMQP_URL".into(), broker.url()));
+    let qiao = Qiao::run(&fixture("amqp"), &env).await;
+    let publish = {
+        let url = format!("http://127.0.0.1:{}/publish/MO-ALARM", qiao.port);
+        tokio::spawn(async move { post_json(&url, r#"{"code":"MO-ALARM","warehouse":"WH-SH-01"}"#).await })
+    };
+    eventually(Duration::from_secs(60), "every waiting message at the ERP while publishing is blocked", || {
+        let erp = erp.clone();
+        async move { erp.received().len() == WAITING }
+    })
+    .await;
+    let blocked = publish.await.unwrap();
+    assert_eq!(blocked.status, 503, "no 202 while the broker blocks publishing: {:?}", blocked.body);
+    let logs = qiao.logs();
+    assert!(logs.contains("the broker blocked publishing"), "{logs}");
+
+    broker.memory_alarm(false);
+    eventually(Duration::from_secs(30), "publishing once the alarm is over", || async {
+        post_json(
+            &format!("http://127.0.0.1:{}/publish/MO-ALARM", qiao.port),
+            r#"{"code":"MO-ALARM","warehouse":"WH-SH-01"}"#,
+        )
+        .await
+        .status
+            == 202
+    })
+    .await;
+    let amqp = Amqp::connect(&broker.url()).await;
+    assert_eq!(amqp.queue_len(&queue).await, Some(0));
+    assert_eq!(erp.stats()["duplicate_deliveries"], 0);
+}
+
+/// Either connection of the pair lost: both are made anew, and the consumer moves to the
+/// new pair (one consumer on the queue, not one per generation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_publishing_connection_alone_renews_both() {
+    let broker = PrivateBroker::start().await;
+    let prefix = unique_prefix("pubcut");
+    let stubs = Stubs::start().await;
+    let mut env = stubs.env();
+    env.push(("PREFIX".into(), prefix.clone()));
+    env.push(("AMQP_URL".into(), broker.url()));
+    let qiao = Qiao::run(&fixture("amqp"), &env).await;
+    let erp = stubs.get(SystemKind::Erp).state.clone();
+    let publish = |code: &'static str| {
+        let url = format!("http://127.0.0.1:{}/publish/{code}", qiao.port);
+        async move { post_json(&url, format!(r#"{{"code":"{code}","warehouse":"WH-SH-01"}}"#)).await.status }
+    };
+    eventually(Duration::from_secs(20), "Qiao publishing", || async { publish("MO-1").await == 202 }).await;
+    let amqp = Amqp::connect(&broker.url()).await;
+    amqp.publish(&format!("{prefix}.events"), "mes.test.x", br#"{"code":"MO-A"}"#, "pubcut-a").await.await.unwrap();
+    eventually(Duration::from_secs(10), "the first message at the ERP", || {
+        let erp = erp.clone();
+        async move { erp.received().len() == 1 }
+    })
+    .await;
+
+    assert_eq!(broker.close_connections_named("qiao-publish"), 1);
+    eventually(Duration::from_secs(20), "the reconnection", || async {
+        qiao.logs().matches("connected to the AMQP broker").count() == 2
+    })
+    .await;
+    eventually(Duration::from_secs(20), "publishing again", || async { publish("MO-2").await == 202 }).await;
+    amqp.publish(&format!("{prefix}.events"), "mes.test.x", br#"{"code":"MO-B"}"#, "pubcut-b").await.await.unwrap();
+    eventually(Duration::from_secs(20), "the second message at the ERP", || {
+        let erp = erp.clone();
+        async move { erp.received().len() == 2 }
+    })
+    .await;
+    let logs = qiao.logs();
+    // The consumer left the old consuming connection, which Qiao closed, for the new one.
+    let resubscribed = format!("consuming queue={prefix}.in ");
+    assert!(logs.lines().any(|l| l.contains(&resubscribed) && l.contains("generation=2")), "{logs}");
+    assert_eq!(broker.consumers(&format!("{prefix}.in")), Some(1), "{logs}");
+    assert_eq!(erp.stats()["duplicate_deliveries"], 0);
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();

@@ -466,6 +466,51 @@ impl PrivateBroker {
         assert!(out.status.success(), "close_all_connections failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// Closes the client connections whose `connection_name` is `name`; how many it closed.
+    pub fn close_connections_named(&self, name: &str) -> usize {
+        let out = Command::new("rabbitmqctl")
+            .args(["-n", &self.node, "-q", "list_connections", "pid", "client_properties"])
+            .output()
+            .expect("rabbitmqctl runs");
+        let list = String::from_utf8_lossy(&out.stdout);
+        let wanted = format!("{{\"connection_name\",\"{name}\"}}");
+        let mut closed = 0;
+        for line in list.lines().filter(|l| l.contains(&wanted)) {
+            let pid = line.split_whitespace().next().unwrap_or_default();
+            let out = Command::new("rabbitmqctl")
+                .args(["-n", &self.node, "close_connection", pid, "closed by the test"])
+                .output()
+                .expect("rabbitmqctl runs");
+            assert!(out.status.success(), "close_connection failed: {}", String::from_utf8_lossy(&out.stderr));
+            closed += 1;
+        }
+        closed
+    }
+
+    /// How many consumers `queue` has.
+    pub fn consumers(&self, queue: &str) -> Option<u32> {
+        let out = Command::new("rabbitmqctl")
+            .args(["-n", &self.node, "-q", "list_queues", "name", "consumers"])
+            .output()
+            .expect("rabbitmqctl runs");
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            let mut cols = l.split_whitespace();
+            (cols.next() == Some(queue)).then(|| cols.next()?.parse().ok()).flatten()
+        })
+    }
+
+    /// Sets off (or clears) RabbitMQ's memory alarm, as a broker short of memory does: every
+    /// connection that publishes is then blocked, while consuming goes on.
+    pub fn memory_alarm(&self, on: bool) {
+        let limit: &[&str] = if on { &["absolute", "1"] } else { &["0.4"] };
+        let out = Command::new("rabbitmqctl")
+            .args(["-n", &self.node, "set_vm_memory_high_watermark"])
+            .args(limit)
+            .output()
+            .expect("rabbitmqctl runs");
+        assert!(out.status.success(), "set_vm_memory_high_watermark failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// Stops and starts the node again, keeping its data.
     pub async fn restart(&mut self) {
         self.stop();

@@ -1,10 +1,10 @@
 //! The AMQP 0.9.1 transport (RabbitMQ) with lapin.
 //!
-//! A [`Broker`] owns one connection per broker URL and supervises it: it connects, declares
-//! (or verifies) the topology, keeps publisher channels in confirm mode (one per publish in
-//! flight, reused), and on any
-//! connection error starts over with exponential backoff. Publishers fail fast while the
-//! connection is down; consumers wait for it and resume.
+//! A [`Broker`] owns two connections per broker URL (consuming, publishing) and supervises
+//! them: it connects, declares (or verifies) the topology, keeps publisher channels in
+//! confirm mode (one per publish in flight, reused), and on any connection error starts
+//! over with exponential backoff. Publishers fail fast while the connection is down;
+//! consumers wait for it and resume.
 
 mod broker;
 mod headers;
