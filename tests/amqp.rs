@@ -50,6 +50,28 @@ impl Setup {
     }
 }
 
+/// Routable and unroutable publishes at once: every 202 is a message the broker holds and
+/// every unroutable one is a 502, whatever the broker's confirms batch together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_never_answer_202_for_a_returned_message() {
+    let s = Setup::start("mixed").await;
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        let (routable, unroutable) = (s.qiao.url(&format!("/publish/MO-{i}")), s.qiao.url("/unroutable"));
+        tasks.push(tokio::spawn(async move {
+            let body = format!(r#"{{"code":"MO-{i}","warehouse":"WH-HZ-01"}}"#);
+            (i % 2 == 0, post_json(if i % 2 == 0 { &routable } else { &unroutable }, body).await.status)
+        }));
+    }
+    let mut answers = std::collections::BTreeMap::new();
+    for t in tasks {
+        *answers.entry(t.await.unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(answers, [((false, 502), 200), ((true, 202), 200)].into_iter().collect(), "(routable, status): count");
+    assert_eq!(s.amqp.drain(&s.q("wms.inbox")).await.len(), 200, "the broker holds every message answered 202");
+    s.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_to_amqp_answers_202_only_after_the_broker_confirmed() {
     let s = Setup::start("publish").await;
