@@ -302,7 +302,15 @@ async fn a_memory_alarm_blocks_publishing_but_not_consuming() {
     let mut env = stubs.env();
     env.push(("PREFIX".into(), prefix.clone()));
     env.push(("AMQP_URL".into(), broker.url()));
-    let qiao = Qiao::run(&fixture("amqp"), &env).await;
+    // The fixture's ERP gives up after 2 s; the slow deliveries must not time out (and be
+    // delivered twice) on a loaded machine.
+    let config = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("amqp"), config.path());
+    let systems = config.path().join("systems.yaml");
+    let text = std::fs::read_to_string(&systems).unwrap();
+    assert!(text.contains("request_timeout_ms: 2000"), "the fixture changed");
+    std::fs::write(&systems, text.replace("request_timeout_ms: 2000", "request_timeout_ms: 30000")).unwrap();
+    let qiao = Qiao::run(config.path(), &env).await;
     let publish = {
         let url = format!("http://127.0.0.1:{}/publish/MO-ALARM", qiao.port);
         tokio::spawn(async move { post_json(&url, r#"{"code":"MO-ALARM","warehouse":"WH-SH-01"}"#).await })

@@ -23,7 +23,7 @@ use crate::admin::Admin;
 use crate::config::{Config, Source};
 use crate::edge::{Edge, SharedConfig};
 
-/// Runs the AMQP side: one supervised connection per broker, one consumer per route that
+/// Runs the AMQP side: one supervised pair of connections per broker, one consumer per route that
 /// reads a queue. On shutdown the consumers stop taking deliveries and finish (and ack)
 /// those in progress before the connections close: closing first would return them to
 /// their queues and deliver them twice.

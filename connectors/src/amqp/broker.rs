@@ -1,4 +1,5 @@
-//! One supervised connection to a broker: connect, declare, publish, consume, reconnect.
+//! One supervised broker (a consuming and a publishing connection): connect, declare,
+//! publish, consume, reconnect.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -63,10 +64,13 @@ struct Publishers {
 
 impl Live {
     fn new(connection: Connection, publishing: Connection, first: Channel, generation: u64) -> Self {
+        // Within the channels the broker allows on a connection (0: no limit).
+        let channel_max = usize::from(publishing.configuration().channel_max());
+        let slots = if channel_max == 0 { MAX_PUBLISHING } else { MAX_PUBLISHING.min(channel_max) };
         let publishers = Publishers {
             connection: publishing,
             idle: std::sync::Mutex::new(vec![first]),
-            slots: Semaphore::new(MAX_PUBLISHING),
+            slots: Semaphore::new(slots),
         };
         Live { connection: Arc::new(connection), publishers: Arc::new(publishers), generation }
     }
@@ -290,7 +294,10 @@ impl Broker {
                             let _ = tokio::time::timeout(Duration::from_secs(2), live.close("reconnecting")).await;
                         }
                         None => {
-                            live.close("qiao is shutting down").await;
+                            // Bounded: during a resource alarm the broker does not read the
+                            // publishing connection, and its close would never be answered.
+                            let _ =
+                                tokio::time::timeout(Duration::from_secs(2), live.close("qiao is shutting down")).await;
                             break;
                         }
                     }
@@ -343,10 +350,13 @@ impl Broker {
         let options = BasicPublishOptions { mandatory: p.mandatory, immediate: false };
         let exchange = p.exchange;
         let key = p.routing_key;
+        // Whether the message went out, for the timeout's detail.
+        let sent = std::sync::atomic::AtomicBool::new(false);
         let confirm = tokio::time::timeout(p.timeout, async {
             let _slot = live.publishers.slots.acquire().await.expect("the semaphore is never closed");
             let publisher = live.publisher().await?;
             let pending = publisher.basic_publish(exchange.into(), key.into(), options, p.body, p.properties).await?;
+            sent.store(true, std::sync::atomic::Ordering::Relaxed);
             let confirmation = pending.await;
             // Only a channel with nothing in flight goes back; on a timeout this future is
             // dropped with the channel, which closes it and its late confirm with it.
@@ -355,9 +365,16 @@ impl Broker {
         })
         .await;
         match confirm {
-            Err(_) => Err(err(
+            Err(_) if sent.load(std::sync::atomic::Ordering::Relaxed) => Err(err(
                 DeliveryErrorKind::ConfirmTimeout,
                 format!("the broker did not confirm within {} ms", p.timeout.as_millis()),
+            )),
+            Err(_) => Err(err(
+                DeliveryErrorKind::ConfirmTimeout,
+                format!(
+                    "not sent: no publisher channel within {} ms (every one busy, or the broker does not answer)",
+                    p.timeout.as_millis()
+                ),
             )),
             Ok(Err(e)) => Err(err(DeliveryErrorKind::BrokerUnavailable, format!("publishing failed: {e}"))),
             Ok(Ok(Confirmation::Ack(None))) | Ok(Ok(Confirmation::NotRequested)) => Ok(()),

@@ -23,7 +23,7 @@ pub struct Config {
     pub systems: IndexMap<String, Arc<System>>,
     pub routes: Vec<Arc<Route>>,
     pub router: Router,
-    /// One supervised connection per broker URL.
+    /// One supervised pair of connections (consuming, publishing) per broker URL.
     pub brokers: IndexMap<String, Broker>,
     pub warnings: Vec<Diagnostic>,
 }

@@ -88,7 +88,7 @@ pub struct RawSystem {
 #[serde(deny_unknown_fields)]
 pub struct RawAmqpTransport {
     /// Broker URL, `amqp://user:password@host:5672/vhost` (`%2f` is the default vhost).
-    /// Accepts `${ENV}`. Systems with the same URL share one connection.
+    /// Accepts `${ENV}`. Systems with the same URL share one pair of connections.
     pub url: Text,
     /// The exchange that messages for this system are published to. Default `qiao.events`.
     /// Accepts `${ENV}`.
