@@ -49,6 +49,9 @@ pub struct Live {
 /// (RabbitMQ allows 2047 per connection by default).
 const MAX_PUBLISHING: usize = 512;
 
+/// Idle publisher channels kept beyond twice the publishes in flight.
+const IDLE_SPARE: usize = 16;
+
 /// The publisher channels: each publish takes an idle one for itself and gives it back
 /// after the confirm. One publish per channel at a time because a `basic.return` carries
 /// no delivery tag: lapin hands a returned message to whichever confirm of the channel
@@ -60,6 +63,8 @@ struct Publishers {
     connection: Connection,
     idle: std::sync::Mutex<Vec<Channel>>,
     slots: Semaphore,
+    /// The slots in all.
+    max: usize,
 }
 
 impl Live {
@@ -71,6 +76,7 @@ impl Live {
             connection: publishing,
             idle: std::sync::Mutex::new(vec![first]),
             slots: Semaphore::new(slots),
+            max: slots,
         };
         Live { connection: Arc::new(connection), publishers: Arc::new(publishers), generation }
     }
@@ -85,25 +91,53 @@ impl Live {
         let _ = self.connection.close(200, reason.into()).await;
     }
 
-    /// An idle publisher channel, or a new one.
+    /// The publishes in flight, the caller's included (it holds a slot).
+    fn in_flight(&self) -> usize {
+        self.publishers.max - self.publishers.slots.available_permits()
+    }
+
+    /// An idle publisher channel, or a new one. Idle channels far beyond what the
+    /// publishes in flight need are closed on the way: lapin checks every channel of the
+    /// connection before it writes a frame, so the pool shrinks again after a burst.
     async fn publisher(&self) -> Result<Channel, lapin::Error> {
-        loop {
-            let idle = self.publishers.idle.lock().expect("publishers lock").pop();
-            match idle {
-                Some(channel) if channel.status().connected() => return Ok(channel),
-                Some(_closed) => continue,
-                None => break,
+        let keep = 2 * self.in_flight() + IDLE_SPARE;
+        let (found, surplus) = {
+            let mut idle = self.publishers.idle.lock().expect("publishers lock");
+            let surplus: Vec<Channel> = if idle.len() > keep { idle.drain(keep..).collect() } else { Vec::new() };
+            let mut found = None;
+            while let Some(channel) = idle.pop() {
+                if channel.status().connected() {
+                    found = Some(channel);
+                    break;
+                }
             }
+            (found, surplus)
+        };
+        // Dropped (and so closed) outside the lock.
+        drop(surplus);
+        if let Some(channel) = found {
+            return Ok(channel);
         }
         let channel = self.publishers.connection.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         Ok(channel)
     }
 
+    /// Keeps `channel` for the next publish, unless far more channels are idle than the
+    /// publishes in flight need. Called while the caller still holds its slot.
     fn give_back(&self, channel: Channel) {
-        if channel.status().connected() {
-            self.publishers.idle.lock().expect("publishers lock").push(channel);
+        if !channel.status().connected() {
+            return;
         }
+        let keep = 2 * self.in_flight() + IDLE_SPARE;
+        let mut idle = self.publishers.idle.lock().expect("publishers lock");
+        if idle.len() < keep {
+            idle.push(channel);
+        }
+    }
+
+    fn idle_publishers(&self) -> usize {
+        self.publishers.idle.lock().expect("publishers lock").len()
     }
 }
 
@@ -185,6 +219,12 @@ impl Broker {
 
     pub fn is_connected(&self) -> bool {
         self.0.live.borrow().is_some()
+    }
+
+    /// Publisher channels kept idle for reuse now (none while disconnected); for tests and
+    /// diagnostics.
+    pub fn idle_publisher_channels(&self) -> usize {
+        self.0.live.borrow().as_ref().map_or(0, Live::idle_publishers)
     }
 
     pub fn last_error(&self) -> Option<String> {
