@@ -214,12 +214,7 @@ async fn a_connection_lost_during_a_failing_delivery_makes_no_second_copy() {
     env.push(("AMQP_URL".into(), broker.url()));
     // The fixture's ERP gives up after 2 s; here it waits long enough for the cut to land
     // while the first attempt is under way, however slowly rabbitmqctl starts.
-    let config = tempfile::tempdir().unwrap();
-    copy_dir(&fixture("amqp"), config.path());
-    let systems = config.path().join("systems.yaml");
-    let text = std::fs::read_to_string(&systems).unwrap();
-    assert!(text.contains("request_timeout_ms: 2000"), "the fixture changed");
-    std::fs::write(&systems, text.replace("request_timeout_ms: 2000", "request_timeout_ms: 30000")).unwrap();
+    let config = amqp_fixture_with_a_patient_erp();
     let qiao = Qiao::run(config.path(), &env).await;
     let erp = stubs.get(SystemKind::Erp).state.clone();
     // The first delivery fails, slowly: the connection is cut while it is under way. The
@@ -304,12 +299,7 @@ async fn a_memory_alarm_blocks_publishing_but_not_consuming() {
     env.push(("AMQP_URL".into(), broker.url()));
     // The fixture's ERP gives up after 2 s; the slow deliveries must not time out (and be
     // delivered twice) on a loaded machine.
-    let config = tempfile::tempdir().unwrap();
-    copy_dir(&fixture("amqp"), config.path());
-    let systems = config.path().join("systems.yaml");
-    let text = std::fs::read_to_string(&systems).unwrap();
-    assert!(text.contains("request_timeout_ms: 2000"), "the fixture changed");
-    std::fs::write(&systems, text.replace("request_timeout_ms: 2000", "request_timeout_ms: 30000")).unwrap();
+    let config = amqp_fixture_with_a_patient_erp();
     let qiao = Qiao::run(config.path(), &env).await;
     let publish = {
         let url = format!("http://127.0.0.1:{}/publish/MO-ALARM", qiao.port);
@@ -384,6 +374,17 @@ async fn losing_the_publishing_connection_alone_renews_both() {
     assert!(logs.lines().any(|l| l.contains(&resubscribed) && l.contains("generation=2")), "{logs}");
     assert_eq!(broker.consumers(&format!("{prefix}.in")), Some(1), "{logs}");
     assert_eq!(erp.stats()["duplicate_deliveries"], 0);
+}
+
+/// The `amqp` fixture in a temporary copy whose ERP waits 30 s for an answer instead of 2.
+fn amqp_fixture_with_a_patient_erp() -> tempfile::TempDir {
+    let config = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("amqp"), config.path());
+    let systems = config.path().join("systems.yaml");
+    let text = std::fs::read_to_string(&systems).unwrap();
+    assert!(text.contains("request_timeout_ms: 2000"), "the fixture changed");
+    std::fs::write(&systems, text.replace("request_timeout_ms: 2000", "request_timeout_ms: 30000")).unwrap();
+    config
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
