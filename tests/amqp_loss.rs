@@ -314,6 +314,11 @@ async fn a_memory_alarm_blocks_publishing_but_not_consuming() {
     assert_eq!(blocked.status, 503, "no 202 while the broker blocks publishing: {:?}", blocked.body);
     let logs = qiao.logs();
     assert!(logs.contains("the broker blocked publishing"), "{logs}");
+    // Readiness says so, and stays ready: consuming goes on.
+    let readyz = get(&format!("http://127.0.0.1:{}/readyz", qiao.admin)).await.unwrap();
+    assert_eq!(readyz.status, 200);
+    let checks = readyz.json()["checks"].to_string();
+    assert!(checks.contains("connected; the broker blocks publishing"), "{checks}");
 
     broker.memory_alarm(false);
     eventually(Duration::from_secs(30), "publishing once the alarm is over", || async {
@@ -326,6 +331,8 @@ async fn a_memory_alarm_blocks_publishing_but_not_consuming() {
             == 202
     })
     .await;
+    let readyz = get(&format!("http://127.0.0.1:{}/readyz", qiao.admin)).await.unwrap();
+    assert!(!readyz.json()["checks"].to_string().contains("blocks publishing"));
     let amqp = Amqp::connect(&broker.url()).await;
     assert_eq!(amqp.queue_len(&queue).await, Some(0));
     assert_eq!(erp.stats()["duplicate_deliveries"], 0);

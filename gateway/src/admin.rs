@@ -64,8 +64,12 @@ impl ServeHttp for Admin {
                     checks.push(json!({
                         "name": format!("amqp {}", broker.display()),
                         "ok": ok,
-                        "detail": if ok { "connected".to_string() } else {
-                            broker.last_error().map_or("connecting".to_string(), |e| format!("not connected: {e}"))
+                        "detail": match (ok, broker.publishing_blocked()) {
+                            // Still ready: consumers go on, and another instance would meet
+                            // the same broker; HTTP routes that publish answer 503 meanwhile.
+                            (true, Some(reason)) => format!("connected; the broker blocks publishing: {reason}"),
+                            (true, None) => "connected".to_string(),
+                            (false, _) => broker.last_error().map_or("connecting".to_string(), |e| format!("not connected: {e}")),
                         },
                     }));
                 }

@@ -153,6 +153,8 @@ struct Inner {
     live: watch::Sender<Option<Live>>,
     /// Why the last connection attempt failed, for readiness.
     last_error: std::sync::Mutex<Option<String>>,
+    /// Why the broker blocks the publishing connection (a memory or disk alarm), while it does.
+    blocked: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -200,7 +202,14 @@ impl Broker {
         let display = super::redact_url(&config.url);
         let (live, _) = watch::channel(None);
         let topology = std::sync::Mutex::new(config.topology.clone());
-        Broker(Arc::new(Inner { config, topology, display, live, last_error: std::sync::Mutex::new(None) }))
+        Broker(Arc::new(Inner {
+            config,
+            topology,
+            display,
+            live,
+            last_error: std::sync::Mutex::new(None),
+            blocked: std::sync::Mutex::new(None),
+        }))
     }
 
     /// Adds exchanges, queues and bindings to declare; takes effect on the next connection.
@@ -225,6 +234,11 @@ impl Broker {
     /// diagnostics.
     pub fn idle_publisher_channels(&self) -> usize {
         self.0.live.borrow().as_ref().map_or(0, Live::idle_publishers)
+    }
+
+    /// Why the broker blocks Qiao's publishing (a memory or disk alarm), while it does.
+    pub fn publishing_blocked(&self) -> Option<String> {
+        self.0.blocked.lock().ok().and_then(|b| b.clone())
     }
 
     pub fn last_error(&self) -> Option<String> {
@@ -315,9 +329,13 @@ impl Broker {
                                 }
                                 Some(Event::Error(e)) => break Some(e.to_string()),
                                 Some(Event::ConnectionBlocked(reason)) => {
+                                    *self.0.blocked.lock().expect("lock") = Some(reason.to_string());
                                     tracing::warn!(broker = %self.0.display, %reason, "the broker blocked publishing (resource alarm)");
                                 }
-                                Some(Event::ConnectionUnblocked) => tracing::info!(broker = %self.0.display, "the broker unblocked publishing"),
+                                Some(Event::ConnectionUnblocked) => {
+                                    *self.0.blocked.lock().expect("lock") = None;
+                                    tracing::info!(broker = %self.0.display, "the broker unblocked publishing");
+                                }
                                 Some(_) => {}
                                 None => break Some("the connection's event stream ended".to_string()),
                             },
@@ -325,6 +343,8 @@ impl Broker {
                         }
                     };
                     self.0.live.send_replace(None);
+                    // A new connection starts unblocked; the broker says again if it is not.
+                    *self.0.blocked.lock().expect("lock") = None;
                     match lost {
                         Some(reason) => {
                             tracing::warn!(broker = %self.0.display, %reason, "lost the AMQP connection; reconnecting");
