@@ -36,17 +36,12 @@ impl Setup {
         format!("{}.events", self.prefix)
     }
 
+    /// Stops Qiao first: a running Qiao whose consumer loses its queue declares the whole
+    /// topology again, and would bring back what is being deleted.
     async fn cleanup(self) {
-        let mut queues = vec![self.q("wms.inbox")];
-        for base in ["in", "fan", "oa", "hol"] {
-            queues.push(self.q(base));
-            queues.push(self.q(&format!("{base}.dlq")));
-            queues.push(self.q(&format!("{base}.retry.circuit")));
-            for n in 1..=6 {
-                queues.push(self.q(&format!("{base}.retry.{n}")));
-            }
-        }
-        self.amqp.cleanup(&queues, &[self.exchange()]).await;
+        let Setup { qiao, amqp, prefix, .. } = self;
+        drop(qiao);
+        amqp.cleanup(&amqp_fixture_queues(&prefix), &[format!("{prefix}.events")]).await;
     }
 }
 
@@ -311,6 +306,7 @@ async fn shipped_flows_erp_delivery_to_wms_and_mes_completion_fan_out() {
         queues.push(format!("{prefix}.mes.production-completed.retry.{n}"));
     }
     queues.push(format!("{prefix}.mes.production-completed.retry.circuit"));
+    drop(qiao); // before deleting: a running Qiao would declare its queues again
     amqp.cleanup(&queues, &[format!("{prefix}.events")]).await;
 }
 
@@ -367,6 +363,7 @@ async fn with_declare_false_a_missing_topology_is_reported_and_nothing_is_create
         async move { erp.received().len() == 1 }
     })
     .await;
+    drop(qiao); // before deleting: a running Qiao would declare its queues again
     amqp.cleanup(&queues, &[format!("{prefix}.events")]).await;
 }
 

@@ -65,7 +65,7 @@ async fn sigkill_in_the_middle_of_the_stream_loses_nothing() {
     let at_kill = arrived(&stubs).0;
     assert!(at_kill < MESSAGES, "killed in the middle ({at_kill} arrived)");
 
-    let _qiao = Qiao::run(&fixture("amqp"), &env).await;
+    let qiao = Qiao::run(&fixture("amqp"), &env).await;
     let dlq = format!("{prefix}.in.dlq");
     eventually(Duration::from_secs(120), "every message accounted for", || async {
         arrived(&stubs).0 + amqp.queue_len(&dlq).await.unwrap_or(0) as usize >= MESSAGES
@@ -85,6 +85,7 @@ async fn sigkill_in_the_middle_of_the_stream_loses_nothing() {
         amqp.queue_len(&format!("{prefix}.in")).await == Some(0)
     })
     .await;
+    drop(qiao); // before deleting: a running Qiao would declare its queues again
     cleanup(&amqp, &prefix).await;
 }
 
@@ -193,15 +194,7 @@ async fn a_rabbitmq_restart_in_the_middle_of_the_streams_loses_nothing() {
 }
 
 async fn cleanup(amqp: &Amqp, prefix: &str) {
-    let mut queues = vec![format!("{prefix}.wms.inbox"), format!("{prefix}.in.dlq"), format!("{prefix}.fan.dlq")];
-    for base in ["in", "fan"] {
-        queues.push(format!("{prefix}.{base}"));
-        queues.push(format!("{prefix}.{base}.retry.circuit"));
-        for n in 1..=6 {
-            queues.push(format!("{prefix}.{base}.retry.{n}"));
-        }
-    }
-    amqp.cleanup(&queues, &[format!("{prefix}.events")]).await;
+    amqp.cleanup(&amqp_fixture_queues(prefix), &[format!("{prefix}.events")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

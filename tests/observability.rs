@@ -182,6 +182,7 @@ async fn one_trace_runs_from_the_caller_through_rabbitmq_to_both_receivers() {
         assert_eq!(line["message_id"], message_id.as_str());
     }
 
+    drop(qiao); // before deleting: a running Qiao would declare its queues again
     cleanup_prefix(&amqp, &prefix).await;
 }
 
@@ -443,6 +444,7 @@ async fn no_pii_or_credential_reaches_logs_traces_or_answers() {
         assert!(!logs.contains(secret), "{secret} in the logs:\n{logs}");
         assert!(!spans.contains(secret), "{secret} in the spans");
     }
+    drop(qiao); // before deleting: a running Qiao would declare its queues again
     cleanup_prefix(&amqp, &prefix).await;
 }
 

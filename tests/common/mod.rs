@@ -354,15 +354,35 @@ impl Amqp {
     }
 
     /// Deletes the queues and exchanges a test made.
+    /// Deletes what a test declared. Deleting a queue that does not exist is a channel error
+    /// (NOT_FOUND) that closes the channel, so each name gets an open channel.
     pub async fn cleanup(&self, queues: &[String], exchanges: &[String]) {
-        let ch = self.conn.create_channel().await.unwrap();
+        let mut ch = self.conn.create_channel().await.unwrap();
         for q in queues {
+            if !ch.status().connected() {
+                ch = self.conn.create_channel().await.unwrap();
+            }
             let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
         }
         for e in exchanges {
+            if !ch.status().connected() {
+                ch = self.conn.create_channel().await.unwrap();
+            }
             let _ = ch.exchange_delete(e.as_str().into(), Default::default()).await;
         }
     }
+}
+
+/// Every queue the `amqp` fixture's topology can declare under `prefix`, for cleanup.
+pub fn amqp_fixture_queues(prefix: &str) -> Vec<String> {
+    let mut queues = vec![format!("{prefix}.wms.inbox")];
+    for base in ["in", "fan", "oa", "hol"] {
+        queues.push(format!("{prefix}.{base}"));
+        queues.push(format!("{prefix}.{base}.dlq"));
+        queues.push(format!("{prefix}.{base}.retry.circuit"));
+        queues.extend((1..=6).map(|n| format!("{prefix}.{base}.retry.{n}")));
+    }
+    queues
 }
 
 /// A header of a message read back from a queue, as text.
