@@ -30,6 +30,22 @@ fn topology(exchange: &str, queue: &str) -> Topology {
     }
 }
 
+/// A sink for `system` publishing to `exchange` (5 s for the confirm).
+fn sink(system: &str, broker: &Broker, exchange: &str) -> AmqpSink {
+    AmqpSink {
+        system: system.into(),
+        broker: broker.clone(),
+        exchange: exchange.into(),
+        confirm_timeout: Duration::from_secs(5),
+        declare: true,
+    }
+}
+
+/// `{}` to the sink's exchange with `key`.
+fn empty<'a>(key: &'a str, id: &'a MessageId) -> AmqpPublish<'a> {
+    AmqpPublish { routing_key: key, exchange: None, body: b"{}", message_id: id, headers: vec![], timeout: None }
+}
+
 async fn started(url: &str, topology: Topology) -> (Broker, watch::Sender<bool>) {
     let broker = Broker::new(BrokerConfig {
         url: url.into(),
@@ -55,13 +71,7 @@ async fn publishes_with_confirms_and_reports_unroutable_messages() {
     let (exchange, queue) = (format!("qiao.test.{}", suffix()), format!("qiao.test.q.{}", suffix()));
     let (broker, stop) = started(URL, topology(&exchange, &queue)).await;
     assert!(broker.wait_connected(Duration::from_secs(10)).await, "{:?}", broker.last_error());
-    let sink = AmqpSink {
-        system: "wms".into(),
-        broker: broker.clone(),
-        exchange: exchange.clone(),
-        confirm_timeout: Duration::from_secs(5),
-        declare: true,
-    };
+    let sink = sink("wms", &broker, &exchange);
     let id = MessageId::generate();
     sink.send(AmqpPublish {
         routing_key: "erp.delivery.audited",
@@ -86,17 +96,7 @@ async fn publishes_with_confirms_and_reports_unroutable_messages() {
     );
 
     // A routing key nothing is bound to: the broker returns it, and that is an error.
-    let err = sink
-        .send(AmqpPublish {
-            routing_key: "mes.nothing",
-            exchange: None,
-            body: b"{}",
-            message_id: &id,
-            headers: vec![],
-            timeout: None,
-        })
-        .await
-        .unwrap_err();
+    let err = sink.send(empty("mes.nothing", &id)).await.unwrap_err();
     assert_eq!(err.kind, DeliveryErrorKind::Unroutable, "{err}");
     assert!(err.detail.contains("mes.nothing"));
 
@@ -120,17 +120,7 @@ async fn publishing_without_a_broker_fails_at_once() {
     };
     let id = MessageId::generate();
     let started = std::time::Instant::now();
-    let err = sink
-        .send(AmqpPublish {
-            routing_key: "k",
-            exchange: None,
-            body: b"{}",
-            message_id: &id,
-            headers: vec![],
-            timeout: None,
-        })
-        .await
-        .unwrap_err();
+    let err = sink.send(empty("k", &id)).await.unwrap_err();
     assert_eq!(err.kind, DeliveryErrorKind::BrokerUnavailable);
     assert!(err.detail.contains("guest:***"), "the password is redacted: {}", err.detail);
     assert!(started.elapsed() < Duration::from_secs(2), "no waiting for a connection");
@@ -142,25 +132,10 @@ async fn consumes_with_manual_acks() {
     let (exchange, queue) = (format!("qiao.test.{}", suffix()), format!("qiao.test.q.{}", suffix()));
     let (broker, stop) = started(URL, topology(&exchange, &queue)).await;
     assert!(broker.wait_connected(Duration::from_secs(10)).await);
-    let sink = AmqpSink {
-        system: "erp".into(),
-        broker: broker.clone(),
-        exchange: exchange.clone(),
-        confirm_timeout: Duration::from_secs(5),
-        declare: true,
-    };
+    let sink = sink("erp", &broker, &exchange);
     for i in 0..20 {
         let id = MessageId::from_sender(&format!("m-{i}"));
-        sink.send(AmqpPublish {
-            routing_key: "erp.x",
-            exchange: None,
-            body: b"{}",
-            message_id: &id,
-            headers: vec![],
-            timeout: None,
-        })
-        .await
-        .unwrap();
+        sink.send(empty("erp.x", &id)).await.unwrap();
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let spec = ConsumeSpec {
@@ -218,24 +193,9 @@ async fn a_consumer_on_a_missing_queue_does_not_take_the_connection_down() {
     tokio::spawn(async move { b.consume(spec, |_d| async {}, crx).await });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(broker.subscribe().borrow().as_ref().map(|l| l.generation), generation, "same connection");
-    let sink = AmqpSink {
-        system: "wms".into(),
-        broker: broker.clone(),
-        exchange: exchange.clone(),
-        confirm_timeout: Duration::from_secs(5),
-        declare: true,
-    };
+    let sink = sink("wms", &broker, &exchange);
     let id = MessageId::generate();
-    sink.send(AmqpPublish {
-        routing_key: "erp.x",
-        exchange: None,
-        body: b"{}",
-        message_id: &id,
-        headers: vec![],
-        timeout: None,
-    })
-    .await
-    .expect("publishing still works");
+    sink.send(empty("erp.x", &id)).await.expect("publishing still works");
     let _ = cstop.send(true);
     let _ = stop.send(true);
     cleanup(&queue, &exchange).await;
@@ -246,38 +206,13 @@ async fn a_publish_to_a_missing_exchange_fails_alone_and_the_next_one_works() {
     let (exchange, queue) = (format!("qiao.test.{}", suffix()), format!("qiao.test.q.{}", suffix()));
     let (broker, stop) = started(URL, topology(&exchange, &queue)).await;
     assert!(broker.wait_connected(Duration::from_secs(10)).await);
-    let sink = AmqpSink {
-        system: "wms".into(),
-        broker: broker.clone(),
-        exchange: exchange.clone(),
-        confirm_timeout: Duration::from_secs(5),
-        declare: true,
-    };
+    let sink = sink("wms", &broker, &exchange);
     let id = MessageId::generate();
     let missing = format!("qiao.test.missing.{}", suffix());
-    let err = sink
-        .send(AmqpPublish {
-            routing_key: "erp.x",
-            exchange: Some(&missing),
-            body: b"{}",
-            message_id: &id,
-            headers: vec![],
-            timeout: None,
-        })
-        .await
-        .unwrap_err();
+    let err = sink.send(AmqpPublish { exchange: Some(&missing), ..empty("erp.x", &id) }).await.unwrap_err();
     assert!(err.detail.contains("NOT_FOUND") || err.detail.contains("not"), "{err}");
     for _ in 0..3 {
-        sink.send(AmqpPublish {
-            routing_key: "erp.x",
-            exchange: None,
-            body: b"{}",
-            message_id: &id,
-            headers: vec![],
-            timeout: None,
-        })
-        .await
-        .expect("the publishes after it go through");
+        sink.send(empty("erp.x", &id)).await.expect("the publishes after it go through");
     }
     let _ = stop.send(true);
     cleanup(&queue, &exchange).await;
@@ -320,27 +255,12 @@ async fn a_queue_deleted_behind_the_consumer_is_declared_again() {
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await
         .unwrap();
-    let sink = AmqpSink {
-        system: "erp".into(),
-        broker: broker.clone(),
-        exchange: exchange.clone(),
-        confirm_timeout: Duration::from_secs(5),
-        declare: true,
-    };
+    let sink = sink("erp", &broker, &exchange);
     let id = MessageId::generate();
     // Until the queue is back, the message is unroutable; then it is consumed.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let sent = sink
-            .send(AmqpPublish {
-                routing_key: "erp.x",
-                exchange: None,
-                body: b"{}",
-                message_id: &id,
-                headers: vec![],
-                timeout: None,
-            })
-            .await;
+        let sent = sink.send(empty("erp.x", &id)).await;
         if sent.is_ok() {
             break;
         }
@@ -361,13 +281,8 @@ async fn concurrent_routable_and_unroutable_publishes_are_told_apart() {
     let (exchange, queue) = (format!("qiao.test.{}", suffix()), format!("qiao.test.q.{}", suffix()));
     let (broker, stop) = started(URL, topology(&exchange, &queue)).await;
     assert!(broker.wait_connected(Duration::from_secs(10)).await, "{:?}", broker.last_error());
-    let sink = std::sync::Arc::new(AmqpSink {
-        system: "wms".into(),
-        broker: broker.clone(),
-        exchange: exchange.clone(),
-        confirm_timeout: Duration::from_secs(30),
-        declare: true,
-    });
+    let sink =
+        std::sync::Arc::new(AmqpSink { confirm_timeout: Duration::from_secs(30), ..sink("wms", &broker, &exchange) });
     let n = 4000;
     let mut tasks = Vec::new();
     for i in 0..n {
@@ -375,16 +290,7 @@ async fn concurrent_routable_and_unroutable_publishes_are_told_apart() {
         tasks.push(tokio::spawn(async move {
             let routable = i % 2 == 0;
             let id = MessageId::generate();
-            let r = sink
-                .send(AmqpPublish {
-                    routing_key: if routable { "erp.x" } else { "mes.nothing" },
-                    exchange: None,
-                    body: b"{}",
-                    message_id: &id,
-                    headers: vec![],
-                    timeout: None,
-                })
-                .await;
+            let r = sink.send(empty(if routable { "erp.x" } else { "mes.nothing" }, &id)).await;
             (routable, r.map_err(|e| e.kind))
         }));
     }
@@ -398,14 +304,7 @@ async fn concurrent_routable_and_unroutable_publishes_are_told_apart() {
     }
     // The burst is over: the next publish closes the channels it no longer needs.
     let id = MessageId::generate();
-    let one = AmqpPublish {
-        routing_key: "erp.x",
-        exchange: None,
-        body: b"{}",
-        message_id: &id,
-        headers: vec![],
-        timeout: None,
-    };
+    let one = empty("erp.x", &id);
     sink.send(one).await.expect("confirmed");
     let idle = broker.idle_publisher_channels();
     let idle_ok = (1..=18).contains(&idle);
