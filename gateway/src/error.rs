@@ -300,6 +300,15 @@ mod tests {
     use std::collections::HashSet;
 
     #[test]
+    fn retry_after_is_whole_seconds_rounded_up() {
+        assert_eq!(whole_seconds(Duration::ZERO), 1);
+        assert_eq!(whole_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(whole_seconds(Duration::from_millis(1000)), 1);
+        assert_eq!(whole_seconds(Duration::from_millis(1001)), 2);
+        assert_eq!(whole_seconds(Duration::from_millis(29_978)), 30);
+    }
+
+    #[test]
     fn violation_summaries_name_the_first_and_the_root() {
         let v = |pointer: &str| Violation { pointer: pointer.into(), keyword: "type".into(), message: "m".into() };
         assert_eq!(Violation::summary(&[v("/a/0")]), "1 violation: /a/0 m");
