@@ -94,9 +94,7 @@ async fn a_rabbitmq_restart_in_the_middle_of_the_streams_loses_nothing() {
     let mut broker = PrivateBroker::start().await;
     let prefix = unique_prefix("restart");
     let stubs = Stubs::start().await;
-    let mut env = stubs.env();
-    env.push(("PREFIX".into(), prefix.clone()));
-    env.push(("AMQP_URL".into(), broker.url()));
+    let env = env_on(&stubs, &prefix, &broker);
     let qiao = Qiao::run(&fixture("amqp"), &env).await;
     let amqp = Amqp::connect(&broker.url()).await;
     let inbox = format!("{prefix}.wms.inbox");
@@ -202,9 +200,7 @@ async fn a_connection_lost_during_a_failing_delivery_makes_no_second_copy() {
     let broker = PrivateBroker::start().await;
     let prefix = unique_prefix("cut");
     let stubs = Stubs::start().await;
-    let mut env = stubs.env();
-    env.push(("PREFIX".into(), prefix.clone()));
-    env.push(("AMQP_URL".into(), broker.url()));
+    let env = env_on(&stubs, &prefix, &broker);
     // The fixture's ERP gives up after 2 s; here it waits long enough for the cut to land
     // while the first attempt is under way, however slowly rabbitmqctl starts.
     let config = amqp_fixture_with_a_patient_erp();
@@ -287,9 +283,7 @@ async fn a_memory_alarm_blocks_publishing_but_not_consuming() {
     // The first deliveries are slow, so that Qiao's publish below lands while they are
     // under way and their acks are still to come.
     erp.add_fault(qiao::stub::Fault { delay_ms: 1500, times: 64, ..Default::default() });
-    let mut env = stubs.env();
-    env.push(("PREFIX".into(), prefix.clone()));
-    env.push(("AMQP_URL".into(), broker.url()));
+    let env = env_on(&stubs, &prefix, &broker);
     // The fixture's ERP gives up after 2 s; the slow deliveries must not time out (and be
     // delivered twice) on a loaded machine.
     let config = amqp_fixture_with_a_patient_erp();
@@ -338,9 +332,7 @@ async fn losing_the_publishing_connection_alone_renews_both() {
     let broker = PrivateBroker::start().await;
     let prefix = unique_prefix("pubcut");
     let stubs = Stubs::start().await;
-    let mut env = stubs.env();
-    env.push(("PREFIX".into(), prefix.clone()));
-    env.push(("AMQP_URL".into(), broker.url()));
+    let env = env_on(&stubs, &prefix, &broker);
     let qiao = Qiao::run(&fixture("amqp"), &env).await;
     let erp = stubs.get(SystemKind::Erp).state.clone();
     let publish = |code: &'static str| {
@@ -374,6 +366,14 @@ async fn losing_the_publishing_connection_alone_renews_both() {
     assert!(logs.lines().any(|l| l.contains(&resubscribed) && l.contains("generation=2")), "{logs}");
     assert_eq!(broker.consumers(&format!("{prefix}.in")), Some(1), "{logs}");
     assert_eq!(erp.stats()["duplicate_deliveries"], 0);
+}
+
+/// The environment of the `amqp` fixture for `stubs`, on `broker`'s node, under `prefix`.
+fn env_on(stubs: &Stubs, prefix: &str, broker: &PrivateBroker) -> Vec<(String, String)> {
+    let mut env = stubs.env();
+    env.push(("PREFIX".into(), prefix.to_string()));
+    env.push(("AMQP_URL".into(), broker.url()));
+    env
 }
 
 /// The `amqp` fixture in a temporary copy whose ERP waits 30 s for an answer instead of 2.
