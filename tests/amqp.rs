@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use qiao::config::SystemKind;
 use qiao::stub::Fault;
-use qiao_connectors::SystemKind;
 use serde_json::json;
 
 struct Setup {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
-use qiao_connectors::SystemKind;
+use qiao::config::SystemKind;
 
 const MESSAGES: usize = 10_000;
 

@@ -4,8 +4,8 @@ mod common;
 
 use base64::Engine;
 use common::*;
+use qiao::config::SystemKind;
 use qiao::stub::Fault;
-use qiao_connectors::SystemKind;
 use serde_json::{Value, json};
 
 fn problem(body: &[u8]) -> Value {

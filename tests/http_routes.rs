@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use qiao_connectors::SystemKind;
+use qiao::config::SystemKind;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::otlp::{self, Collector};
 use common::*;
-use qiao_connectors::SystemKind;
+use qiao::config::SystemKind;
 use serde_json::{Value, json};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";

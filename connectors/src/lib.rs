@@ -1,6 +1,6 @@
 //! Qiao's transports.
 //!
-//! This crate knows how to move a message — over HTTP today, over AMQP next — and nothing
+//! This crate knows how to move a message — over HTTP and AMQP — and nothing
 //! about routes, schemas or mappings: those belong to the gateway (`qiao`). The dependency
 //! arrow runs one way, `qiao → qiao-connectors`.
 
@@ -9,9 +9,7 @@ pub mod error;
 pub mod http;
 pub mod message;
 pub mod retry;
-pub mod system;
 
 pub use error::{DeliveryError, DeliveryErrorKind};
 pub use message::{Message, MessageId, TraceContext};
 pub use retry::RetryPolicy;
-pub use system::SystemKind;

@@ -44,8 +44,6 @@ pub struct TraceContext {
 #[derive(Clone, Debug)]
 pub struct Message {
     pub id: MessageId,
-    /// Name of the route the message travels on.
-    pub route: Arc<str>,
     /// Transport headers of the inbound message, names lowercased.
     pub headers: Vec<(String, String)>,
     pub body: Bytes,

@@ -949,27 +949,14 @@ fn write_config(s: &Settings, dir: &Path) -> R<()> {
     std::fs::write(dir.join("routes.yaml"), routes).map_err(|e| e.to_string())
 }
 
-/// The bytes route `to-erp` sends the ERP for `body`, from Qiao's own pipeline.
+/// The bytes route `to-erp` sends the ERP for `body`, from Qiao's own driver (captured).
 fn mapped_body(config: &Path, env: Vec<(String, String)>, body: &[u8]) -> R<Bytes> {
-    use qiao::pipeline;
-    use qiao_connectors::{Message, MessageId, TraceContext};
     let config = qiao::config::load(config, &qiao::config::Overlay(env))
         .map_err(|d| d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
-    let route = config.routes.iter().find(|r| &*r.name == "to-erp").ok_or("no route to-erp")?;
-    let message = Message {
-        id: MessageId::generate(),
-        route: route.name.clone(),
-        headers: Vec::new(),
-        body: Bytes::copy_from_slice(body),
-        trace: TraceContext::default(),
-        received_at: std::time::SystemTime::now(),
-    };
-    let value = std::sync::Arc::new(pipeline::parse(&message.body).map_err(|f| f.detail)?);
-    pipeline::validate(route, &value).map_err(|f| f.detail)?;
-    let vars = pipeline::vars(route, &message, &[], false);
-    let chosen = pipeline::select(route, &value, &vars).map_err(|f| f.detail)?;
-    let bodies = pipeline::map(route, &chosen, &value, &message.body, &vars).map_err(|f| f.detail)?;
-    bodies.into_iter().flatten().next().map(|o| o.bytes).ok_or_else(|| "to-erp mapped nothing".to_string())
+    let route = config.route("to-erp").ok_or("no route to-erp")?;
+    let input = qiao::simulate::Input { body: Bytes::copy_from_slice(body), ..Default::default() };
+    let captured = qiao::simulate::run(route, &input).map_err(|f| f.detail.clone())?;
+    captured.into_iter().next().map(|c| c.bytes).ok_or_else(|| "to-erp mapped nothing".to_string())
 }
 
 async fn setup(s: Settings, prefix: String) -> R<Bench> {

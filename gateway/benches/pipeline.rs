@@ -68,10 +68,9 @@ fn route() -> Arc<Route> {
     route
 }
 
-fn message(route: &Route, body: &[u8]) -> Message {
+fn message(body: &[u8]) -> Message {
     Message {
         id: MessageId::generate(),
-        route: route.name.clone(),
         headers: Vec::new(),
         body: Bytes::copy_from_slice(body),
         trace: TraceContext::default(),
@@ -146,7 +145,7 @@ fn benches<M: Measurement>(c: &mut Criterion<M>, prefix: &str) {
     // Check once, outside the measurement, that both inputs take the whole path and map
     // to what the ERP expects: a bench of an error path would measure the wrong thing.
     for (name, body, lines) in [("1KB", &small, 2), ("100KB", &large, LARGE_LINES)] {
-        let out: Value = serde_json::from_slice(&run(&route, &message(&route, body), &params)).expect("JSON out");
+        let out: Value = serde_json::from_slice(&run(&route, &message(body), &params)).expect("JSON out");
         let entries = out["data"]["Model"]["FSaleOrderEntry"].as_array().map(Vec::len);
         assert_eq!(entries, Some(lines), "{name}: mapped order lines");
         let note = out["data"]["Model"]["FNote"].as_str().unwrap_or_default();
@@ -156,7 +155,7 @@ fn benches<M: Measurement>(c: &mut Criterion<M>, prefix: &str) {
 
     let mut group = bench_group(c, prefix, "pipeline");
     for (name, body) in [("1KB", &small), ("100KB", &large)] {
-        let msg = message(&route, body);
+        let msg = message(body);
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_function(name, |b| b.iter(|| run(&route, black_box(&msg), black_box(&params))));
     }
@@ -164,7 +163,7 @@ fn benches<M: Measurement>(c: &mut Criterion<M>, prefix: &str) {
 
     // Each phase alone, on the 1 KB order; each returns what it built, so that its drop
     // is timed too, as in `run`.
-    let msg = message(&route, &small);
+    let msg = message(&small);
     let parsed = pipeline::parse(&msg.body).expect("parses");
     let vars = pipeline::vars(&route, &msg, &params, false);
     let mapping = route.mapping.as_ref().expect("the route has a map");

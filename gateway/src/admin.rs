@@ -9,10 +9,10 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
-use crate::edge::SharedConfig;
+use crate::runtime::SharedRuntime;
 
 pub struct Admin {
-    pub config: SharedConfig,
+    pub runtime: SharedRuntime,
     pub started: Instant,
 }
 
@@ -35,13 +35,13 @@ impl ServeHttp for Admin {
             "/healthz" => json_response(200, &json!({"status": "ok"})),
             "/metrics" => {
                 let m = crate::telemetry::metrics::get();
-                let config = self.config.load();
+                let runtime = self.runtime.load();
                 // States that are cheaper to read at scrape time than to track.
-                for broker in config.brokers.values() {
+                for broker in runtime.brokers.values() {
                     m.amqp_connected.with_label_values(&[broker.display()]).set(i64::from(broker.is_connected()));
                 }
-                for system in config.systems.values() {
-                    if let Some(http) = &system.http {
+                for system in runtime.config.systems.values() {
+                    if let Some(http) = &runtime.links(system).http {
                         let open = http.circuit_state() == qiao_connectors::http::CircuitState::Open;
                         m.circuit_open.with_label_values(&[&system.name]).set(i64::from(open));
                     }
@@ -55,11 +55,12 @@ impl ServeHttp for Admin {
                     .expect("static response parts are valid")
             }
             "/readyz" => {
-                let config = self.config.load();
+                let runtime = self.runtime.load();
+                let config = &runtime.config;
                 let mut checks = vec![
                     json!({"name": "config", "ok": true, "detail": format!("{} routes from {}", config.routes.len(), config.dir.display())}),
                 ];
-                for broker in config.brokers.values() {
+                for broker in runtime.brokers.values() {
                     let ok = broker.is_connected();
                     checks.push(json!({
                         "name": format!("amqp {}", broker.display()),
@@ -80,7 +81,7 @@ impl ServeHttp for Admin {
                     .systems
                     .values()
                     .filter_map(|s| {
-                        let state = s.http.as_ref()?.circuit_state();
+                        let state = runtime.links(s).http.as_ref()?.circuit_state();
                         Some(json!({"system": s.name, "circuit": state.as_str()}))
                     })
                     .collect();

@@ -5,8 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::config::SystemKind;
 use clap::{Parser, Subcommand, ValueEnum};
-use qiao_connectors::SystemKind;
 
 use crate::config::{self, Config, Diagnostic, EnvSource, Overlay, ProcessEnv};
 use crate::logging::{self, LogFormat};

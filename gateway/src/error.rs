@@ -5,6 +5,7 @@
 //! another attempt could succeed, and whether an AMQP message is dead-lettered. Nothing
 //! else in the gateway picks a status code or a label.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -222,21 +223,45 @@ impl Violation {
     }
 }
 
-/// A failure of one message, ready to be answered or dead-lettered.
+/// A failure of one message, ready to be answered or dead-lettered. Its fields
+/// ([`FailureFields`], reached through `Deref`) are what the problem document, the
+/// dead-letter headers, the metrics and the logs say about it. Boxed: results that may fail
+/// stay small on the hot path, where failing is the exception.
 #[derive(Clone, Debug)]
-pub struct Failure {
+pub struct Failure(Box<FailureFields>);
+
+#[derive(Clone, Debug)]
+pub struct FailureFields {
     pub kind: ErrorKind,
     pub detail: String,
-    /// Schema violations, for [`ErrorKind::SchemaViolation`].
+    /// Schema violations, for [`ErrorKind::SchemaViolation`] and
+    /// [`ErrorKind::OutputSchemaViolation`].
     pub violations: Vec<Violation>,
-    /// Extra members of the problem document (the failing system, the mapping target, ...).
-    pub extra: Vec<(&'static str, serde_json::Value)>,
     /// For [`ErrorKind::MethodNotAllowed`]: the methods the path accepts.
     pub allow: Vec<String>,
     /// How long to wait before trying again ([`ErrorKind::RateLimited`],
     /// [`ErrorKind::CircuitOpen`]): HTTP senders get it as `Retry-After` in whole seconds,
     /// rounded up; the AMQP consumer holds a circuit-open copy this long.
     pub retry_after: Option<Duration>,
+    /// The system a delivery failed at (`-` in metrics when the message itself was at fault).
+    pub system: Option<String>,
+    /// Delivery attempts made, the last included.
+    pub attempts: Option<u32>,
+    /// The receiver's HTTP status.
+    pub receiver_status: Option<u16>,
+    /// Where malformed JSON broke: line and column, 1-based.
+    pub position: Option<(usize, usize)>,
+    /// A mapping failure's target field and the source it read, as written in the map.
+    pub target: Option<String>,
+    pub source_path: Option<String>,
+    /// The routing key of a publish that failed.
+    pub routing_key: Option<String>,
+    /// The limit a body broke.
+    pub max_body_bytes: Option<u64>,
+    /// Each destination's outcome, when some of several failed.
+    pub deliveries: Option<Vec<serde_json::Value>>,
+    /// The error underneath, for logs; never sent to a client.
+    pub cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 /// A wait as `Retry-After` says it: whole seconds, rounded up, at least 1.
@@ -244,20 +269,62 @@ pub fn whole_seconds(wait: Duration) -> u64 {
     wait.as_millis().div_ceil(1000).max(1) as u64
 }
 
+impl std::ops::Deref for Failure {
+    type Target = FailureFields;
+    fn deref(&self) -> &FailureFields {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Failure {
+    fn deref_mut(&mut self) -> &mut FailureFields {
+        &mut self.0
+    }
+}
+
 impl Failure {
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(FailureFields {
             kind,
             detail: detail.into(),
             violations: Vec::new(),
-            extra: Vec::new(),
             allow: Vec::new(),
             retry_after: None,
-        }
+            system: None,
+            attempts: None,
+            receiver_status: None,
+            position: None,
+            target: None,
+            source_path: None,
+            routing_key: None,
+            max_body_bytes: None,
+            deliveries: None,
+            cause: None,
+        }))
     }
 
-    pub fn with(mut self, key: &'static str, value: impl Into<serde_json::Value>) -> Self {
-        self.extra.push((key, value.into()));
+    pub fn at_system(mut self, system: impl Into<String>) -> Self {
+        self.system = Some(system.into());
+        self
+    }
+
+    pub fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = Some(attempts);
+        self
+    }
+
+    pub fn with_max_body_bytes(mut self, limit: u64) -> Self {
+        self.max_body_bytes = Some(limit);
+        self
+    }
+
+    pub fn with_retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    pub fn caused_by(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.cause = Some(Arc::new(cause));
         self
     }
 
@@ -281,8 +348,36 @@ impl Failure {
         if !self.violations.is_empty() {
             doc.insert("errors".into(), serde_json::to_value(&self.violations).unwrap_or_default());
         }
-        for (k, v) in &self.extra {
-            doc.insert((*k).into(), v.clone());
+        if let Some((line, column)) = self.position {
+            doc.insert("line".into(), line.into());
+            doc.insert("column".into(), column.into());
+        }
+        if let Some(t) = &self.target {
+            doc.insert("target".into(), t.as_str().into());
+        }
+        if let Some(s) = &self.source_path {
+            doc.insert("source".into(), s.as_str().into());
+        }
+        if let Some(s) = &self.system {
+            doc.insert("system".into(), s.as_str().into());
+        }
+        if let Some(s) = self.receiver_status {
+            doc.insert("receiver_status".into(), s.into());
+        }
+        if let Some(n) = self.attempts {
+            doc.insert("attempts".into(), n.into());
+        }
+        if let Some(k) = &self.routing_key {
+            doc.insert("routing_key".into(), k.as_str().into());
+        }
+        if let Some(wait) = self.retry_after {
+            doc.insert("retry_after_seconds".into(), whole_seconds(wait).into());
+        }
+        if let Some(n) = self.max_body_bytes {
+            doc.insert("max_body_bytes".into(), n.into());
+        }
+        if let Some(d) = &self.deliveries {
+            doc.insert("deliveries".into(), serde_json::Value::Array(d.clone()));
         }
         serde_json::Value::Object(doc)
     }

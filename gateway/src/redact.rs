@@ -91,8 +91,7 @@ impl Redactor {
         if changed {
             f.detail = Violation::summary(&f.violations);
         }
-        let source = f.extra.iter().find(|(k, _)| *k == "source").and_then(|(_, v)| v.as_str()).map(str::to_string);
-        if let Some(source) = source {
+        if let Some(source) = f.source_path.clone() {
             let last = source.rsplit(['.', '/']).next().unwrap_or(&source).trim_end_matches(']');
             if self.keys.contains(last) {
                 f.detail = format!("{} (the value is sensitive and was redacted)", redact_quoted(&f.detail));
@@ -206,8 +205,8 @@ mod tests {
         let mut f = Failure::new(
             ErrorKind::MappingFailed,
             "route r: target `phone` (from `FLinkPhone`): cannot coerce \"13800138000x\" to a number",
-        )
-        .with("source", "FLinkPhone");
+        );
+        f.source_path = Some("FLinkPhone".into());
         r.apply(&mut f);
         assert!(!f.detail.contains("13800138000x"), "{}", f.detail);
         assert!(f.detail.contains("redacted"));

@@ -1,18 +1,18 @@
-//! Running a route in process without sending anything: the same phases as the edge and
-//! the AMQP consumer (parse, validate, select, map, render), with every delivery captured.
-//! `qiao test` and `qiao map` are built on it.
+//! Running a route in process without sending anything: the one driver that the edge and
+//! the AMQP consumer run ([`pipeline::drive`]), on the [`Capture`] seam, so every delivery is
+//! kept instead of sent. `qiao test` and `qiao map` are built on it.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use indexmap::IndexMap;
 use qiao_connectors::{Message, MessageId, TraceContext};
 use serde_json::{Value, json};
 
 use crate::config::{Route, RouteKind, Source, Via};
 use crate::error::{ErrorKind, Failure};
-use crate::pipeline;
+use crate::pipeline::{self, Capture, Inbound, Outbound};
 
 /// The inbound message of a simulation.
 #[derive(Clone, Debug, Default)]
@@ -39,6 +39,8 @@ pub struct Captured {
     pub routing_key: Option<String>,
     pub headers: IndexMap<String, String>,
     pub body: Value,
+    /// The body's bytes, exactly as they would be sent.
+    pub bytes: Bytes,
 }
 
 impl Captured {
@@ -92,7 +94,7 @@ fn proxy(
         })?;
         headers.insert(name.as_str().to_string(), v);
     }
-    headers.insert("x-qiao-message-id".into(), message.id.to_string());
+    headers.insert(crate::headers::MESSAGE_ID.to_string(), message.id.to_string());
     let body = serde_json::from_slice(&input.body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&input.body).into_owned()));
     Ok(vec![Captured {
@@ -103,6 +105,7 @@ fn proxy(
         routing_key: None,
         headers,
         body,
+        bytes: input.body.clone(),
     }])
 }
 
@@ -117,7 +120,6 @@ pub fn fixed_received_at() -> SystemTime {
 pub fn run(route: &Route, input: &Input) -> Result<Vec<Captured>, Failure> {
     let message = Message {
         id: MessageId::from_sender(input.message_id.as_deref().unwrap_or("simulated-message-id")),
-        route: route.name.clone(),
         headers: input.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
         // As the HTTP and AMQP ingresses do: a byte order mark is not part of the JSON.
         body: crate::json::strip_bom(input.body.clone()),
@@ -131,23 +133,25 @@ pub fn run(route: &Route, input: &Input) -> Result<Vec<Captured>, Failure> {
     if route.kind == RouteKind::Proxy {
         return proxy(route, input, &message, &params);
     }
-    let value = Arc::new(pipeline::parse(&message.body)?);
-    pipeline::validate(route, &value)?;
-    let vars = pipeline::vars(route, &message, &params, false);
-    let chosen = pipeline::select(route, &value, &vars)?;
-    let bodies = pipeline::map(route, &chosen, &value, &message.body, &vars)?;
-    let dest_vars = if route.uses.params { pipeline::vars(route, &message, &params, true) } else { vars };
-    let mut out = Vec::new();
-    for (dest, body) in route.destinations.iter().zip(&bodies) {
-        let Some(body) = body else { continue };
-        out.push(match &dest.via {
-            Via::Http { method, path } => {
-                let req = pipeline::http_request(dest, method.as_ref(), path.as_ref(), &message, body, &dest_vars)?;
+    let inbound = Inbound { message: &message, params: &params, done: &[] };
+    let run = pipeline::drive(route, inbound, &Capture, &opentelemetry::Context::new())
+        .now_or_never()
+        .expect("a captured run never waits");
+    if let Some(f) = run.refused {
+        return Err(f);
+    }
+    let mut out = Vec::with_capacity(run.attempts.len());
+    for attempt in run.attempts {
+        let dest = &route.destinations[attempt.index];
+        let value = run.outgoing[attempt.index].as_ref().map(|o| (*o.value).clone()).unwrap_or_default();
+        out.push(match attempt.request {
+            Outbound::Http(req) => {
                 let mut headers: IndexMap<String, String> = IndexMap::new();
                 for (name, value) in &req.headers {
                     headers.insert(name.as_str().to_string(), value.to_str().unwrap_or_default().to_string());
                 }
-                headers.insert("x-qiao-message-id".into(), message.id.to_string());
+                // The HTTP transport adds it to every request.
+                headers.insert(crate::headers::MESSAGE_ID.to_string(), message.id.to_string());
                 Captured {
                     system: dest.system.name.clone(),
                     transport: "http",
@@ -155,25 +159,20 @@ pub fn run(route: &Route, input: &Input) -> Result<Vec<Captured>, Failure> {
                     path: req.path,
                     routing_key: None,
                     headers,
-                    body: (*body.value).clone(),
+                    body: value,
+                    bytes: req.body,
                 }
             }
-            Via::Amqp { exchange, routing_key } => {
-                let (key, headers) = pipeline::amqp_message(dest, routing_key, &message, body, &dest_vars)?;
-                let exchange = exchange
-                    .clone()
-                    .or_else(|| dest.system.amqp.as_ref().map(|a| a.exchange.clone()))
-                    .unwrap_or_default();
-                Captured {
-                    system: dest.system.name.clone(),
-                    transport: "amqp",
-                    method: "PUBLISH".into(),
-                    path: exchange,
-                    routing_key: Some(key),
-                    headers: headers.into_iter().collect(),
-                    body: (*body.value).clone(),
-                }
-            }
+            Outbound::Amqp { exchange, routing_key, headers, body, .. } => Captured {
+                system: dest.system.name.clone(),
+                transport: "amqp",
+                method: "PUBLISH".into(),
+                path: exchange.or_else(|| dest.system.amqp.as_ref().map(|a| a.exchange.clone())).unwrap_or_default(),
+                routing_key: Some(routing_key),
+                headers: headers.into_iter().collect(),
+                body: value,
+                bytes: body,
+            },
         });
     }
     Ok(out)

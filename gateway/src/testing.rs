@@ -247,11 +247,7 @@ fn run_case(config: &Config, file: &Path, case: &Spanned<RawTestCase>) -> CaseRe
                 fail(&mut result, format!("pointer: expected a violation at {p}, got {got:?}"));
             }
             if let Some(t) = &r.target {
-                let got = f
-                    .extra
-                    .iter()
-                    .find(|(k, _)| *k == "target")
-                    .map(|(_, v)| v.as_str().unwrap_or_default().to_string());
+                let got = f.target.clone();
                 if got.as_deref() != Some(t.as_str()) {
                     fail(&mut result, format!("target: expected {t}, got {}", got.unwrap_or_else(|| "none".into())));
                 }

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use qiao::config::SystemKind;
 use qiao::stub::{self, StubHandle};
-use qiao_connectors::SystemKind;
 use serde_json::Value;
 
 pub mod otlp;

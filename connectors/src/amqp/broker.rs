@@ -221,6 +221,11 @@ impl Broker {
         self.0.topology.lock().expect("lock").clone()
     }
 
+    /// Whether both are the same broker (one pair of connections), not two built alike.
+    pub fn same_broker(&self, other: &Broker) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The URL without its password.
     pub fn display(&self) -> &str {
         &self.0.display

@@ -5,7 +5,7 @@ use http::{HeaderName, HeaderValue};
 
 /// Credentials sent with every request to a system. The secrets come from `${ENV}`
 /// references in the config; they are never logged (`Debug` redacts them).
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub enum HttpAuth {
     /// `Authorization: Basic base64(user:password)`.
     Basic { username: String, password: String },

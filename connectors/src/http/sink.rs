@@ -23,8 +23,9 @@ pub const MESSAGE_ID_HEADER: HeaderName = HeaderName::from_static("x-qiao-messag
 /// out-of-memory.
 const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 
-/// How to reach one system over HTTP.
-#[derive(Clone, Debug)]
+/// How to reach one system over HTTP: plain settings, compared on a reload to decide
+/// whether the system's client (its pool and circuit) can be kept.
+#[derive(Clone, Debug, PartialEq)]
 pub struct HttpSinkConfig {
     /// The system's name, for errors and logs.
     pub system: String,
@@ -136,17 +137,18 @@ impl HttpSink {
         &self.config
     }
 
+    /// Whether both are the same client (one pool, one circuit), not two built alike.
+    pub fn same_client(&self, other: &HttpSink) -> bool {
+        std::sync::Arc::ptr_eq(&self.circuit, &other.circuit)
+    }
+
     pub fn circuit_state(&self) -> super::CircuitState {
         self.circuit.state()
     }
 
     /// The absolute URL a relative path resolves to.
     pub fn url_for(&self, path: &str) -> String {
-        if path.is_empty() || path.starts_with('/') || path.starts_with('?') {
-            format!("{}{}", self.base, path)
-        } else {
-            format!("{}/{}", self.base, path)
-        }
+        join_url(&self.base, path)
     }
 
     /// Delivers with the system's retry policy. Returns the last answer received, whatever
@@ -261,6 +263,23 @@ impl HttpSink {
             Ok(result) => result,
             Err(_) => Err(DeliveryError::timeout(system, timeout)),
         }
+    }
+}
+
+impl HttpSinkConfig {
+    /// The absolute URL a relative path resolves to, as the sink built from these settings
+    /// sends it.
+    pub fn url_for(&self, path: &str) -> String {
+        join_url(self.base_url.as_str().trim_end_matches('/'), path)
+    }
+}
+
+/// `base` (no trailing `/`) joined with a path relative to it.
+fn join_url(base: &str, path: &str) -> String {
+    if path.is_empty() || path.starts_with('/') || path.starts_with('?') {
+        format!("{base}{path}")
+    } else {
+        format!("{base}/{path}")
     }
 }
 

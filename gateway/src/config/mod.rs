@@ -8,6 +8,7 @@
 mod compile;
 mod diag;
 pub mod env;
+mod kind;
 pub(crate) mod load;
 mod model;
 pub mod raw;
@@ -15,8 +16,11 @@ pub mod raw;
 pub use compile::compile;
 pub use diag::{Diagnostic, Place, Severity, nearest, suggest};
 pub use env::{EnvSource, OfflineEnv, Overlay, ProcessEnv};
+pub use kind::SystemKind;
 pub use load::load_dir;
-pub use model::{AmqpSource, Config, Destination, ProxyTarget, Route, RouteKind, ServerSettings, Source, System, Via};
+pub use model::{
+    AmqpSettings, AmqpSource, Config, Destination, ProxyTarget, Route, RouteKind, ServerSettings, Source, System, Via,
+};
 
 use std::path::Path;
 

@@ -1,4 +1,6 @@
-//! The compiled configuration: what the runtime works with.
+//! The compiled configuration: plain data, nothing live. The runtime ([`crate::runtime`])
+//! builds HTTP clients, brokers and consumers from it; `qiao check`, `qiao test`, `qiao map`
+//! and the fuzz targets use it without opening a connection.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,11 +9,11 @@ use std::time::Duration;
 use http::Method;
 use http::header::{HeaderName, HeaderValue};
 use indexmap::IndexMap;
-use qiao_connectors::amqp::{AmqpSink, Broker};
-use qiao_connectors::http::HttpSink;
-use qiao_connectors::{RetryPolicy, SystemKind};
+use qiao_connectors::RetryPolicy;
+use qiao_connectors::amqp::Topology;
+use qiao_connectors::http::HttpSinkConfig;
 
-use super::Diagnostic;
+use super::{Diagnostic, SystemKind};
 use crate::mapping::{Mapping, Template, Uses};
 use crate::routing::Router;
 use crate::schema::Schema;
@@ -23,9 +25,17 @@ pub struct Config {
     pub systems: IndexMap<String, Arc<System>>,
     pub routes: Vec<Arc<Route>>,
     pub router: Router,
-    /// One supervised pair of connections (consuming, publishing) per broker URL.
-    pub brokers: IndexMap<String, Broker>,
+    /// Every broker URL in use, with the exchanges, queues and bindings its systems and
+    /// routes need declared (or verified).
+    pub brokers: IndexMap<String, Topology>,
     pub warnings: Vec<Diagnostic>,
+}
+
+impl Config {
+    /// The route of this name.
+    pub fn route(&self, name: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| &*r.name == name)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -58,18 +68,34 @@ impl Default for ServerSettings {
 #[derive(Debug)]
 pub struct System {
     pub name: String,
+    /// Position in [`Config::systems`]: the runtime keeps each system's live parts there.
+    pub index: usize,
     pub kind: SystemKind,
     pub description: Option<String>,
     /// Delivery of messages (validated, mapped) over HTTP.
-    pub http: Option<HttpSink>,
+    pub http: Option<HttpSinkConfig>,
     /// Where proxy routes stream to.
     pub proxy: Option<ProxyTarget>,
     /// Delivery through an AMQP broker.
-    pub amqp: Option<AmqpSink>,
+    pub amqp: Option<AmqpSettings>,
+    /// How the system reports a failure inside a `2xx` answer.
+    pub success: Option<crate::success::SuccessRule>,
+}
+
+/// How to publish to a system through its broker.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AmqpSettings {
+    /// The broker's URL: the key of [`Config::brokers`].
+    pub url: String,
+    /// The exchange messages for this system are published to.
+    pub exchange: String,
+    pub confirm_timeout: Duration,
+    /// Whether Qiao declares this system's exchange and queues (`false`: only verifies).
+    pub declare: bool,
 }
 
 /// An upstream for pingora's proxy engine, derived from the system's `http` settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ProxyTarget {
     pub host: String,
     pub port: u16,
@@ -125,7 +151,8 @@ pub enum Source {
 #[derive(Debug)]
 pub struct AmqpSource {
     pub system: Arc<System>,
-    pub broker: Broker,
+    /// The broker's URL: the key of [`Config::brokers`].
+    pub broker: String,
     pub queue: String,
     pub prefetch: u16,
     pub concurrency: usize,
@@ -138,6 +165,14 @@ pub struct AmqpSource {
     /// at a queue's head: a copy that waits for a circuit must not hold up a short retry.
     pub circuit_queue: Option<String>,
     pub dead_letter_queue: String,
+}
+
+impl AmqpSource {
+    /// What a consumer of this source is made of: when it is the same in two configs, a
+    /// reload keeps the consumer running.
+    pub fn consumer_settings(&self) -> (&str, &str, u16, usize) {
+        (&self.broker, &self.queue, self.prefetch, self.concurrency)
+    }
 }
 
 impl Route {

@@ -6,10 +6,11 @@
 //! comment is its reference documentation (docs/configuration.md follows it).
 
 use indexmap::IndexMap;
-use qiao_connectors::SystemKind;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
+
+use super::SystemKind;
 
 pub type Text = Spanned<String>;
 
@@ -82,6 +83,49 @@ pub struct RawSystem {
     pub http: Option<RawHttpTransport>,
     /// How to reach the system through an AMQP broker (RabbitMQ).
     pub amqp: Option<RawAmqpTransport>,
+    /// How the system says, inside a `2xx` answer, that it did not take a message: a preset
+    /// (`kingdee`, `qimen`, `dingtalk`, `salesforce`) or `{ when: <condition>, message: <path> }`,
+    /// a condition over the answer body that holds on success. Absent: every `2xx` is a
+    /// success. See docs/configuration.md#success.
+    pub success: Option<Spanned<RawSuccess>>,
+}
+
+/// A success rule: a preset's name, or a condition of one's own.
+#[derive(Debug)]
+pub enum RawSuccess {
+    Preset(String),
+    Rule(Box<RawSuccessRule>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSuccessRule {
+    /// Holds for the body of a successful answer (the language of `when:`).
+    pub when: Spanned<RawCondition>,
+    /// A path in the answer body whose value is the receiver's message, for the failure's
+    /// detail.
+    pub message: Option<Text>,
+}
+
+impl<'de> Deserialize<'de> for RawSuccess {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Spelled out rather than untagged, so that a typo inside the rule keeps its place.
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawSuccess;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a preset (kingdee, qimen, dingtalk, salesforce) or `{ when: ..., message: ... }`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawSuccess::Preset(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                RawSuccessRule::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|r| RawSuccess::Rule(Box::new(r)))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]

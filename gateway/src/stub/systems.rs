@@ -3,8 +3,8 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::config::SystemKind;
 use http::{Method, StatusCode};
-use qiao_connectors::SystemKind;
 use serde_json::{Value, json};
 
 use super::StubState;
@@ -257,7 +257,7 @@ mod tests {
         assert_eq!(a["Result"]["Number"], "XSDD000001");
         let (_, a) = answer(&st, &Method::POST, path, None, &json!({"formid": "PUR_PurchaseOrder", "data": {}}), 2);
         assert_eq!(a["Result"]["ResponseStatus"]["IsSuccess"], false);
-        assert!(SystemKind::Erp.business_failure(&a).unwrap().contains("Model"));
+        assert!(crate::success::SuccessRule::Kingdee.failure(&a).unwrap().contains("Model"));
     }
 
     #[test]

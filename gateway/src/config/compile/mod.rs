@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use http::Method;
 use indexmap::IndexMap;
-use qiao_connectors::amqp::Broker;
+use qiao_connectors::amqp::Topology;
 
 use super::env::{EnvSource, interpolate};
 use super::model::{Config, Route, System};
@@ -27,8 +27,8 @@ struct Ctx<'a> {
     dir: &'a Path,
     env: &'a dyn EnvSource,
     diags: Vec<Diagnostic>,
-    /// One broker per URL, shared by every system and route that uses it.
-    brokers: IndexMap<String, Broker>,
+    /// What each broker (by URL) must have declared, gathered from systems and routes.
+    brokers: IndexMap<String, Topology>,
     /// Systems whose transport failed to compile: their error is reported once, not again
     /// for every destination that names them.
     broken: std::collections::HashSet<String>,

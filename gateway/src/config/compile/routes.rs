@@ -297,11 +297,11 @@ fn compile_amqp_source(
             passive,
         });
     }
-    amqp.broker.extend_topology(topology);
+    cx.brokers.entry(amqp.url.clone()).or_default().merge(topology);
     let _ = route;
     Some(Source::Amqp(AmqpSource {
         system: system.clone(),
-        broker: amqp.broker.clone(),
+        broker: amqp.url.clone(),
         queue,
         prefetch: raw.prefetch.unwrap_or(64).max(1),
         concurrency: raw.concurrency.unwrap_or(16).max(1),

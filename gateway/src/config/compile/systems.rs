@@ -1,4 +1,5 @@
-//! The server section and the systems: HTTP clients, proxy targets, AMQP brokers.
+//! The server section and the systems: HTTP settings, proxy targets, AMQP settings and the
+//! topology each broker needs, success rules. Plain data: the runtime builds the clients.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,13 +9,15 @@ use std::time::Duration;
 use http::header::{HeaderName, HeaderValue};
 use indexmap::IndexMap;
 use qiao_connectors::RetryPolicy;
-use qiao_connectors::amqp::{AmqpSink, Binding, Broker, BrokerConfig, Exchange, Queue, Topology};
-use qiao_connectors::http::{HttpAuth, HttpSink, HttpSinkConfig};
+use qiao_connectors::amqp::{Binding, Exchange, Queue, Topology};
+use qiao_connectors::http::{HttpAuth, HttpSinkConfig};
+use serde_saphyr::Spanned;
 
 use super::super::Place;
-use super::super::model::{ProxyTarget, ServerSettings, System};
-use super::super::raw::{RawAmqpTransport, RawAuth, RawFile, RawHttpTransport, RawServer};
+use super::super::model::{AmqpSettings, ProxyTarget, ServerSettings, System};
+use super::super::raw::{RawAmqpTransport, RawAuth, RawFile, RawHttpTransport, RawServer, RawSuccess};
 use super::{Ctx, check_name};
+use crate::success::{PRESETS, SuccessRule};
 
 /// Exchange used when a system's `amqp` block names none.
 pub const DEFAULT_EXCHANGE: &str = "qiao.events";
@@ -52,15 +55,19 @@ pub(super) fn compile_systems(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) ->
             if (sys.http.is_some() && http.is_none()) || (sys.amqp.is_some() && amqp.is_none()) {
                 cx.broken.insert(name.value.clone());
             }
+            let success = sys.success.as_ref().and_then(|s| compile_success(cx, file, s));
+            let index = systems.len();
             systems.insert(
                 name.value.clone(),
                 Arc::new(System {
                     name: name.value.clone(),
+                    index,
                     kind: sys.kind.value,
                     description: sys.description.clone(),
                     http,
                     proxy,
                     amqp,
+                    success,
                 }),
             );
         }
@@ -68,22 +75,48 @@ pub(super) fn compile_systems(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) ->
     systems
 }
 
-/// The broker for `url`, created on first use.
-pub(super) fn broker_for(cx: &mut Ctx<'_>, url: &str) -> Broker {
-    cx.brokers
-        .entry(url.to_string())
-        .or_insert_with(|| {
-            Broker::new(BrokerConfig {
-                url: url.to_string(),
-                topology: Topology::default(),
-                reconnect_initial: Duration::from_millis(200),
-                reconnect_max: Duration::from_secs(5),
-            })
-        })
-        .clone()
+/// A preset's name, or a condition over the answer body.
+fn compile_success(cx: &mut Ctx<'_>, file: &Path, raw: &Spanned<RawSuccess>) -> Option<SuccessRule> {
+    let place = Place::at(file, &raw.referenced);
+    match &raw.value {
+        RawSuccess::Preset(name) => {
+            let rule = SuccessRule::preset(name);
+            if rule.is_none() {
+                let hint =
+                    format!("{}, or `{{ when: <condition>, message: <path> }}`", super::super::suggest(name, PRESETS));
+                cx.error(place, format!("unknown success preset `{name}`"), Some(hint));
+            }
+            rule
+        }
+        RawSuccess::Rule(rule) => {
+            // The rule reads the answer, not the message: `$params`, `$headers` and `$meta`
+            // are not there, which the condition's own checks do not know.
+            let mut uses = crate::mapping::Uses::default();
+            let holds = crate::condition::compile(&rule.when, file, &mut cx.diags, &mut uses)?;
+            if uses.any() {
+                cx.error(
+                    Place::at(file, &rule.when.referenced),
+                    "a success rule reads the receiver's answer: `$params`, `$headers` and `$meta` are not there",
+                    None,
+                );
+                return None;
+            }
+            let message = match &rule.message {
+                None => None,
+                Some(m) => match crate::mapping::SourcePath::parse(&m.value) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        cx.error(Place::at(file, &m.referenced), format!("bad path `{}`: {e}", m.value), None);
+                        return None;
+                    }
+                },
+            };
+            Some(SuccessRule::Condition(Box::new(crate::success::OwnRule { holds, message })))
+        }
+    }
 }
 
-fn compile_amqp(cx: &mut Ctx<'_>, file: &Path, system: &str, raw: &RawAmqpTransport) -> Option<AmqpSink> {
+fn compile_amqp(cx: &mut Ctx<'_>, file: &Path, system: &str, raw: &RawAmqpTransport) -> Option<AmqpSettings> {
     let url = cx.env_value(file, &raw.url)?;
     let place = Place::at(file, &raw.url.referenced);
     match url::Url::parse(&url) {
@@ -135,11 +168,10 @@ fn compile_amqp(cx: &mut Ctx<'_>, file: &Path, system: &str, raw: &RawAmqpTransp
             });
         }
     }
-    let broker = broker_for(cx, &url);
-    broker.extend_topology(topology);
-    Some(AmqpSink {
-        system: system.to_string(),
-        broker,
+    let _ = system;
+    cx.brokers.entry(url.clone()).or_default().merge(topology);
+    Some(AmqpSettings {
+        url,
         exchange,
         confirm_timeout: Duration::from_millis(raw.confirm_timeout_ms.unwrap_or(5_000)),
         declare: !passive,
@@ -242,7 +274,7 @@ fn compile_http(
     file: &Path,
     system: &str,
     raw: &RawHttpTransport,
-) -> Option<(HttpSink, ProxyTarget)> {
+) -> Option<(HttpSinkConfig, ProxyTarget)> {
     let base = cx.env_value(file, &raw.base_url)?;
     let base_place = Place::at(file, &raw.base_url.referenced);
     let url = match url::Url::parse(&base) {
@@ -331,7 +363,7 @@ fn compile_http(
     };
     let connect_timeout = Duration::from_millis(raw.connect_timeout_ms.unwrap_or(2_000));
     let request_timeout = Duration::from_millis(raw.request_timeout_ms.unwrap_or(10_000));
-    let sink = HttpSink::new(HttpSinkConfig {
+    let sink = HttpSinkConfig {
         system: system.to_string(),
         base_url: url.clone(),
         connect_timeout,
@@ -345,13 +377,6 @@ fn compile_http(
             failure_threshold: raw.circuit_breaker.as_ref().and_then(|c| c.failure_threshold).unwrap_or(5),
             open_for: Duration::from_millis(raw.circuit_breaker.as_ref().and_then(|c| c.open_ms).unwrap_or(30_000)),
         },
-    });
-    let sink = match sink {
-        Ok(s) => s,
-        Err(e) => {
-            cx.error(base_place, format!("system `{system}`: {e}"), None);
-            return None;
-        }
     };
     let tls = url.scheme() == "https";
     let host = url.host_str().expect("checked above").to_string();

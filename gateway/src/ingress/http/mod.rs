@@ -13,7 +13,6 @@ mod proxy;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use opentelemetry::KeyValue;
@@ -23,23 +22,22 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use qiao_connectors::MessageId;
 use tracing::Instrument;
 
-use crate::config::{Config, Route, RouteKind};
+use crate::config::{Route, RouteKind};
 use crate::error::{ErrorKind, Failure};
 use crate::routing::Found;
+use crate::runtime::{Runtime, SharedRuntime};
 pub use proxy::ProxyPlan;
 
-/// The shared, swappable configuration. Each request reads it once.
-pub type SharedConfig = Arc<ArcSwap<Config>>;
-
 pub struct Edge {
-    pub config: SharedConfig,
+    pub runtime: SharedRuntime,
 }
 
 /// Per-request state shared by the phases.
 pub struct Ctx {
     started: Instant,
-    /// The config snapshot this request runs on: a reload never splits a request.
-    config: Option<Arc<Config>>,
+    /// The runtime (config and clients) this request runs on: a reload never splits a
+    /// request.
+    runtime: Option<Arc<Runtime>>,
     route: Option<Arc<Route>>,
     message_id: Option<MessageId>,
     error: Option<ErrorKind>,
@@ -99,7 +97,7 @@ impl ProxyHttp for Edge {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             started: Instant::now(),
-            config: None,
+            runtime: None,
             route: None,
             message_id: None,
             error: None,
@@ -113,8 +111,9 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let config = self.config.load_full();
-        ctx.config = Some(config.clone());
+        let runtime = self.runtime.load_full();
+        ctx.runtime = Some(runtime.clone());
+        let config = &runtime.config;
         let (method, path) = {
             let req = session.req_header();
             (req.method.clone(), req.uri.path().to_string())
@@ -146,13 +145,12 @@ impl ProxyHttp for Edge {
         {
             crate::telemetry::metrics::get().rate_limited.with_label_values(&[&*route.name]).inc();
             answer::discard_body(session, route.max_body_bytes).await;
-            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            let mut f = Failure::new(
+            let secs = crate::error::whole_seconds(wait);
+            let f = Failure::new(
                 ErrorKind::RateLimited,
                 format!("route {} takes no more messages right now; retry in {secs} s", route.name),
             )
-            .with("retry_after_seconds", secs);
-            f.retry_after = Some(std::time::Duration::from_secs(secs));
+            .with_retry_after(std::time::Duration::from_secs(secs));
             answer::problem(session, ctx, &f).await?;
             return Ok(true);
         }
@@ -177,7 +175,7 @@ impl ProxyHttp for Edge {
             }
             RouteKind::Message => {
                 let span = ctx.log_span.clone();
-                message::handle(session, ctx, &route, &params).instrument(span).await?;
+                message::handle(session, ctx, &runtime, &route, &params).instrument(span).await?;
                 Ok(true)
             }
         }
@@ -223,7 +221,7 @@ impl ProxyHttp for Edge {
     ) -> Result<()> {
         ctx.status = upstream_response.status.as_u16();
         if let Some(id) = &ctx.message_id {
-            upstream_response.insert_header(answer::MESSAGE_ID, id.as_str())?;
+            upstream_response.insert_header(crate::headers::MESSAGE_ID, id.as_str())?;
         }
         Ok(())
     }
@@ -235,12 +233,12 @@ impl ProxyHttp for Edge {
             return FailToProxy { error_code: 0, can_reuse_downstream: false };
         };
         let system = ctx.proxy.as_ref().map(|p| p.system.clone()).unwrap_or_default();
-        let mut f = Failure::new(kind, format!("{system}: {e}")).with("system", system);
+        let mut f = Failure::new(kind, format!("{system}: {e}")).at_system(system);
         if kind == ErrorKind::PayloadTooLarge
             && let Some(route) = &ctx.route
         {
             f = Failure::new(kind, format!("the body exceeds the {} bytes this route accepts", route.max_body_bytes))
-                .with("max_body_bytes", route.max_body_bytes);
+                .with_max_body_bytes(route.max_body_bytes);
         }
         if session.response_written().is_some() {
             // Headers already went out: the answer cannot be replaced, only cut short.

@@ -1,25 +1,27 @@
-//! The phases of one message, as plain functions: parse → validate → map → deliver.
+//! The phases of one message, as plain functions: parse → validate → vars → select → map →
+//! render → deliver, and [`drive`], the one driver that runs them in that order.
 //!
-//! Ingresses (the HTTP edge today, the AMQP consumer next) call these in order; each phase
-//! returns a [`Failure`] classified by [`ErrorKind`], so every ingress answers, counts and
-//! dead-letters the same way.
+//! Every way in calls the driver: the HTTP edge, the AMQP consumer, `qiao test` and
+//! `qiao map`. Deliveries go through the [`Deliver`] seam: [`Live`] sends them through the
+//! runtime's clients, [`Capture`] keeps them, with no other difference, so what an offline
+//! tool shows is what `qiao run` does. Each phase returns a [`Failure`] classified by
+//! [`ErrorKind`], so every ingress answers, counts and dead-letters the same way.
 
+mod drive;
+
+pub use drive::{Attempt, Capture, Deliver, Delivered, Inbound, Live, Outbound, Run, drive};
+
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::Method;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
-use qiao_connectors::http::{HttpReply, HttpRequest};
+use qiao_connectors::http::HttpRequest;
 use qiao_connectors::{DeliveryError, DeliveryErrorKind, Message};
 use serde_json::{Map, Value, json};
 
-use std::sync::Arc;
-
-use opentelemetry::KeyValue;
-use opentelemetry::trace::{SpanKind, TraceContextExt};
-use qiao_connectors::amqp::AmqpPublish;
-
-use crate::config::{Destination, Route, Via};
+use crate::config::{Destination, Route};
 use crate::error::{ErrorKind, Failure, Violation};
 use crate::mapping::{Mapping, Scope, Template};
 
@@ -44,7 +46,9 @@ pub fn parse(body: &[u8]) -> Result<Value, Failure> {
                 message.strip_suffix(&format!(" at line {} column {}", e.line(), e.column())).unwrap_or(&message);
             format!("invalid JSON at line {} column {}: {message}", e.line(), e.column())
         };
-        Failure::new(ErrorKind::MalformedJson, detail).with("line", e.line()).with("column", e.column())
+        let mut f = Failure::new(ErrorKind::MalformedJson, detail);
+        f.position = Some((e.line(), e.column()));
+        f.caused_by(e)
     })
 }
 
@@ -106,7 +110,7 @@ pub fn vars(route: &Route, message: &Message, params: &[(String, String)], raw_p
             "meta".into(),
             json!({
                 "message_id": message.id.as_str(),
-                "route": &*message.route,
+                "route": &*route.name,
                 "received_at": chrono::DateTime::from_timestamp_millis(received_ms as i64)
                     .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
             }),
@@ -118,9 +122,9 @@ pub fn vars(route: &Route, message: &Message, params: &[(String, String)], raw_p
 /// Map with one field map.
 fn apply_map(route: &Route, mapping: &Mapping, input: &Value, vars: &Value) -> Result<Value, Failure> {
     mapping.apply(input, vars).map_err(|e| {
-        let mut f = Failure::new(ErrorKind::MappingFailed, format!("route {}: {e}", route.name))
-            .with("target", e.target.clone())
-            .with("source", e.source.clone());
+        let mut f = Failure::new(ErrorKind::MappingFailed, format!("route {}: {e}", route.name));
+        f.target = Some(e.target.clone());
+        f.source_path = Some(e.source.clone());
         route.redactor.apply(&mut f);
         f
     })
@@ -157,7 +161,7 @@ pub fn select(route: &Route, input: &Value, vars: &Value) -> Result<Vec<bool>, F
                     ErrorKind::MappingFailed,
                     format!("the `when` of destination {} failed: {e}", dest.system.name),
                 )
-                .with("system", dest.system.name.clone())
+                .at_system(dest.system.name.clone())
             })?,
         });
     }
@@ -224,7 +228,7 @@ pub fn map(
                     Violation::summary(&violations)
                 ),
             )
-            .with("system", dest.system.name.clone());
+            .at_system(dest.system.name.clone());
             f.violations = violations;
             return Err(f);
         }
@@ -236,7 +240,7 @@ pub fn map(
 fn render(t: &Template, scope: &Scope<'_>, what: &str, system: &str) -> Result<String, Failure> {
     t.render(scope).map_err(|e| {
         Failure::new(ErrorKind::MappingFailed, format!("destination {what} needs `{}`: {}", e.path, e.reason))
-            .with("system", system.to_string())
+            .at_system(system)
     })
 }
 
@@ -260,6 +264,7 @@ pub fn http_request(
         let value = render(template, &scope, "header", &dest.system.name)?;
         let value = HeaderValue::from_str(&value).map_err(|_| {
             Failure::new(ErrorKind::MappingFailed, format!("header {name} would not be a valid header value"))
+                .at_system(dest.system.name.clone())
         })?;
         headers.insert(name.clone(), value);
     }
@@ -273,175 +278,17 @@ pub fn http_request(
     })
 }
 
-/// What one destination made of the message.
-#[derive(Debug)]
-pub struct Delivered {
-    pub system: String,
-    /// The receiver's answer (HTTP); `None` for a confirmed AMQP publish.
-    pub reply: Option<HttpReply>,
-    /// Set when the answer's status or body says the delivery failed.
-    pub failure: Option<Failure>,
-}
-
-/// Deliver: send to one destination. `Err` when it did not take the message at all (no
-/// answer, broker down); an HTTP answer of any status is `Ok`, with `failure` telling
-/// whether the receiver took the message.
-pub async fn deliver(
-    dest: &Destination,
-    message: &Message,
-    out: &Outgoing,
-    dest_vars: &Value,
-    parent: &opentelemetry::Context,
-) -> Result<Delivered, Failure> {
-    let started = std::time::Instant::now();
-    let (cx, result) = deliver_traced(dest, message, out, dest_vars, parent).await;
-    let m = crate::telemetry::metrics::get();
-    let (route, system) = (&*message.route, dest.system.name.as_str());
-    let failure = match &result {
-        Ok(d) => d.failure.as_ref(),
-        Err(f) => Some(f),
-    };
-    let attempts = match &result {
-        Ok(Delivered { reply: Some(r), .. }) => r.attempts,
-        _ => failure
-            .and_then(|f| f.extra.iter().find(|(k, _)| *k == "attempts"))
-            .and_then(|(_, v)| v.as_u64())
-            .unwrap_or(1) as u32,
-    };
-    m.deliveries.with_label_values(&[route, system, failure.map_or("ok", |f| f.kind.slug())]).inc();
-    if attempts > 1 {
-        m.retries.with_label_values(&[route, system]).inc_by(u64::from(attempts - 1));
-        if let Some(cx) = &cx {
-            cx.span().set_attribute(KeyValue::new("http.request.resend_count", i64::from(attempts - 1)));
-        }
-    }
-    let phase = if matches!(dest.via, Via::Amqp { .. }) { "publish" } else { "deliver" };
-    m.phase_seconds.with_label_values(&[route, phase]).observe(started.elapsed().as_secs_f64());
-    if let Some(cx) = &cx {
-        crate::telemetry::trace::end(cx, failure.map(|f| (f.kind.slug(), f.detail.as_str())));
-    }
-    result
-}
-
-/// Delivery in a span of its own (CLIENT for HTTP, PRODUCER for AMQP), whose context
-/// goes to the receiver in the request or message headers.
-async fn deliver_traced(
-    dest: &Destination,
-    message: &Message,
-    out: &Outgoing,
-    dest_vars: &Value,
-    parent: &opentelemetry::Context,
-) -> (Option<opentelemetry::Context>, Result<Delivered, Failure>) {
-    let system = &dest.system;
-    let common = || {
-        [
-            KeyValue::new("qiao.route", message.route.clone()),
-            KeyValue::new("qiao.system", system.name.clone()),
-            KeyValue::new("messaging.message.id", message.id.to_string()),
-        ]
-    };
-    match &dest.via {
-        Via::Http { method, path } => {
-            let mut request = match http_request(dest, method.as_ref(), path.as_ref(), message, out, dest_vars) {
-                Ok(r) => r,
-                Err(f) => return (None, Err(f)),
-            };
-            let Some(sink) = system.http.as_ref() else {
-                let f = Failure::new(ErrorKind::Internal, format!("system {} has no HTTP transport", system.name));
-                return (None, Err(f));
-            };
-            let cx = crate::telemetry::trace::start(SpanKind::Client, parent, "http", || {
-                let url = sink.url_for(&request.path);
-                let mut attrs = vec![
-                    KeyValue::new("http.request.method", request.method.to_string()),
-                    KeyValue::new("url.full", url.clone()),
-                ];
-                if let Ok(u) = url::Url::parse(&url) {
-                    attrs.push(KeyValue::new("server.address", u.host_str().unwrap_or_default().to_string()));
-                    attrs.push(KeyValue::new("server.port", i64::from(u.port_or_known_default().unwrap_or(80))));
-                }
-                attrs.extend(common());
-                (request.method.to_string().into(), attrs)
-            });
-            for (k, v) in crate::telemetry::trace::inject(&cx) {
-                if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
-                    request.headers.insert(name, value);
-                }
-            }
-            let reply = match sink.send(&request).await {
-                Ok(r) => r,
-                Err(e) => return (Some(cx), Err(delivery_failure(&e))),
-            };
-            let status = reply.status.as_u16();
-            cx.span().set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
-            let failure = match status {
-                200..=299 => serde_json::from_slice::<Value>(&reply.body)
-                    .ok()
-                    .and_then(|body| system.kind.business_failure(&body))
-                    .map(|msg| Failure::new(ErrorKind::ReceiverBusinessError, format!("{}: {msg}", system.name))),
-                408 | 429 | 500..=599 => {
-                    Some(Failure::new(ErrorKind::ReceiverFailed, format!("{} answered {status}", system.name)))
-                }
-                _ => Some(Failure::new(ErrorKind::ReceiverRejected, format!("{} answered {status}", system.name))),
-            }
-            .map(|f| {
-                f.with("system", system.name.clone()).with("receiver_status", status).with("attempts", reply.attempts)
-            });
-            (Some(cx), Ok(Delivered { system: system.name.clone(), reply: Some(reply), failure }))
-        }
-        Via::Amqp { exchange, routing_key } => {
-            let Some(sink) = system.amqp.as_ref() else {
-                let f = Failure::new(ErrorKind::Internal, format!("system {} has no AMQP transport", system.name));
-                return (None, Err(f));
-            };
-            let (key, mut headers) = match amqp_message(dest, routing_key, message, out, dest_vars) {
-                Ok(m) => m,
-                Err(f) => return (None, Err(f)),
-            };
-            let exchange_name: &str = exchange.as_deref().unwrap_or(&sink.exchange);
-            let cx = crate::telemetry::trace::start(SpanKind::Producer, parent, "publish", || {
-                let mut attrs = vec![
-                    KeyValue::new("messaging.system", "rabbitmq"),
-                    KeyValue::new("messaging.operation.type", "publish"),
-                    KeyValue::new("messaging.operation.name", "publish"),
-                    KeyValue::new("messaging.destination.name", exchange_name.to_string()),
-                    KeyValue::new("messaging.rabbitmq.destination.routing_key", key.clone()),
-                    KeyValue::new("messaging.message.body.size", out.bytes.len() as i64),
-                ];
-                attrs.extend(common());
-                (format!("publish {exchange_name}").into(), attrs)
-            });
-            headers.extend(crate::telemetry::trace::inject(&cx));
-            let headers = headers.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-            let sent = sink
-                .send(AmqpPublish {
-                    routing_key: &key,
-                    exchange: exchange.as_deref(),
-                    body: &out.bytes,
-                    message_id: &message.id,
-                    headers,
-                    timeout: dest.timeout,
-                })
-                .await;
-            match sent {
-                Ok(()) => (Some(cx), Ok(Delivered { system: system.name.clone(), reply: None, failure: None })),
-                Err(e) => (Some(cx), Err(delivery_failure(&e).with("routing_key", key.clone()))),
-            }
-        }
-    }
-}
-
 /// The routing key and headers of an AMQP destination's message.
 pub fn amqp_message(
+    route: &Route,
     dest: &Destination,
     routing_key: &Template,
-    message: &Message,
     out: &Outgoing,
     dest_vars: &Value,
 ) -> Result<(String, Vec<(String, String)>), Failure> {
     let scope = Scope { current: &out.value, document: &out.value, vars: dest_vars };
     let key = render(routing_key, &scope, "routing_key", &dest.system.name)?;
-    let mut headers = vec![("x-qiao-route".to_string(), message.route.to_string())];
+    let mut headers = vec![(crate::headers::ROUTE.to_string(), route.name.to_string())];
     for (name, template) in &dest.headers {
         headers.push((name.as_str().to_string(), render(template, &scope, "header", &dest.system.name)?));
     }
@@ -467,12 +314,10 @@ pub fn delivery_failure(e: &DeliveryError) -> Failure {
         1 => format!("{}: {} (after 1 attempt)", e.system, e.detail),
         n => format!("{}: {} (after {n} attempts)", e.system, e.detail),
     };
-    let mut f = Failure::new(kind, detail).with("system", e.system.clone()).with("attempts", e.attempts);
-    if let Some(after) = e.retry_after {
-        // HTTP senders get it as `Retry-After`; the AMQP consumer holds its copy this long.
-        f = f.with("retry_after_seconds", crate::error::whole_seconds(after));
-        f.retry_after = Some(after);
-    }
+    // HTTP senders get `retry_after` as `Retry-After`; the AMQP consumer holds its copy
+    // this long.
+    let mut f = Failure::new(kind, detail).at_system(e.system.clone()).with_attempts(e.attempts);
+    f.retry_after = e.retry_after;
     f
 }
 

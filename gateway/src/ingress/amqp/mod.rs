@@ -14,10 +14,13 @@
 //!   `x-qiao-route` names the consuming route: a message moved to another route's queue
 //!   is delivered there in full.
 
+mod service;
+
+pub use service::AmqpService;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_util::future::join_all;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanKind, TraceContextExt};
 use tracing::Instrument;
@@ -28,20 +31,15 @@ use qiao_connectors::amqp::{
 };
 use qiao_connectors::{Message, MessageId, TraceContext};
 
-use crate::config::{AmqpSource, Destination, Route, Source};
+use crate::config::{AmqpSource, Route, Source};
 use crate::error::{ErrorKind, Failure};
-use crate::pipeline;
+use crate::headers::{
+    ATTEMPTS, DELIVERED, ERROR_DETAIL, ERROR_KIND, ERROR_POINTERS, FAILED_AT, LAST_ERROR, LAST_ERROR_KIND,
+    ORIGINAL_QUEUE, ROUTE,
+};
+use crate::pipeline::{self, Inbound, Live};
+use crate::runtime::Runtime;
 use crate::telemetry::{metrics, trace};
-
-pub const ATTEMPTS: &str = "x-qiao-attempts";
-pub const DELIVERED: &str = "x-qiao-delivered";
-pub const LAST_ERROR_KIND: &str = "x-qiao-last-error-kind";
-pub const LAST_ERROR: &str = "x-qiao-last-error";
-pub const ERROR_KIND: &str = "x-qiao-error-kind";
-pub const ERROR_DETAIL: &str = "x-qiao-error-detail";
-pub const ROUTE: &str = "x-qiao-route";
-pub const FAILED_AT: &str = "x-qiao-failed-at";
-pub const ORIGINAL_QUEUE: &str = "x-qiao-original-queue";
 
 /// How long the broker gets to confirm a retry or dead-letter copy.
 const COPY_CONFIRM: Duration = Duration::from_secs(10);
@@ -70,7 +68,7 @@ impl Fate {
 /// Handles one delivery of `route` to the end: process, then ack / retry / dead-letter.
 /// The delivery runs in a CONSUMER span whose parent is the trace context the message
 /// carries, so one trace runs from the sender through the broker to the receivers.
-pub async fn handle(route: Arc<Route>, mut delivery: Delivery) -> Fate {
+pub async fn handle(runtime: Arc<Runtime>, route: Arc<Route>, mut delivery: Delivery) -> Fate {
     let Source::Amqp(src) = &route.source else {
         return Fate::Requeued;
     };
@@ -101,7 +99,6 @@ pub async fn handle(route: Arc<Route>, mut delivery: Delivery) -> Fate {
     let parent = trace::extract_amqp(headers);
     let message = Message {
         id,
-        route: route.name.clone(),
         headers: if route.uses.headers { string_headers(headers) } else { Vec::new() },
         body,
         trace: TraceContext {
@@ -136,7 +133,8 @@ pub async fn handle(route: Arc<Route>, mut delivery: Delivery) -> Fate {
     let in_flight = m.amqp_in_flight.with_label_values(&[&*route.name]);
     in_flight.inc();
     let incoming = Incoming { delivery: &delivery, original: &original, message: &message };
-    let (fate, failure) = settle(&route, src, &incoming, attempt, delivered, &cx).instrument(log_span.clone()).await;
+    let (fate, failure) =
+        settle(&runtime, &route, src, &incoming, attempt, delivered, &cx).instrument(log_span.clone()).await;
     in_flight.dec();
 
     let fate_name = fate.as_str();
@@ -144,7 +142,7 @@ pub async fn handle(route: Arc<Route>, mut delivery: Delivery) -> Fate {
     if let Some(f) = &failure {
         m.errors.with_label_values(&[&*route.name, f.kind.slug()]).inc();
         // The failing destination's system; `-` when the message itself was at fault.
-        let system = f.extra.iter().find(|(k, _)| *k == "system").and_then(|(_, v)| v.as_str()).unwrap_or("-");
+        let system = f.system.as_deref().unwrap_or("-");
         if fate == Fate::DeadLettered {
             m.dead_letters.with_label_values(&[&*route.name, system, f.kind.slug()]).inc();
         }
@@ -181,6 +179,7 @@ struct Incoming<'a> {
 /// Processes the message, then acknowledges it, sends it to a retry queue, or
 /// dead-letters it — or returns it to its queue when that cannot be done safely.
 async fn settle(
+    runtime: &Runtime,
     route: &Route,
     src: &AmqpSource,
     incoming: &Incoming<'_>,
@@ -189,7 +188,7 @@ async fn settle(
     cx: &opentelemetry::Context,
 ) -> (Fate, Option<Failure>) {
     let Incoming { delivery, message, .. } = *incoming;
-    let result = process(route, message, &mut delivered, cx).await;
+    let result = process(runtime, route, message, &mut delivered, cx).await;
     if result.is_err() && !delivery.acker.usable() {
         // The delivery's channel is gone (the connection dropped while it was processed):
         // the broker already gave the message back to the queue. A retry or dead-letter
@@ -211,7 +210,7 @@ async fn settle(
         Err(f) if f.kind == ErrorKind::CircuitOpen && src.circuit_queue.is_some() => {
             let queue = src.circuit_queue.as_deref().unwrap_or_default();
             let wait = f.retry_after.unwrap_or_default().max(src.policy.initial_backoff);
-            match retry(route, src, incoming, attempt - 1, queue, wait, &delivered, &f).await {
+            match retry(runtime, route, src, incoming, attempt - 1, queue, wait, &delivered, &f).await {
                 Ok(wait) => {
                     tracing::info!(
                         attempt,
@@ -226,7 +225,7 @@ async fn settle(
         }
         Err(f) if f.kind.retryable() && attempt < src.policy.max_attempts => {
             let (queue, wait) = retry_slot(src, attempt);
-            match retry(route, src, incoming, attempt, queue, wait, &delivered, &f).await {
+            match retry(runtime, route, src, incoming, attempt, queue, wait, &delivered, &f).await {
                 Ok(wait) => {
                     tracing::warn!(
                         attempt, error_kind = %f.kind, retry_in_ms = wait.as_millis() as u64,
@@ -237,7 +236,7 @@ async fn settle(
                 Err(e) => return (requeue(route, delivery, message, &e).await, Some(f)),
             }
         }
-        Err(f) => match dead_letter(route, src, incoming, attempt, &delivered, &f).await {
+        Err(f) => match dead_letter(runtime, route, src, incoming, attempt, &delivered, &f).await {
             Ok(()) => {
                 tracing::warn!(
                     attempt, error_kind = %f.kind, queue = %src.dead_letter_queue, "dead-lettered: {}", f.detail
@@ -264,39 +263,29 @@ async fn settle(
 /// failure wins over a retryable one: retrying would not help the destination that failed
 /// permanently.
 async fn process(
+    runtime: &Runtime,
     route: &Route,
     message: &Message,
     delivered: &mut Vec<usize>,
     cx: &opentelemetry::Context,
 ) -> Result<(), Failure> {
-    let value = Arc::new(pipeline::phase("parse", route, cx, || pipeline::parse(&message.body))?);
-    pipeline::phase("validate", route, cx, || pipeline::validate(route, &value))?;
-    let vars = pipeline::vars(route, message, &[], false);
-    let chosen = pipeline::dispatch(route, &value, &vars, cx)?;
-    let bodies = pipeline::phase("map", route, cx, || pipeline::map(route, &chosen, &value, &message.body, &vars))?;
-    // The destinations still owed the message, all at once.
-    let pending: Vec<(usize, &Destination, &pipeline::Outgoing)> = route
-        .destinations
-        .iter()
-        .zip(&bodies)
-        .enumerate()
-        .filter(|(i, _)| !delivered.contains(i))
-        .filter_map(|(i, (dest, out))| Some((i, dest, out.as_ref()?)))
-        .collect();
-    let sent = join_all(pending.iter().map(|(_, dest, out)| pipeline::deliver(dest, message, out, &vars, cx))).await;
-    let mut worst: Option<Failure> = None;
-    for ((i, _, _), result) in pending.iter().zip(sent) {
-        let i = *i;
-        let failure = match result {
-            Ok(d) => d.failure,
+    let inbound = Inbound { message, params: &[], done: delivered.as_slice() };
+    let run = pipeline::drive(route, inbound, &Live { runtime }, cx).await;
+    if let Some(f) = run.refused {
+        return Err(f);
+    }
+    let mut worst: Option<&Failure> = None;
+    for a in &run.attempts {
+        let failure = match &a.result {
+            Ok(d) => d.failure.as_ref(),
             Err(f) => Some(f),
         };
         match failure {
-            None => delivered.push(i),
+            None => delivered.push(a.index),
             Some(f) => {
                 // Permanent beats retryable; a destination that was tried beats one whose
                 // circuit was open (which `settle` does not count as an attempt).
-                let replace = match &worst {
+                let replace = match worst {
                     None => true,
                     Some(w) => {
                         (w.kind.retryable() && !f.kind.retryable())
@@ -309,7 +298,7 @@ async fn process(
             }
         }
     }
-    worst.map_or(Ok(()), Err)
+    worst.cloned().map_or(Ok(()), Err)
 }
 
 /// A destination's name in `x-qiao-delivered`: its system's name, with `#n` for the n-th
@@ -352,6 +341,7 @@ fn retry_slot(src: &AmqpSource, attempt: u32) -> (&str, Duration) {
 /// it back on the route's queue. `counted` is the attempt count the copy carries.
 #[allow(clippy::too_many_arguments)]
 async fn retry(
+    runtime: &Runtime,
     route: &Route,
     src: &AmqpSource,
     incoming: &Incoming<'_>,
@@ -375,7 +365,7 @@ async fn retry(
         .with_delivery_mode(2)
         .with_expiration(wait.as_millis().max(1).to_string().into())
         .with_headers(headers);
-    src.broker
+    broker_of(runtime, src)?
         .publish(Publish {
             exchange: "",
             routing_key: queue,
@@ -392,6 +382,7 @@ async fn retry(
 
 /// Sends the message to the route's dead-letter queue, with headers that say why.
 async fn dead_letter(
+    runtime: &Runtime,
     route: &Route,
     src: &AmqpSource,
     incoming: &Incoming<'_>,
@@ -410,13 +401,13 @@ async fn dead_letter(
     delivered_headers(route, &mut headers, delivered);
     if !failure.violations.is_empty() {
         let pointers = failure.violations.iter().map(|v| v.pointer.as_str()).collect::<Vec<_>>().join(",");
-        headers.put_str("x-qiao-error-pointers", &pointers);
+        headers.put_str(ERROR_POINTERS, &pointers);
     }
     // The copy must not expire or be dead-lettered again by the broker.
     let mut properties = delivery.properties.clone().with_message_id(message.id.as_str().into()).with_delivery_mode(2);
     properties = properties.with_headers(headers);
     let properties = strip_expiration(properties);
-    src.broker
+    broker_of(runtime, src)?
         .publish(Publish {
             exchange: "",
             routing_key: &src.dead_letter_queue,
@@ -428,6 +419,10 @@ async fn dead_letter(
         })
         .await
         .map_err(|e| format!("publishing to the dead-letter queue {}: {e}", src.dead_letter_queue))
+}
+
+fn broker_of<'a>(runtime: &'a Runtime, src: &AmqpSource) -> Result<&'a qiao_connectors::amqp::Broker, String> {
+    runtime.broker(&src.broker).ok_or_else(|| "the route's broker is not in the running configuration".to_string())
 }
 
 fn strip_expiration(p: qiao_connectors::amqp::BasicProperties) -> qiao_connectors::amqp::BasicProperties {

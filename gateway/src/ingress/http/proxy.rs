@@ -49,7 +49,6 @@ pub async fn plan(
     // parameters stay percent-encoded, as they go back into a path.
     let head = Message {
         id: id.clone(),
-        route: route.name.clone(),
         headers: if route.uses.headers {
             req.headers
                 .iter()
@@ -70,7 +69,7 @@ pub async fn plan(
                 ErrorKind::MappingFailed,
                 format!("destination {what} needs `{}`: {}", e.path, e.reason),
             )
-            .with("system", dest.system.name.clone())
+            .at_system(dest.system.name.clone())
         })
     };
     let path = match dest_path {
@@ -148,7 +147,7 @@ impl ProxyPlan {
         for (name, value) in &self.headers {
             req.insert_header(name.clone(), value.clone())?;
         }
-        req.insert_header("x-qiao-message-id", self.message_id.as_str())?;
+        req.insert_header(crate::headers::MESSAGE_ID, self.message_id.as_str())?;
         // The next hop continues the trace, with this request's span as its parent.
         for (name, value) in crate::telemetry::trace::inject(trace) {
             req.insert_header(name, value)?;
@@ -197,7 +196,7 @@ pub fn too_large(session: &Session, route: &Route) -> Option<crate::error::Failu
             ErrorKind::PayloadTooLarge,
             format!("the body has {declared} bytes; this route accepts at most {}", route.max_body_bytes),
         )
-        .with("max_body_bytes", route.max_body_bytes)
+        .with_max_body_bytes(route.max_body_bytes)
     })
 }
 

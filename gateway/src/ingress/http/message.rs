@@ -1,19 +1,18 @@
 //! Message routes: read the whole body, run the pipeline, deliver, answer.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::future::join_all;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use qiao_connectors::{Message, MessageId, TraceContext};
 use serde_json::{Value, json};
 
 use super::{Ctx, answer};
-use crate::config::{Destination, Route, Via};
+use crate::config::{Route, Via};
 use crate::error::{ErrorKind, Failure};
-use crate::pipeline::{self, Delivered};
+use crate::pipeline::{self, Delivered, Inbound, Live, Run};
+use crate::runtime::Runtime;
 
 /// The message id: the sender's `Idempotency-Key` when it sent a usable one, so that a
 /// retried request keeps its identity end to end; a fresh UUIDv7 otherwise.
@@ -21,7 +20,7 @@ pub fn message_id(session: &Session) -> MessageId {
     session
         .req_header()
         .headers
-        .get("idempotency-key")
+        .get(crate::headers::IDEMPOTENCY_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|k| !k.is_empty() && k.len() <= 200 && k.bytes().all(|b| b.is_ascii_graphic()))
@@ -63,7 +62,13 @@ async fn read_body(session: &mut Session, limit: u64) -> std::result::Result<Byt
     })
 }
 
-pub async fn handle(session: &mut Session, ctx: &mut Ctx, route: &Route, params: &[(String, String)]) -> Result<()> {
+pub async fn handle(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    runtime: &Runtime,
+    route: &Route,
+    params: &[(String, String)],
+) -> Result<()> {
     let header = session.req_header();
     let content_type = header.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
     if !pipeline::is_json_content_type(content_type) {
@@ -82,7 +87,7 @@ pub async fn handle(session: &mut Session, ctx: &mut Ctx, route: &Route, params:
             Some(s) => format!("the body has {s} bytes; this route accepts at most {}", route.max_body_bytes),
             None => format!("the body exceeds the {} bytes this route accepts", route.max_body_bytes),
         };
-        Failure::new(ErrorKind::PayloadTooLarge, detail).with("max_body_bytes", route.max_body_bytes)
+        Failure::new(ErrorKind::PayloadTooLarge, detail).with_max_body_bytes(route.max_body_bytes)
     };
     if let Some(size) = declared.filter(|s| *s > route.max_body_bytes) {
         // Draining a body much larger than the limit costs more than a new connection.
@@ -117,7 +122,6 @@ pub async fn handle(session: &mut Session, ctx: &mut Ctx, route: &Route, params:
     }
     let message = Message {
         id: ctx.message_id.clone().unwrap_or_else(MessageId::generate),
-        route: route.name.clone(),
         headers: if route.uses.headers { lowercase_headers(&header.headers) } else { Vec::new() },
         body,
         trace: TraceContext {
@@ -128,7 +132,9 @@ pub async fn handle(session: &mut Session, ctx: &mut Ctx, route: &Route, params:
     };
 
     let trace = ctx.otel.clone();
-    match run(route, &message, params, &trace).await {
+    let inbound = Inbound { message: &message, params, done: &[] };
+    let run = pipeline::drive(route, inbound, &Live { runtime }, &trace).await;
+    match outcome(route, run) {
         Ok(Outcome::Relay(d)) => {
             if let Some(f) = &d.failure {
                 ctx.error = Some(f.kind);
@@ -171,35 +177,26 @@ enum Outcome {
     FanOut(Vec<(String, std::result::Result<Delivered, Failure>)>),
 }
 
-async fn run(
-    route: &Route,
-    message: &Message,
-    params: &[(String, String)],
-    cx: &opentelemetry::Context,
-) -> std::result::Result<Outcome, Failure> {
-    let value = Arc::new(pipeline::phase("parse", route, cx, || pipeline::parse(&message.body))?);
-    pipeline::phase("validate", route, cx, || pipeline::validate(route, &value))?;
-    let vars = pipeline::vars(route, message, params, false);
-    let chosen = pipeline::dispatch(route, &value, &vars, cx)?;
-    let bodies = pipeline::phase("map", route, cx, || pipeline::map(route, &chosen, &value, &message.body, &vars))?;
-    let dest_vars = if route.uses.params { pipeline::vars(route, message, params, true) } else { vars };
-    let targets: Vec<(&Destination, &pipeline::Outgoing)> =
-        route.destinations.iter().zip(&bodies).filter_map(|(d, b)| Some((d, b.as_ref()?))).collect();
-    if targets.iter().all(|(d, _)| matches!(d.via, Via::Amqp { .. })) {
+/// What the sender is told, from every phase's outcome.
+fn outcome(route: &Route, run: Run) -> std::result::Result<Outcome, Failure> {
+    if let Some(f) = run.refused {
+        return Err(f);
+    }
+    let mut attempts = run.attempts;
+    if attempts.iter().all(|a| matches!(route.destinations[a.index].via, Via::Amqp { .. })) {
         // 202 only for what the broker holds: any publish that is not confirmed fails the request.
-        let sent = join_all(targets.iter().map(|(dest, out)| pipeline::deliver(dest, message, out, &dest_vars, cx)));
-        for result in sent.await {
-            result?;
+        for a in attempts {
+            a.result?;
         }
         return Ok(Outcome::Accepted);
     }
-    if let [(dest, out)] = targets.as_slice() {
-        return pipeline::deliver(dest, message, out, &dest_vars, cx).await.map(|d| Outcome::Relay(Box::new(d)));
+    if attempts.len() == 1 {
+        let only = attempts.pop().expect("one attempt");
+        return only.result.map(|d| Outcome::Relay(Box::new(d)));
     }
-    // Destinations are independent: deliver to all at once, so the answer waits for the
-    // slowest receiver, not for the sum of them.
-    let sent = join_all(targets.iter().map(|(dest, out)| pipeline::deliver(dest, message, out, &dest_vars, cx)));
-    let results = targets.iter().map(|(d, _)| d.system.name.clone()).zip(sent.await).collect();
+    // Destinations were delivered to at once, so the answer waited for the slowest
+    // receiver, not for the sum of them.
+    let results = attempts.into_iter().map(|a| (route.destinations[a.index].system.name.clone(), a.result)).collect();
     Ok(Outcome::FanOut(results))
 }
 
@@ -248,8 +245,9 @@ async fn fan_out_answer(
         Some(f) => {
             let failed = deliveries.iter().filter(|d| d["ok"] == false).count();
             let detail = format!("{failed} of {} deliveries failed; the first: {}", deliveries.len(), f.detail);
-            let mut f = Failure { detail, ..f };
-            f.extra.push(("deliveries", Value::Array(deliveries)));
+            let mut f = f;
+            f.detail = detail;
+            f.deliveries = Some(deliveries);
             answer::problem(session, ctx, &f).await
         }
     }

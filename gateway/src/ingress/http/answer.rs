@@ -9,8 +9,8 @@ use pingora::proxy::Session;
 
 use super::Ctx;
 use crate::error::Failure;
+use crate::headers::MESSAGE_ID;
 
-pub const MESSAGE_ID: &str = "x-qiao-message-id";
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Writes a complete answer.
