@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use crate::config::{self, Config, Diagnostic, Place};
+use crate::config::{self, Config, Diagnostic, Place, Route};
 use crate::simulate::{self, Captured, Input};
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +119,43 @@ impl CaseResult {
 /// Loads the config offline and runs every test file in `<dir>/tests`.
 pub fn run_dir(dir: &Path, filter: Option<&str>) -> Result<Vec<CaseResult>, Vec<Diagnostic>> {
     let config = config::load(dir, &config::OfflineEnv)?;
+    let mut results = Vec::new();
+    for (file, case) in read_cases(dir)? {
+        if filter.is_some_and(|f| !case.value.name.contains(f) && !case.value.route.value.contains(f)) {
+            continue;
+        }
+        results.push(run_case(&config, &file, &case));
+    }
+    Ok(results)
+}
+
+/// One case, ready to run: the route it names and the message it sends.
+#[derive(Debug)]
+pub struct PreparedCase {
+    pub name: String,
+    pub route: String,
+    pub input: Input,
+}
+
+/// Every case of `<dir>/tests` with its input as `qiao test` sends it (path parameters
+/// found by the route table, the body read), for tools that send the same messages
+/// elsewhere: the differential test sends them through a live `qiao run`.
+pub fn prepared_cases(dir: &Path, config: &Config) -> Result<Vec<Result<PreparedCase, String>>, Vec<Diagnostic>> {
+    Ok(read_cases(dir)?
+        .into_iter()
+        .map(|(file, case)| {
+            let c = &case.value;
+            let route = config.route(&c.route.value).ok_or_else(|| format!("no route `{}`", c.route.value))?;
+            Ok(PreparedCase {
+                name: c.name.clone(),
+                route: c.route.value.clone(),
+                input: prepare(config, &file, c, route)?,
+            })
+        })
+        .collect())
+}
+
+fn read_cases(dir: &Path) -> Result<Vec<(PathBuf, Spanned<RawTestCase>)>, Vec<Diagnostic>> {
     let tests_dir = dir.join("tests");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&tests_dir)
         .map(|entries| {
@@ -131,7 +168,7 @@ pub fn run_dir(dir: &Path, filter: Option<&str>) -> Result<Vec<CaseResult>, Vec<
         .unwrap_or_default();
     files.sort();
     let mut diags = Vec::new();
-    let mut results = Vec::new();
+    let mut cases = Vec::new();
     for file in files {
         let text = match std::fs::read_to_string(&file) {
             Ok(t) => t,
@@ -147,14 +184,9 @@ pub fn run_dir(dir: &Path, filter: Option<&str>) -> Result<Vec<CaseResult>, Vec<
                 continue;
             }
         };
-        for case in &raw.tests {
-            if filter.is_some_and(|f| !case.value.name.contains(f) && !case.value.route.value.contains(f)) {
-                continue;
-            }
-            results.push(run_case(&config, &file, case));
-        }
+        cases.extend(raw.tests.into_iter().map(|c| (file.clone(), c)));
     }
-    if diags.is_empty() { Ok(results) } else { Err(diags) }
+    if diags.is_empty() { Ok(cases) } else { Err(diags) }
 }
 
 fn run_case(config: &Config, file: &Path, case: &Spanned<RawTestCase>) -> CaseResult {
@@ -177,45 +209,12 @@ fn run_case(config: &Config, file: &Path, case: &Spanned<RawTestCase>) -> CaseRe
         fail(&mut result, "a case needs exactly one of `expect` and `reject`".into());
         return result;
     }
-    let body = match body_of(&c.input, file) {
-        Ok(b) => b,
+    let input = match prepare(config, file, c, route) {
+        Ok(i) => i,
         Err(e) => {
             fail(&mut result, e);
             return result;
         }
-    };
-    let mut params = c.input.params.clone();
-    if let Some(path) = &c.input.path {
-        let method = c.input.method.as_deref().unwrap_or("POST");
-        let Ok(m) = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
-            fail(&mut result, format!("`{method}` is not an HTTP method"));
-            return result;
-        };
-        let bare = path.split('?').next().unwrap_or(path);
-        match config.router.find(&m, bare) {
-            crate::routing::Found::Route { index, params: found } if config.routes[index].name == route.name => {
-                params.extend(found);
-            }
-            crate::routing::Found::Route { index, .. } => {
-                fail(
-                    &mut result,
-                    format!("{method} {path} goes to route {}, not {}", config.routes[index].name, route.name),
-                );
-                return result;
-            }
-            _ => {
-                fail(&mut result, format!("{method} {path} reaches no route"));
-                return result;
-            }
-        }
-    }
-    let input = Input {
-        body,
-        method: c.input.method.clone(),
-        path: c.input.path.clone(),
-        params,
-        headers: c.input.headers.clone(),
-        message_id: c.input.message_id.clone(),
     };
     match (simulate::run(route, &input), &c.expect, &c.reject) {
         (Ok(captured), Some(expect), _) => check_deliveries(&mut result.failures, &captured, expect),
@@ -262,6 +261,36 @@ fn run_case(config: &Config, file: &Path, case: &Spanned<RawTestCase>) -> CaseRe
     }
     result.seconds = started.elapsed().as_secs_f64();
     result
+}
+
+/// The message a case sends: its body, and its path parameters found by the route table.
+fn prepare(config: &Config, file: &Path, c: &RawTestCase, route: &Route) -> Result<Input, String> {
+    let body = body_of(&c.input, file)?;
+    let mut params = c.input.params.clone();
+    if let Some(path) = &c.input.path {
+        let method = c.input.method.as_deref().unwrap_or("POST");
+        let Ok(m) = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
+            return Err(format!("`{method}` is not an HTTP method"));
+        };
+        let bare = path.split('?').next().unwrap_or(path);
+        match config.router.find(&m, bare) {
+            crate::routing::Found::Route { index, params: found } if config.routes[index].name == route.name => {
+                params.extend(found);
+            }
+            crate::routing::Found::Route { index, .. } => {
+                return Err(format!("{method} {path} goes to route {}, not {}", config.routes[index].name, route.name));
+            }
+            _ => return Err(format!("{method} {path} reaches no route")),
+        }
+    }
+    Ok(Input {
+        body,
+        method: c.input.method.clone(),
+        path: c.input.path.clone(),
+        params,
+        headers: c.input.headers.clone(),
+        message_id: c.input.message_id.clone(),
+    })
 }
 
 fn body_of(input: &RawInput, file: &Path) -> Result<Bytes, String> {

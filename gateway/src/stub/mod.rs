@@ -46,6 +46,9 @@ pub struct Recorded {
     pub body: Value,
     pub message_id: Option<String>,
     pub received_at_ms: u64,
+    /// The body's bytes as they arrived (for tests that compare them exactly).
+    #[serde(skip)]
+    pub raw: Bytes,
 }
 
 /// Misbehaviour for the next requests.
@@ -255,10 +258,11 @@ async fn handle(state: Arc<StubState>, req: Request<Incoming>) -> Result<Respons
         method: parts.method.to_string(),
         path: path.clone(),
         query: query.clone(),
-        message_id: headers.get("x-qiao-message-id").cloned(),
+        message_id: headers.get(crate::headers::MESSAGE_ID.as_str()).cloned(),
         headers,
         body,
         received_at_ms: crate::pipeline::now_ms(),
+        raw: bytes.clone(),
     };
 
     if let Some(fault) = state.take_fault(&path) {
@@ -365,6 +369,7 @@ pub async fn consume_queue(state: Arc<StubState>, url: String, queue: String, st
                         headers,
                         body,
                         received_at_ms: crate::pipeline::now_ms(),
+                        raw: Bytes::from(d.data.clone()),
                     });
                     let _ = d.acker.ack(BasicAckOptions::default()).await;
                 }
