@@ -19,7 +19,7 @@
 //! `$root`, `$params`, `$headers` and `$meta`, number, string, boolean and null literals,
 //! `+ - * /`, the six comparisons, `and`, `or`, `not`, `|`, `[ f ]`, `add`, `length`,
 //! `tostring`, unary minus and parentheses. Values leave through jaq's own conversions
-//! (`mapping::jq::{to_val, from_val}`), so a number prints exactly as jaq prints it.
+//! (`mapping::jq_value::{to_val, from_val}`), so a number prints exactly as jaq prints it.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -31,7 +31,7 @@ use jaq_core::ops::{Cmp, Math};
 use jaq_core::path::{Opt, Part};
 use serde_json::Value;
 
-use super::jq::{from_val, to_val};
+use super::jq_value::{from_val, to_val};
 
 /// jaq must decide: the expression left the subset at run time.
 #[derive(Debug, PartialEq, Eq)]
@@ -249,7 +249,7 @@ fn to_value(v: V<'_>) -> Value {
 }
 
 /// A number as jaq holds it (Qiao converts JSON integers that fit to `Int`, others to
-/// `Float`, in `mapping::jq::to_val`).
+/// `Float`, in `mapping::jq_value::to_val`).
 #[derive(Clone, Copy, Debug)]
 enum N {
     Int(isize),

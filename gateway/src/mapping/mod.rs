@@ -8,6 +8,7 @@
 pub mod coerce;
 pub mod jq;
 pub mod jq_native;
+mod jq_value;
 pub mod path;
 pub mod template;
 
