@@ -57,6 +57,80 @@ fn check_reports_every_problem_with_its_place_and_a_hint() {
 }
 
 #[test]
+fn check_reports_every_mistake_of_a_route_in_one_run() {
+    // One route with five independent mistakes of different kinds. Before, the unknown key
+    // hid the whole file, and the checks against the schemas waited for a clean route.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("schemas")).unwrap();
+    std::fs::write(
+        dir.path().join("schemas/account.json"),
+        r#"{ "type": "object", "required": ["Account"],
+  "properties": { "Account": { "type": "object",
+    "properties": { "AccountNumber": { "type": "string" }, "Name": { "type": "string" }, "Amount": { "type": "string" } } } } }"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("schemas/customer.json"),
+        r#"{ "type": "object", "required": ["FName", "FCustId"], "additionalProperties": false,
+  "properties": { "FName": { "type": "string" }, "FAmount": { "type": "number" },
+    "FCustId": { "type": "object", "properties": { "FNumber": { "type": "string" } } } } }"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("systems.yaml"),
+        "systems:\n  erp: { kind: erp, http: { base_url: \"http://127.0.0.1:9\" } }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("customer.yaml"),
+        "\
+routes:
+  crm-account-to-erp:
+    from: { http: { path: /crm/accounts } }
+    schema: schemas/account.json
+    map:
+      FName: Account.Name
+      FAmount: Account.Amount
+      FCustId.FNumber: { from: Account.AccountNumbr, required: true }
+      FNote: { jq: '.Account | {name: .Name' }
+    to:
+      - system: erp
+        pth: /customers
+        schema: schemas/customer.json
+      - system: erpp
+        path: /audit
+",
+    )
+    .unwrap();
+    let (code, out, err) = qiao(&["check", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    let expect = [
+        ("customer.yaml:12:9: error:", "unknown field `pth`", "did you mean `path`?"),
+        ("customer.yaml:9:20: error:", "jq error at column 24 of `.Account | {name: .Name`", "docs/mapping.md#jq"),
+        ("customer.yaml:14:17: error:", "unknown system `erpp`", "did you mean `erp`?"),
+        (
+            "customer.yaml:8:32: error:",
+            "source path `Account.AccountNumbr`: `AccountNumbr` is not in",
+            "did you mean `AccountNumber`?",
+        ),
+        ("customer.yaml:9:7: error:", "erp's schema", "docs/checks.md"),
+        (
+            "customer.yaml:7:16: error:",
+            "`FAmount` gets a string (from `Account.Amount`), but erp's schema wants a number",
+            "docs/checks.md",
+        ),
+    ];
+    for (place, message, hint) in expect {
+        let line = err.lines().position(|l| l.contains(place) && l.contains(message));
+        let Some(i) = line else { panic!("no `{place} ... {message}` in:\n{err}") };
+        let next = err.lines().nth(i + 1).unwrap_or("");
+        assert!(next.contains("hint:") && next.contains(hint), "hint `{hint}` missing after line {i}:\n{err}");
+    }
+    assert!(err.contains("does not allow `FNote`"), "{err}");
+    assert!(err.trim_end().ends_with(&format!("6 errors and 0 warnings in {}", dir.path().display())), "{err}");
+}
+
+#[test]
 fn check_of_a_missing_directory_fails_clearly() {
     let (code, _, err) = qiao(&["check", "/nonexistent/qiao-routes"]);
     assert_eq!(code, 1);

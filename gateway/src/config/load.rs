@@ -45,12 +45,125 @@ pub fn load_dir(dir: &Path) -> (Vec<(PathBuf, RawFile)>, Vec<Diagnostic>) {
             files.push((path, RawFile::default()));
             continue;
         }
-        match super::parse_yaml::<RawFile>(&text) {
-            Ok(raw) => files.push((path, raw)),
-            Err(e) => diags.push(parse_error(&path, &e, "docs/configuration.md")),
+        let (raw, mut found) = parse_file(&path, &text);
+        diags.append(&mut found);
+        if let Some(raw) = raw {
+            files.push((path, raw));
         }
     }
     (files, diags)
+}
+
+/// Unknown keys reported in one file before the rest of it is given up.
+const MAX_UNKNOWN_KEYS: usize = 100;
+
+/// Parses one config file. An unknown key is reported and left out, and the file is parsed
+/// again without it, so that one typo does not hide the rest of the file: the file is then
+/// compiled as if the key were not there (its errors still make the config fail). Any other
+/// problem, or a file that is not YAML at all, leaves the file unparsed.
+fn parse_file(path: &Path, text: &str) -> (Option<RawFile>, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let mut text = text.to_string();
+    loop {
+        let e = match super::parse_yaml::<RawFile>(&text) {
+            Ok(raw) => return (Some(raw), diags),
+            Err(e) => e,
+        };
+        diags.push(parse_error(path, &e, "docs/configuration.md"));
+        let unknown = e.without_snippet().to_string().starts_with("unknown field `");
+        let range = unknown.then(|| e.location()).flatten().and_then(|loc| key_and_value(&text, &loc));
+        match range {
+            Some(range) if diags.len() < MAX_UNKNOWN_KEYS => blank_entry(&mut text, range),
+            _ => return (None, diags),
+        }
+    }
+}
+
+/// The byte range of the mapping entry whose key starts at `loc`: the key, its `:` and its
+/// value (a scalar or a whole block or flow collection).
+fn key_and_value(text: &str, loc: &serde_saphyr::Location) -> Option<std::ops::Range<usize>> {
+    use serde_saphyr::granit_parser::{Event, Parser, StructureStyle};
+    let mut events = Parser::new_from_str(text);
+    // Whether the next node of each open collection is a mapping key.
+    let mut expect_key: Vec<Option<bool>> = Vec::new();
+    let start = loop {
+        let (event, span) = events.next()?.ok()?;
+        let is_key = expect_key.last().copied().flatten() == Some(true);
+        let complete = match event {
+            Event::Scalar(..) | Event::Alias(_) => {
+                let at = (span.start.line() as u64, span.start.col() as u64 + 1);
+                if is_key && at == (loc.line(), loc.column()) {
+                    break span;
+                }
+                true
+            }
+            Event::MappingStart(..) => {
+                expect_key.push(Some(true));
+                false
+            }
+            Event::SequenceStart(..) => {
+                expect_key.push(None);
+                false
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                expect_key.pop();
+                true
+            }
+            Event::StreamEnd => return None,
+            _ => false,
+        };
+        if complete && let Some(Some(k)) = expect_key.last_mut() {
+            *k = !*k;
+        }
+    };
+    let from = start.start.byte_offset()?;
+    let mut end = start.end.byte_offset()?;
+    // The value: one node, however deep. A block collection ends where its last content
+    // ends; a flow collection at its closing bracket.
+    let mut depth = 0usize;
+    let mut flow = Vec::new();
+    loop {
+        let (event, span) = events.next()?.ok()?;
+        match event {
+            Event::Scalar(..) | Event::Alias(_) => end = end.max(span.end.byte_offset()?),
+            Event::MappingStart(style, ..) | Event::SequenceStart(style, ..) => {
+                depth += 1;
+                flow.push(style == StructureStyle::Flow);
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                depth = depth.checked_sub(1)?;
+                if flow.pop() == Some(true) {
+                    end = end.max(span.end.byte_offset()?);
+                }
+            }
+            Event::StreamEnd => return None,
+            _ => continue,
+        }
+        if depth == 0 {
+            break;
+        }
+    }
+    // An empty value (`pth:`) may end before its key's `:`.
+    let rest = &text[end..];
+    let gap = rest.len() - rest.trim_start_matches([' ', '\t']).len();
+    if rest[gap..].starts_with(':') {
+        end += gap + 1;
+    }
+    Some(from..end)
+}
+
+/// Replaces an entry with spaces, keeping line breaks, so that every other line and column
+/// of the file stays where it was; in a flow mapping, the comma that follows it goes too.
+fn blank_entry(text: &mut String, range: std::ops::Range<usize>) {
+    let mut end = range.end;
+    let rest = &text[end..];
+    let gap = rest.len() - rest.trim_start().len();
+    if rest[gap..].starts_with(',') {
+        end += gap + 1;
+    }
+    let blanked: String =
+        text[range.start..end].chars().map(|c| if c == '\n' || c == '\r' { c } else { ' ' }).collect();
+    text.replace_range(range.start..end, &blanked);
 }
 
 /// Turns a parse error into a diagnostic, with the nearest valid key for unknown keys;
@@ -108,11 +221,109 @@ mod tests {
         )
         .unwrap();
         let (files, diags) = load_dir(dir.path());
-        assert!(files.is_empty());
+        assert_eq!(files.len(), 1, "the rest of the file is read");
         assert_eq!(diags.len(), 1);
         let d = diags[0].to_string();
         assert!(d.contains("r.yaml:6:9: error: unknown field `pth`"), "{d}");
         assert!(d.contains("did you mean `path`?"), "{d}");
+    }
+
+    /// Parses `text` as a config file: the names of its routes and what was said.
+    fn parse(text: &str) -> (Option<Vec<String>>, Vec<String>) {
+        let (raw, diags) = parse_file(Path::new("r.yaml"), text);
+        let routes = raw.map(|r| r.routes.keys().map(|k| k.value.clone()).collect());
+        (routes, diags.iter().map(|d| format!("{}:{} {}", d.place.line, d.place.column, d.message)).collect())
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_and_the_rest_is_read() {
+        let text = "\
+routes:
+  a:
+    from: { pth: /a, http: { path: /a, methds: [POST] } }
+    descripton: |
+      several
+      lines
+    to:
+      - system: erp
+        headerz:
+          X-A: b
+        path: /x
+      - { system: crm, timeout: 5, }
+      - { timeout: 5, system: wms }
+    map:
+      FBillNo: { form: order.no }
+      FQty: { from: order.qty, as: number, reqired: }
+  b:
+    from: { http: { path: /b } }
+    to: { system: erp }
+";
+        let (routes, diags) = parse(text);
+        assert_eq!(
+            diags.iter().map(|d| d.split(" expected").next().unwrap()).collect::<Vec<_>>(),
+            [
+                "3:13 unknown field `pth`,",
+                "3:40 unknown field `methds`,",
+                "4:5 unknown field `descripton`,",
+                "9:9 unknown field `headerz`,",
+                "12:24 unknown field `timeout`,",
+                "13:11 unknown field `timeout`,",
+                "15:18 unknown field `form`,",
+                "16:44 unknown field `reqired`,",
+            ]
+        );
+        assert_eq!(routes, Some(vec!["a".to_string(), "b".to_string()]), "both routes are read");
+    }
+
+    #[test]
+    fn unknown_keys_are_found_in_every_kind_of_section() {
+        let text = "\
+server: { listn: x }
+systems:
+  erp:
+    kind: erp
+    http: { base_url: x, retry: { max_attemps: 3 } }
+lookups:
+  t: { valuez: { a: b }, values: {} }
+routes:
+  a:
+    from: { http: { path: /a } }
+    map:
+      x: { from: a, lookup: { values: { a: b }, defualt: c } }
+      y: { list: [ { cnst: 1 } ] }
+    to: { system: erp, pth: /x, when: { path: a, eqals: 1 } }
+";
+        let (routes, diags) = parse(text);
+        assert_eq!(
+            diags.iter().map(|d| d.split(',').next().unwrap()).collect::<Vec<_>>(),
+            [
+                "1:11 unknown field `listn`",
+                "5:35 unknown field `max_attemps`",
+                "7:8 unknown field `valuez`",
+                "12:49 unknown field `defualt`",
+                "13:22 unknown field `cnst`",
+                "14:24 unknown field `pth`",
+                "14:50 unknown field `eqals`",
+            ]
+        );
+        assert_eq!(routes, Some(vec!["a".to_string()]));
+    }
+
+    #[test]
+    fn a_file_that_is_not_yaml_stays_unparsed() {
+        let (routes, diags) = parse("routes:\n  a:\n    frm: x\n    to: [\n");
+        assert_eq!(routes, None);
+        assert_eq!(diags.len(), 2, "{diags:?}");
+        assert!(diags[0].starts_with("3:5 unknown field `frm`"), "{diags:?}");
+        // A mistake other than an unknown key ends the reading of the file, as before.
+        let (routes, diags) = parse("routes:\n  a:\n    from: 3\n    tox: x\n");
+        assert_eq!(routes, None);
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        // A misspelt key that must be there: without it, the key is missing.
+        let (routes, diags) = parse("routes:\n  a:\n    form: { http: { path: /a } }\n    to: { system: erp }\n");
+        assert_eq!(routes, None);
+        assert!(diags[0].starts_with("3:5 unknown field `form`"), "{diags:?}");
+        assert!(diags[1].contains("missing field `from`"), "{diags:?}");
     }
 
     #[test]
@@ -134,7 +345,7 @@ mod tests {
         std::fs::write(dir.path().join("c.yaml"), "").unwrap();
         std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
         let (files, diags) = load_dir(dir.path());
-        assert_eq!(files.len(), 1, "the empty file loads");
+        assert_eq!(files.len(), 2, "the empty file loads, and the one with an unknown key");
         assert_eq!(diags.len(), 2, "{diags:#?}");
         assert!(diags[0].to_string().contains("did you mean `systems`?"), "{}", diags[0]);
         assert!(diags[1].place.file.ends_with("b.yml"));

@@ -35,10 +35,11 @@ pub fn load(dir: &Path, env: &dyn EnvSource) -> Result<Config, Vec<Diagnostic>> 
     let (files, mut diags) = load_dir(dir);
     match compile(dir, &files, env) {
         Ok(mut config) => {
+            // A file's unknown keys fail the config; its other findings are said as well.
+            diags.append(&mut config.warnings);
             if diags.iter().any(Diagnostic::is_error) {
                 return Err(diags);
             }
-            diags.append(&mut config.warnings);
             config.warnings = diags;
             Ok(config)
         }

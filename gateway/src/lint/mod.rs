@@ -6,7 +6,8 @@
 //! | finding | severity |
 //! |---|---|
 //! | a source path the source schema cannot have (object closed by `additionalProperties: false`) | error |
-//! | a source path the source schema does not declare (object open) | warning |
+//! | a source path the source schema does not declare (object open), on a field with `required: true` and no `default` | error |
+//! | a source path the source schema does not declare (object open), otherwise | warning |
 //! | a path through a value the source schema says is not an object or array | error |
 //! | `each` over a value the source schema says is not an array | error |
 //! | a lookup table without `default` that misses values of the source `enum` | error |
@@ -16,15 +17,21 @@
 //!
 //! Where a schema says nothing (no `properties`, a remote `$ref`, a jq expression), the
 //! checks say nothing. docs/checks.md has an example of each.
+//!
+//! The checks work on the parts of a route that compiled ([`RouteParts`]), so that they run
+//! beside the route's other errors: a map with a broken field is checked without it, a
+//! destination that names an unknown system still has its map held against its schema.
 
 mod schema_view;
 
 use serde_json::Value;
 
-use crate::config::{Diagnostic, Place, Route, Severity};
+use crate::condition::Condition;
+use crate::config::{Diagnostic, Place, Severity};
 use crate::mapping::coerce::Coerce;
 use crate::mapping::path::Step;
 use crate::mapping::{EachItem, Expr, Field, Mapping, Node, ObjectMap, Root, Source, SourcePath};
+use crate::schema::Schema;
 pub use schema_view::{Docs, Lookup, Node as SchemaNode, Types, compatible, type_of};
 
 const HINT: &str = "see docs/checks.md";
@@ -38,8 +45,30 @@ struct Scope<'a> {
     root: Nodes<'a>,
 }
 
+/// The parts of one route that the checks read, each present when it compiled.
+pub struct RouteParts<'a> {
+    /// The route's `schema`: what the sender may send.
+    pub schema: Option<&'a Schema>,
+    /// The route's `map`.
+    pub map: Option<&'a Mapping>,
+    pub destinations: Vec<DestinationParts<'a>>,
+}
+
+pub struct DestinationParts<'a> {
+    /// The system's name as written (it may name no system).
+    pub system: &'a str,
+    /// Where the destination names its system.
+    pub place: Place,
+    /// The destination's own `map`, used instead of the route's.
+    pub map: Option<&'a Mapping>,
+    pub when: Option<&'a Condition>,
+    /// The destination's `schema`: what the receiver accepts.
+    pub schema: Option<&'a Schema>,
+}
+
 struct Ctx<'a, 'd> {
-    route: &'a Route,
+    /// The file name of the source schema, for messages.
+    source_name: &'a str,
     source: Option<&'d Docs>,
     diags: &'a mut Vec<Diagnostic>,
 }
@@ -62,39 +91,39 @@ impl Ctx<'_, '_> {
     }
 }
 
-/// Checks every map of `route`; findings go to `diags`.
-pub fn check_route(route: &Route, diags: &mut Vec<Diagnostic>) {
-    let source = route.schema.as_ref().map(|s| Docs::load(&s.file, &s.document));
-    let source_root: Nodes<'_> = match (&source, &route.schema) {
+/// Checks every map of a route against its schemas; findings go to `diags`.
+pub fn check(route: &RouteParts<'_>, diags: &mut Vec<Diagnostic>) {
+    let source = route.schema.map(|s| Docs::load(&s.file, &s.document));
+    let source_root: Nodes<'_> = match (&source, route.schema) {
         (Some(d), Some(s)) => d.root(&s.file).into_iter().collect(),
         _ => Vec::new(),
     };
     let scope = Scope { current: source_root.clone(), root: source_root };
-    let mut cx = Ctx { route, source: source.as_ref(), diags };
+    let source_name = route.schema.map(|s| s.file.display().to_string()).unwrap_or_default();
+    let mut cx = Ctx { source_name: &source_name, source: source.as_ref(), diags };
 
-    let mut maps: Vec<&Mapping> = route.mapping.iter().collect();
-    maps.extend(route.destinations.iter().filter_map(|d| d.mapping.as_ref()));
+    let mut maps: Vec<&Mapping> = route.map.into_iter().collect();
+    maps.extend(route.destinations.iter().filter_map(|d| d.map));
     for m in &maps {
         walk_source(&mut cx, &scope, m.root());
     }
     for dest in &route.destinations {
-        if let Some(when) = &dest.when {
+        if let Some(when) = dest.when {
             check_condition_paths(&mut cx, &scope, when);
         }
-        let Some(receiver) = &dest.schema else { continue };
-        let Some(mapping) = dest.mapping.as_ref().or(route.mapping.as_ref()) else { continue };
+        let Some(receiver) = dest.schema else { continue };
+        let Some(mapping) = dest.map.or(route.map) else { continue };
         let recv = Docs::load(&receiver.file, &receiver.document);
         let Some(recv_root) = recv.root(&receiver.file) else { continue };
-        let mut t = Target { recv: &recv, system: &dest.system.name, file: receiver.file.display().to_string() };
-        t.walk(&mut cx, &scope, mapping.root(), vec![recv_root], "", &dest.place);
+        let mut t = Target { recv: &recv, system: dest.system, file: receiver.file.display().to_string() };
+        t.walk(&mut cx, &scope, mapping.root(), vec![recv_root], "", &dest.place, &[]);
     }
 }
 
-fn check_condition_paths<'d>(cx: &mut Ctx<'_, 'd>, scope: &Scope<'d>, c: &crate::condition::Condition) {
-    use crate::condition::Condition;
+fn check_condition_paths<'d>(cx: &mut Ctx<'_, 'd>, scope: &Scope<'d>, c: &Condition) {
     match c {
         Condition::Compare { path, place, .. } => {
-            let _ = resolve(cx, scope, path, place);
+            let _ = resolve(cx, scope, path, place, false);
         }
         Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| check_condition_paths(cx, scope, c)),
         Condition::Not(c) => check_condition_paths(cx, scope, c),
@@ -103,14 +132,16 @@ fn check_condition_paths<'d>(cx: &mut Ctx<'_, 'd>, scope: &Scope<'d>, c: &crate:
 }
 
 /// Follows a source path through the source schema, reporting what cannot be there.
-fn resolve<'d>(cx: &mut Ctx<'_, 'd>, scope: &Scope<'d>, path: &SourcePath, place: &Place) -> Nodes<'d> {
+/// `needed`: a message without a value there fails (a `required` field without `default`),
+/// so a field the schema does not declare is an error, not a warning.
+fn resolve<'d>(cx: &mut Ctx<'_, 'd>, scope: &Scope<'d>, path: &SourcePath, place: &Place, needed: bool) -> Nodes<'d> {
     let Some(docs) = cx.source else { return Vec::new() };
     let mut nodes = match path.root {
         Root::Current => scope.current.clone(),
         Root::Document => scope.root.clone(),
         Root::Params | Root::Headers | Root::Meta => return Vec::new(),
     };
-    let schema_name = cx.route.schema.as_ref().map(|s| s.file.display().to_string()).unwrap_or_default();
+    let schema_name = cx.source_name;
     let mut walked = String::new();
     for step in &path.steps {
         if nodes.is_empty() {
@@ -146,6 +177,11 @@ fn resolve<'d>(cx: &mut Ctx<'_, 'd>, scope: &Scope<'d>, path: &SourcePath, place
             Lookup::Absent { closed } => {
                 let (severity, why) = if closed {
                     (Severity::Error, "allows no such field (additionalProperties: false)")
+                } else if needed {
+                    (
+                        Severity::Error,
+                        "does not declare it; the field is `required: true`, so every message without it fails",
+                    )
                 } else {
                     (Severity::Warning, "does not declare it")
                 };
@@ -232,23 +268,24 @@ fn inner_scope<'d>(scope: &Scope<'d>, current: Nodes<'d>) -> Scope<'d> {
 fn walk_expr<'d>(cx: &mut Ctx<'_, 'd>, scope: &Scope<'d>, e: &Expr) {
     match &e.source {
         Source::Path(p) => {
-            let nodes = resolve(cx, scope, p, &e.place);
+            let needed = e.required && e.default.is_none();
+            let nodes = resolve(cx, scope, p, &e.source_place, needed);
             check_lookup(cx, e, p, &nodes);
         }
         Source::Template(t) => {
             for p in t.paths() {
-                let _ = resolve(cx, scope, p, &e.place);
+                let _ = resolve(cx, scope, p, &e.source_place, false);
             }
         }
         Source::Object { context, map } => {
             let current = match context {
-                Some(p) => resolve(cx, scope, p, &e.place),
+                Some(p) => resolve(cx, scope, p, &e.source_place, false),
                 None => scope.current.clone(),
             };
             walk_source(cx, &inner_scope(scope, current), map);
         }
         Source::Each { over, item } => {
-            let items = each_items(cx, scope, over, &e.place);
+            let items = each_items(cx, scope, over, &e.source_place);
             let inner = inner_scope(scope, items);
             match item.as_ref() {
                 EachItem::Object(m) => walk_source(cx, &inner, m),
@@ -262,7 +299,7 @@ fn walk_expr<'d>(cx: &mut Ctx<'_, 'd>, scope: &Scope<'d>, e: &Expr) {
 
 /// The element schemas of an `each`, reporting an `each` over something not an array.
 fn each_items<'d>(cx: &mut Ctx<'_, 'd>, scope: &Scope<'d>, over: &SourcePath, place: &Place) -> Nodes<'d> {
-    let nodes = resolve(cx, scope, over, place);
+    let nodes = resolve(cx, scope, over, place, false);
     let Some(docs) = cx.source else { return Vec::new() };
     if nodes.is_empty() {
         return nodes;
@@ -307,7 +344,7 @@ fn check_lookup(cx: &mut Ctx<'_, '_>, e: &Expr, path: &SourcePath, nodes: &Nodes
     if !missing.is_empty() {
         cx.report(
             Severity::Error,
-            &e.place,
+            &e.source_place,
             format!(
                 "lookup `{}` has no entry and no default for {} that the source schema allows at `{path}`",
                 table.name,
@@ -339,8 +376,8 @@ fn infer(cx: &mut Ctx<'_, '_>, scope: &Scope<'_>, e: &Expr) -> Option<Types> {
                 let docs = cx.source?;
                 // Quietly: the source walk already reported problems with the path.
                 let mut quiet = Vec::new();
-                let mut qcx = Ctx { route: cx.route, source: cx.source, diags: &mut quiet };
-                let nodes = resolve(&mut qcx, scope, p, &e.place);
+                let mut qcx = Ctx { source_name: cx.source_name, source: cx.source, diags: &mut quiet };
+                let nodes = resolve(&mut qcx, scope, p, &e.source_place, false);
                 if nodes.is_empty() {
                     return None;
                 }
@@ -362,6 +399,8 @@ struct Target<'r> {
 }
 
 impl<'r> Target<'r> {
+    /// `skipped`: target keys below `obj` that the map writes but whose value did not
+    /// compile (dotted, relative to `obj`), besides `obj`'s own.
     #[allow(clippy::too_many_arguments)]
     fn walk<'d>(
         &mut self,
@@ -371,15 +410,20 @@ impl<'r> Target<'r> {
         at: Nodes<'r>,
         path: &str,
         place: &Place,
+        skipped: &[(&str, &Place)],
     ) {
         if at.is_empty() {
             return;
         }
-        let set: Vec<&str> = obj.fields.iter().map(|f| &*f.key).collect();
+        let skipped: Vec<(&str, &Place)> =
+            skipped.iter().copied().chain(obj.skipped.iter().map(|(k, p)| (&**k, p))).collect();
+        let first = |key: &str| key.split('.').next().unwrap_or_default().to_string();
+        // A field whose value did not compile is set all the same: its error is said already.
+        let set = |key: &str| obj.fields.iter().any(|f| &*f.key == key) || skipped.iter().any(|(s, _)| first(s) == key);
         let mut required: Vec<String> = at.iter().flat_map(|n| self.recv.required(*n)).collect();
         required.sort();
         required.dedup();
-        for r in required.iter().filter(|r| !set.contains(&r.as_str())) {
+        for r in required.iter().filter(|r| !set(r)) {
             cx.report(
                 Severity::Error,
                 place,
@@ -391,39 +435,65 @@ impl<'r> Target<'r> {
                 ),
             );
         }
+        // Whether the receiver takes a key at all holds whether or not its value compiled.
+        let mut said: Vec<String> = Vec::new();
+        for (key, key_place) in &skipped {
+            let key = first(key);
+            if obj.fields.iter().any(|f| *f.key == key) || said.contains(&key) {
+                continue;
+            }
+            if self.property(&at, &key).is_none() {
+                self.not_allowed(cx, key_place, &join(path, &key));
+            }
+            said.push(key);
+        }
         for f in &obj.fields {
             let here = join(path, &f.key);
-            let mut found = Vec::new();
-            let mut closed_everywhere = true;
-            let mut unknown = false;
-            for n in &at {
-                match self.recv.property(*n, &f.key) {
-                    Lookup::Found(x) => {
-                        found.extend(x);
-                        closed_everywhere = false;
-                    }
-                    Lookup::Absent { closed } => closed_everywhere &= closed,
-                    Lookup::Unknown => unknown = true,
-                }
-            }
+            let Some(found) = self.property(&at, &f.key) else {
+                self.not_allowed(cx, &f.place, &here);
+                continue;
+            };
             if found.is_empty() {
-                if closed_everywhere && !unknown {
-                    cx.report(
-                        Severity::Error,
-                        &f.place,
-                        format!(
-                            "{}'s schema ({}) does not allow `{here}` (additionalProperties: false)",
-                            self.system, self.file
-                        ),
-                    );
-                }
                 continue;
             }
             match &f.node {
-                Node::Object(m) => self.walk(cx, scope, m, found, &here, &f.place),
+                Node::Object(m) => {
+                    let below: Vec<(&str, &Place)> = skipped
+                        .iter()
+                        .filter_map(|(s, p)| Some((s.strip_prefix(&*f.key)?.strip_prefix('.')?, *p)))
+                        .collect();
+                    self.walk(cx, scope, m, found, &here, &f.place, &below)
+                }
                 Node::Value(e) => self.value(cx, scope, e, found, &here),
             }
         }
+    }
+
+    /// The receiver's schemas for `key` in an object that any of `at` describes: empty when
+    /// they do not say, `None` when none of them allows the key (all closed).
+    fn property(&self, at: &Nodes<'r>, key: &str) -> Option<Nodes<'r>> {
+        let mut found = Vec::new();
+        let mut closed_everywhere = true;
+        let mut unknown = false;
+        for n in at {
+            match self.recv.property(*n, key) {
+                Lookup::Found(x) => {
+                    found.extend(x);
+                    closed_everywhere = false;
+                }
+                Lookup::Absent { closed } => closed_everywhere &= closed,
+                Lookup::Unknown => unknown = true,
+            }
+        }
+        if found.is_empty() && closed_everywhere && !unknown { None } else { Some(found) }
+    }
+
+    fn not_allowed(&self, cx: &mut Ctx<'_, '_>, place: &Place, here: &str) {
+        cx.report(
+            Severity::Error,
+            place,
+            format!("{}'s schema ({}) does not allow `{here}` (additionalProperties: false)", self.system, self.file),
+        );
     }
 
     fn value<'d>(&mut self, cx: &mut Ctx<'_, 'd>, scope: &Scope<'d>, e: &Expr, at: Nodes<'r>, path: &str) {
@@ -443,7 +513,7 @@ impl<'r> Target<'r> {
                 };
                 cx.report(
                     Severity::Error,
-                    &e.place,
+                    &e.source_place,
                     format!(
                         "`{path}` gets {} (from `{}`), but {}'s schema wants {}{fix}",
                         describe(&have),
@@ -458,13 +528,13 @@ impl<'r> Target<'r> {
         match &e.source {
             Source::Object { context, map } => {
                 let current = match context {
-                    Some(p) => resolve(cx, scope, p, &e.place),
+                    Some(p) => resolve(cx, scope, p, &e.source_place, false),
                     None => scope.current.clone(),
                 };
-                self.walk(cx, &inner_scope(scope, current), map, at, path, &e.place);
+                self.walk(cx, &inner_scope(scope, current), map, at, path, &e.place, &[]);
             }
             Source::Each { over, item } => {
-                let items = each_items(cx, scope, over, &e.place);
+                let items = each_items(cx, scope, over, &e.source_place);
                 let inner = inner_scope(scope, items);
                 let targets: Nodes<'r> = at
                     .iter()
@@ -475,7 +545,7 @@ impl<'r> Target<'r> {
                     .flatten()
                     .collect();
                 match item.as_ref() {
-                    EachItem::Object(m) => self.walk(cx, &inner, m, targets, &format!("{path}[]"), &e.place),
+                    EachItem::Object(m) => self.walk(cx, &inner, m, targets, &format!("{path}[]"), &e.place, &[]),
                     EachItem::Value(x) => self.value(cx, &inner, x, targets, &format!("{path}[]")),
                 }
             }

@@ -139,3 +139,55 @@ fn a_condition_path_the_schema_cannot_have_is_reported_where_it_is_written() {
     let d = warnings.iter().find(|d| d.message.contains("order.amout")).unwrap_or_else(|| panic!("{warnings:?}"));
     assert_eq!((d.place.line, d.place.column), (7, 23), "at the path inside `when`, not at the destination");
 }
+
+#[test]
+fn an_undeclared_path_on_a_required_field_is_an_error_at_the_path() {
+    let r = route(
+        "      FBillNo: order.no\n      FQty: { from: order.qty, as: number }\n      FCustId: { from: order.custmer, required: true }\n",
+    );
+    // `order` is open: a warning without `required`, an error with it.
+    let errs =
+        load(&[("r.yaml", &r), ("schemas/source.json", SOURCE), ("schemas/receiver.json", RECEIVER)]).unwrap_err();
+    let d = errs.iter().find(|d| d.message.contains("order.custmer")).unwrap_or_else(|| panic!("{errs:?}"));
+    assert!(d.is_error() && d.message.contains("`required: true`"), "{d:?}");
+    assert_eq!(d.hint.as_deref(), Some("did you mean `customer`? (see docs/checks.md)"), "{d:?}");
+    assert_eq!((d.place.line, d.place.column), (11, 24), "at `order.custmer`, not at the `{{` of the flow map");
+
+    // A default fills the gap: a warning again.
+    let r = route(
+        "      FBillNo: order.no\n      FQty: { from: order.qty, as: number }\n      FCustId: { from: order.custmer, required: true, default: C0 }\n",
+    );
+    let warnings =
+        load(&[("r.yaml", &r), ("schemas/source.json", SOURCE), ("schemas/receiver.json", RECEIVER)]).unwrap();
+    let w = messages(&warnings);
+    assert!(w.len() == 1 && w[0].starts_with("warning: source path `order.custmer`"), "{w:?}");
+    assert!(w[0].ends_with("which does not declare it"), "{w:?}");
+}
+
+#[test]
+fn the_checks_run_beside_the_route_s_other_errors() {
+    // An unknown system, a broken jq expression and a broken path: the maps are still held
+    // against both schemas, without the fields that did not compile.
+    let r = "routes:\n  r:\n    from: { http: { path: /r } }\n    schema: schemas/source.json\n    to:\n      system: erpp\n      schema: schemas/receiver.json\n    map:\n      FBillNo: order.numero\n      FQty: { from: order.qty }\n      FCustId: { jq: '.order | {a: .customer' }\n      FExtra: { jq: '.order | [' }\n      FStatus: 'order..status'\n";
+    let errs = load(&[("r.yaml", r), ("schemas/source.json", SOURCE), ("schemas/receiver.json", RECEIVER)])
+        .unwrap_err()
+        .iter()
+        .map(|d| format!("{}:{}: {}", d.place.line, d.place.column, d.message))
+        .collect::<Vec<_>>();
+    let all = errs.join("\n");
+    for expected in [
+        "11:22: jq error",
+        "12:21: jq error",
+        "13:16: bad source path `order..status`",
+        "6:15: unknown system `erpp`",
+        "9:16: source path `order.numero`: `numero` is not in",
+        "12:7: erpp's schema (",
+        "does not allow `FExtra`",
+        "10:21: `FQty` gets a string (from `order.qty`), but erpp's schema wants a number",
+    ] {
+        assert!(all.contains(expected), "missing `{expected}` in:\n{all}");
+    }
+    assert!(!all.contains("requires `FCustId`"), "a field whose value did not compile is not missing:\n{all}");
+    assert!(!all.contains("FStatus"), "nor is a key the receiver allows refused:\n{all}");
+    assert_eq!(errs.len(), 7, "each finding once:\n{all}");
+}

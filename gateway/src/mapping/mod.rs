@@ -65,6 +65,10 @@ impl Uses {
 #[derive(Clone, Debug, Default)]
 pub struct ObjectMap {
     pub fields: Vec<Field>,
+    /// Target keys (dotted, relative to this object) written in the config whose value did
+    /// not compile, and where: empty in a map that compiled, set in what
+    /// [`compile_partial`] returns.
+    pub skipped: Vec<(Box<str>, Place)>,
 }
 
 /// One target key of an object, and where the config wrote it.
@@ -93,6 +97,9 @@ pub struct Expr {
     pub omit_null: bool,
     /// Where the config wrote it, for the static checks.
     pub place: Place,
+    /// Where its source is written: the path of `from` or `each`, the template; the same
+    /// as `place` for a path written as the whole field.
+    pub source_place: Place,
 }
 
 #[derive(Clone, Debug)]
@@ -353,10 +360,20 @@ pub struct CompileEnv<'a> {
 /// Compiles a field map, adding every problem to `diags`. Returns `None` when there was
 /// any error.
 pub fn compile(map: &RawMap, env: &CompileEnv<'_>, diags: &mut Vec<Diagnostic>) -> Option<Mapping> {
+    let (mapping, complete) = compile_partial(map, env, diags);
+    complete.then_some(mapping)
+}
+
+/// Compiles a field map like [`compile`], but returns what compiled even when there were
+/// errors, with `true` when nothing was left out. An incomplete map is for the static
+/// checks only: the fields whose value did not compile are missing from it, and
+/// [`ObjectMap::skipped`] names them.
+pub fn compile_partial(map: &RawMap, env: &CompileEnv<'_>, diags: &mut Vec<Diagnostic>) -> (Mapping, bool) {
     let before = diags.iter().filter(|d| d.is_error()).count();
     let mut uses = Uses::default();
     let root = compile_object(map, env, diags, &mut uses);
-    (diags.iter().filter(|d| d.is_error()).count() == before).then_some(Mapping { root, uses })
+    let complete = diags.iter().filter(|d| d.is_error()).count() == before;
+    (Mapping { root, uses }, complete)
 }
 
 const OPS: [&str; 16] = [
@@ -397,7 +414,10 @@ fn compile_object(map: &RawMap, env: &CompileEnv<'_>, diags: &mut Vec<Diagnostic
             }
             _ => compile_expr(spec, env, diags, uses).map(|e| Node::Value(Box::new(e))),
         };
-        let Some(node) = node else { continue };
+        let Some(node) = node else {
+            root.skipped.push((key.value.as_str().into(), place));
+            continue;
+        };
         if let Err(msg) = insert(&mut root, &parts, node, &place) {
             diags.push(
                 Diagnostic::error(place, msg).hint("each target field may be set once; see docs/mapping.md#targets"),
@@ -445,6 +465,7 @@ fn insert(obj: &mut ObjectMap, parts: &[&str], node: Node, place: &Place) -> Res
             for f in more.fields {
                 insert(child, &[&f.key], f.node, &f.place)?;
             }
+            child.skipped.extend(more.skipped);
             Ok(())
         }
         (Some(_), _, _) => Err(format!("target field `{first}` is set more than once")),
@@ -470,6 +491,7 @@ fn compile_expr(
                         coerce: None,
                         required: false,
                         omit_null: false,
+                        source_place: place.clone(),
                         place: place.clone(),
                     })
                 }
@@ -637,7 +659,9 @@ fn compile_expr(
     if diags[errors_before..].iter().any(Diagnostic::is_error) {
         return None;
     }
+    let written = ops.each.as_ref().or(ops.from.as_ref()).or(ops.template.as_ref());
     Some(Expr {
+        source_place: written.map_or_else(|| place.clone(), |t| Place::at(env.file, &t.referenced)),
         source: source?,
         default: ops.default.clone(),
         lookup,

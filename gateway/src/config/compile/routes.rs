@@ -17,6 +17,7 @@ use super::super::raw::{
 };
 use super::super::{Place, suggest};
 use super::{Ctx, METHODS, parse_method, system_names};
+use crate::lint;
 use crate::mapping::{self, Lookup, Mapping, Root, Template, Uses};
 use crate::routing::Router;
 use crate::schema::Schema;
@@ -109,40 +110,39 @@ pub(super) fn compile_route(
         lookups.insert(lname.value.clone(), Arc::new(Lookup::from_raw(&lname.value, table)));
     }
     let mut uses = Uses::default();
-    let mut compile_map = |m: &RawMap, cx: &mut Ctx<'_>| -> Option<Mapping> {
+    // A map with errors keeps the fields that compiled, for the static checks below; the
+    // route itself is not built then.
+    let mut compile_map = |m: &RawMap, cx: &mut Ctx<'_>| -> Mapping {
         let env = mapping::CompileEnv { file, lookups: &lookups };
-        let compiled = mapping::compile(m, &env, &mut cx.diags)?;
+        let (compiled, _) = mapping::compile_partial(m, &env, &mut cx.diags);
         uses.merge(compiled.uses);
-        Some(compiled)
+        compiled
     };
-    let mapping = raw.map.as_ref().and_then(|m| compile_map(m, cx));
-    let dest_maps: Vec<Option<Mapping>> =
-        raw.to.0.iter().map(|d| d.map.as_ref().and_then(|m| compile_map(m, cx))).collect();
+    let mapping = raw.map.as_ref().map(|m| compile_map(m, cx));
+    let dest_maps: Vec<Option<Mapping>> = raw.to.0.iter().map(|d| d.map.as_ref().map(|m| compile_map(m, cx))).collect();
     warn_unused_lookups(cx, file, raw);
 
     let params = match &source {
         Some(Source::Http { path, .. }) => Router::param_names(path),
         _ => Vec::new(),
     };
-    let mut destinations = Vec::new();
+    // Each destination's condition and schema are compiled even when the destination is
+    // not (an unknown system), for their own errors and for the static checks.
+    let mut dest_parts = Vec::new();
     for (dest, map) in raw.to.0.iter().zip(dest_maps) {
-        if let Some(mut d) = compile_destination(cx, file, dest, kind, systems, &params, &mut uses) {
-            d.mapping = map;
-            if let Some(when) = &dest.when {
-                if kind == RouteKind::Proxy {
-                    cx.error(
-                        Place::at(file, &when.referenced),
-                        "a proxy route streams the body unread and cannot test it with `when`",
-                        Some("give the route a `schema` to make it a message route".into()),
-                    );
-                }
-                d.when = crate::condition::compile(when, file, &mut cx.diags, &mut uses);
+        let compiled = compile_destination(cx, file, dest, kind, systems, &params, &mut uses);
+        let when = dest.when.as_ref().and_then(|when| {
+            if kind == RouteKind::Proxy {
+                cx.error(
+                    Place::at(file, &when.referenced),
+                    "a proxy route streams the body unread and cannot test it with `when`",
+                    Some("give the route a `schema` to make it a message route".into()),
+                );
             }
-            if let Some(s) = &dest.schema {
-                d.schema = compile_schema(cx, file, s, validate_formats);
-            }
-            destinations.push(d);
-        }
+            crate::condition::compile(when, file, &mut cx.diags, &mut uses)
+        });
+        let schema = dest.schema.as_ref().and_then(|s| compile_schema(cx, file, s, validate_formats));
+        dest_parts.push((compiled, map, when, schema));
     }
     if raw.to.0.is_empty() {
         cx.error(
@@ -159,9 +159,40 @@ pub(super) fn compile_route(
         );
     }
 
+    // The maps against the schemas, on whatever compiled of them.
+    let parts = lint::RouteParts {
+        schema: schema.as_deref(),
+        map: mapping.as_ref(),
+        destinations: raw
+            .to
+            .0
+            .iter()
+            .zip(&dest_parts)
+            .map(|(dest, (_, map, when, schema))| lint::DestinationParts {
+                system: &dest.system.value,
+                place: Place::at(file, &dest.system.referenced),
+                map: map.as_ref(),
+                when: when.as_ref(),
+                schema: schema.as_deref(),
+            })
+            .collect(),
+    };
+    lint::check(&parts, &mut cx.diags);
+
     if cx.error_count() > errors_before {
         return None;
     }
+    // A destination whose system is broken is left out; that system's error fails the config.
+    let destinations = dest_parts
+        .into_iter()
+        .filter_map(|(d, map, when, schema)| {
+            let mut d = d?;
+            d.mapping = map;
+            d.when = when;
+            d.schema = schema;
+            Some(d)
+        })
+        .collect();
     let redactor = crate::redact::Redactor::new(
         schema.as_deref(),
         &raw.redact.iter().map(|p| p.value.clone()).collect::<Vec<_>>(),
