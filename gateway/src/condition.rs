@@ -13,10 +13,50 @@ use std::sync::Arc;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use crate::config::raw::RawCondition;
-use crate::config::{Diagnostic, Place};
+use serde::Deserialize;
+
+use crate::diag::{Diagnostic, Place};
 use crate::mapping::jq::{JqDoc, JqProgram};
+use crate::mapping::raw::present;
 use crate::mapping::{Scope, SourcePath, Uses, compile_jq};
+
+/// A condition on a message. Exactly one form: a comparison on `path`, `jq`, or a
+/// combination (`all`, `any`, `not`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCondition {
+    /// The value compared: a source path, as in maps.
+    pub path: Option<Spanned<String>>,
+    /// Equal to this value (numbers compare by value: 1 equals 1.0).
+    #[serde(default, deserialize_with = "present")]
+    pub equals: Option<serde_json::Value>,
+    /// Not equal to this value (true when the path is absent).
+    #[serde(default, deserialize_with = "present")]
+    pub not_equals: Option<serde_json::Value>,
+    /// Equal to one of these values.
+    #[serde(rename = "in")]
+    pub one_of: Option<Vec<serde_json::Value>>,
+    /// Equal to none of these values.
+    pub not_in: Option<Vec<serde_json::Value>>,
+    /// `true`: the path has a value (not null); `false`: it has none.
+    pub exists: Option<bool>,
+    /// Greater than (numbers, or text that reads as a number).
+    pub gt: Option<f64>,
+    /// Greater than or equal.
+    pub gte: Option<f64>,
+    /// Less than.
+    pub lt: Option<f64>,
+    /// Less than or equal.
+    pub lte: Option<f64>,
+    /// A jq predicate: true unless it yields `false`, `null` or nothing.
+    pub jq: Option<Spanned<String>>,
+    /// Every condition holds.
+    pub all: Option<Vec<Spanned<RawCondition>>>,
+    /// At least one condition holds.
+    pub any: Option<Vec<Spanned<RawCondition>>>,
+    /// The condition does not hold.
+    pub not: Option<Box<Spanned<RawCondition>>>,
+}
 
 #[derive(Clone, Debug)]
 pub enum Condition {
@@ -223,7 +263,7 @@ mod tests {
     use serde_json::json;
 
     fn cond(yaml: &str) -> Result<Condition, Vec<Diagnostic>> {
-        let raw: Spanned<RawCondition> = crate::config::parse_yaml(yaml).unwrap();
+        let raw: Spanned<RawCondition> = crate::yaml::parse_yaml(yaml).unwrap();
         let mut diags = Vec::new();
         let mut uses = Uses::default();
         compile(&raw, Path::new("r.yaml"), &mut diags, &mut uses).ok_or(diags)
@@ -275,6 +315,6 @@ mod tests {
         assert!(cond("{ path: a, equals: 1, jq: '.a' }").unwrap_err()[0].message.contains("exactly one form"));
         assert!(cond("{ all: [] }").unwrap_err()[0].message.contains("at least one"));
         assert!(cond("{ jq: '.a |' }").unwrap_err()[0].message.contains("jq error"));
-        assert!(crate::config::parse_yaml::<Spanned<RawCondition>>("{ path: a, greater: 1 }").is_err());
+        assert!(crate::yaml::parse_yaml::<Spanned<RawCondition>>("{ path: a, greater: 1 }").is_err());
     }
 }

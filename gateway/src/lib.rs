@@ -8,6 +8,7 @@ pub mod admin;
 pub mod cli;
 pub mod condition;
 pub mod config;
+pub mod diag;
 pub mod error;
 pub mod headers;
 pub mod ingress;
@@ -27,3 +28,7 @@ pub mod stub;
 pub mod success;
 pub mod telemetry;
 pub mod testing;
+pub mod yaml;
+
+#[cfg(test)]
+mod layout_tests;

@@ -54,7 +54,7 @@ pub fn read_document(path: &Path) -> Result<Value, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let is_yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
     if is_yaml {
-        crate::config::parse_yaml(&text).map_err(|e| format!("{}: {}", path.display(), e.without_snippet()))
+        crate::yaml::parse_yaml(&text).map_err(|e| format!("{}: {}", path.display(), e.without_snippet()))
     } else {
         serde_json::from_str(&text)
             .map_err(|e| format!("{}:{}:{}: invalid JSON: {e}", path.display(), e.line(), e.column()))

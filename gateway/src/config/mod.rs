@@ -6,15 +6,15 @@
 //! and `qiao check` all take this same path.
 
 mod compile;
-mod diag;
 pub mod env;
 mod kind;
 pub(crate) mod load;
 mod model;
 pub mod raw;
 
+pub use crate::diag::{Diagnostic, Place, Severity, nearest, suggest};
+pub use crate::yaml::parse_yaml;
 pub use compile::compile;
-pub use diag::{Diagnostic, Place, Severity, nearest, suggest};
 pub use env::{EnvSource, OfflineEnv, Overlay, ProcessEnv};
 pub use kind::SystemKind;
 pub use load::load_dir;
@@ -23,12 +23,6 @@ pub use model::{
 };
 
 use std::path::Path;
-
-/// Parses YAML the way every Qiao file is read: YAML 1.2 booleans only (`true`/`false`,
-/// so a path named `y` or `n` stays a string) and duplicate keys refused.
-pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_saphyr::Error> {
-    serde_saphyr::from_str_with_options(text, serde_saphyr::options! { strict_booleans: true })
-}
 
 /// Loads and compiles the config directory. On success, also returns the warnings.
 pub fn load(dir: &Path, env: &dyn EnvSource) -> Result<Config, Vec<Diagnostic>> {

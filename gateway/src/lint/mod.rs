@@ -27,7 +27,7 @@ mod schema_view;
 use serde_json::Value;
 
 use crate::condition::Condition;
-use crate::config::{Diagnostic, Place, Severity};
+use crate::diag::{Diagnostic, Place, Severity};
 use crate::mapping::coerce::Coerce;
 use crate::mapping::path::Step;
 use crate::mapping::{EachItem, Expr, Field, Mapping, Node, ObjectMap, Root, Source, SourcePath};
@@ -186,7 +186,7 @@ fn resolve<'d>(cx: &mut Ctx<'_, 'd>, scope: &Scope<'d>, path: &SourcePath, place
                     (Severity::Warning, "does not declare it")
                 };
                 let declared: Vec<&str> = nodes.iter().flat_map(|n| docs.declared(*n)).collect();
-                let hint = match crate::config::nearest(&step.key, declared.iter().copied()) {
+                let hint = match crate::diag::nearest(&step.key, declared.iter().copied()) {
                     Some(near) => format!("did you mean `{near}`? (see docs/checks.md)"),
                     None => HINT.to_string(),
                 };

@@ -10,6 +10,7 @@ pub mod jq;
 pub mod jq_native;
 mod jq_value;
 pub mod path;
+pub mod raw;
 pub mod template;
 
 use std::collections::HashMap;
@@ -19,11 +20,11 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
 
-use crate::config::raw::{RawFieldOps, RawFieldSpec, RawLookup, RawLookupRef, RawMap};
-use crate::config::{Diagnostic, Place, suggest};
+use crate::diag::{Diagnostic, Place, suggest};
 pub use coerce::Coerce;
 use coerce::{DateParse, DateSpec};
 pub use path::{Root, Scope, SourcePath};
+use raw::{RawFieldOps, RawFieldSpec, RawLookup, RawLookupRef, RawMap};
 pub use template::Template;
 
 /// A compiled field map.

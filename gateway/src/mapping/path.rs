@@ -106,7 +106,7 @@ impl SourcePath {
                 "headers" => Root::Headers,
                 "meta" => Root::Meta,
                 other => {
-                    let hint = crate::config::suggest(&format!("${other}"), Root::NAMES);
+                    let hint = crate::diag::suggest(&format!("${other}"), Root::NAMES);
                     return Err(format!("unknown root `${other}` ({hint})"));
                 }
             };

@@ -2,15 +2,15 @@ use super::*;
 use serde_json::json;
 
 fn lookups() -> HashMap<String, Arc<Lookup>> {
-    let raw: RawLookup = crate::config::parse_yaml("values: { wangq: YG0007, lina: YG0012 }\n").unwrap();
+    let raw: RawLookup = crate::yaml::parse_yaml("values: { wangq: YG0007, lina: YG0012 }\n").unwrap();
     let strict = Arc::new(Lookup::from_raw("salers", &raw));
-    let raw: RawLookup = crate::config::parse_yaml("values: { WH-HZ-01: CK001 }\ndefault: CK999\n").unwrap();
+    let raw: RawLookup = crate::yaml::parse_yaml("values: { WH-HZ-01: CK001 }\ndefault: CK999\n").unwrap();
     let lenient = Arc::new(Lookup::from_raw("stocks", &raw));
     HashMap::from([("salers".to_string(), strict), ("stocks".to_string(), lenient)])
 }
 
 fn try_compile(yaml: &str) -> Result<Mapping, Vec<Diagnostic>> {
-    let raw: RawMap = crate::config::parse_yaml(yaml).expect("test YAML parses");
+    let raw: RawMap = crate::yaml::parse_yaml(yaml).expect("test YAML parses");
     let lookups = lookups();
     let env = CompileEnv { file: Path::new("route.yaml"), lookups: &lookups };
     let mut diags = Vec::new();
@@ -221,13 +221,13 @@ fn conflicting_or_incomplete_fields_are_refused() {
 
 #[test]
 fn unknown_operations_are_caught_by_the_parser_with_their_name() {
-    let err = crate::config::parse_yaml::<RawMap>("a: { form: x }\n").unwrap_err();
+    let err = crate::yaml::parse_yaml::<RawMap>("a: { form: x }\n").unwrap_err();
     assert!(err.to_string().contains("unknown field `form`"), "{err}");
 }
 
 #[test]
 fn options_without_effect_are_warnings_not_errors() {
-    let raw: RawMap = crate::config::parse_yaml("a: { from: x, format: \"%Y\" }\n").unwrap();
+    let raw: RawMap = crate::yaml::parse_yaml("a: { from: x, format: \"%Y\" }\n").unwrap();
     let lookups = lookups();
     let env = CompileEnv { file: Path::new("r.yaml"), lookups: &lookups };
     let mut diags = Vec::new();
@@ -235,7 +235,7 @@ fn options_without_effect_are_warnings_not_errors() {
     assert_eq!(diags.len(), 1);
     assert!(!diags[0].is_error());
     // On a nested map too: never silently ignored.
-    let raw: RawMap = crate::config::parse_yaml("a: { map: { b: x }, timezone: \"+08:00\" }\n").unwrap();
+    let raw: RawMap = crate::yaml::parse_yaml("a: { map: { b: x }, timezone: \"+08:00\" }\n").unwrap();
     let mut diags = Vec::new();
     assert!(compile(&raw, &env, &mut diags).is_some());
     assert_eq!(diags.len(), 1, "{diags:?}");
