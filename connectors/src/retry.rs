@@ -1,4 +1,5 @@
-//! Retry with exponential backoff and full jitter.
+//! Retry with exponential backoff and "equal jitter": each wait is half its ceiling plus a
+//! random share of the other half (not full jitter, which may wait almost nothing).
 
 use std::time::Duration;
 

@@ -5,6 +5,7 @@
 //! function in [`pipeline`], each testable alone.
 
 pub mod admin;
+pub mod check;
 pub mod cli;
 pub mod condition;
 pub mod config;
@@ -14,7 +15,6 @@ pub mod headers;
 pub mod ingress;
 pub mod json;
 pub mod limits;
-pub mod lint;
 pub mod logging;
 pub mod mapping;
 pub mod pipeline;

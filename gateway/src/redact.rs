@@ -7,8 +7,8 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
+use crate::check::Docs;
 use crate::error::{Failure, Violation};
-use crate::lint::Docs;
 use crate::schema::Schema;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,7 +128,7 @@ fn parse_pointer(p: &str) -> Vec<Seg> {
 
 fn walk<'a>(
     docs: &'a Docs,
-    node: crate::lint::SchemaNode<'a>,
+    node: crate::check::SchemaNode<'a>,
     at: &mut Vec<Seg>,
     out: &mut Vec<Vec<Seg>>,
     seen: &mut HashSet<(usize, usize)>,
@@ -145,14 +145,14 @@ fn walk<'a>(
         if let Some(Value::Object(props)) = n.schema.get("properties") {
             for (k, child) in props {
                 at.push(Seg::Key(k.clone()));
-                walk(docs, crate::lint::SchemaNode { schema: child, file: n.file }, at, out, seen, depth + 1);
+                walk(docs, crate::check::SchemaNode { schema: child, file: n.file }, at, out, seen, depth + 1);
                 at.pop();
             }
         }
         for key in ["items", "additionalProperties"] {
             if let Some(child @ Value::Object(_)) = n.schema.get(key) {
                 at.push(Seg::Any);
-                walk(docs, crate::lint::SchemaNode { schema: child, file: n.file }, at, out, seen, depth + 1);
+                walk(docs, crate::check::SchemaNode { schema: child, file: n.file }, at, out, seen, depth + 1);
                 at.pop();
             }
         }

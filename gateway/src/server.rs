@@ -25,6 +25,28 @@ fn check_bind(what: &str, addr: &str) -> Result<(), String> {
     std::net::TcpListener::bind(addr).map(drop).map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
 }
 
+/// pingora builds each service's listeners in that service's thread and panics there when a
+/// port is taken, leaving the rest of the process running: an admin listener that says
+/// ready beside an ingress that does not exist. The port was free at `check_bind`, but
+/// another process can take it before pingora binds; then Qiao exits, saying why.
+fn exit_when_a_listener_fails() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("Failed to build listeners") {
+            tracing::error!(detail = message, "cannot listen; stopping");
+            eprintln!("qiao: cannot listen: {message}");
+            std::process::exit(1);
+        }
+        default(info);
+    }));
+}
+
 /// Runs until SIGTERM (graceful: serves `grace_period_seconds`, then lets in-flight requests
 /// finish for `graceful_shutdown_timeout_seconds`) or SIGINT (fast).
 pub fn serve(config: Config) -> Result<(), String> {
@@ -76,6 +98,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         systems,
         "qiao is serving"
     );
+    exit_when_a_listener_fails();
     server.run(RunArgs::default());
     drop(telemetry);
     tracing::info!("qiao stopped");

@@ -10,7 +10,7 @@ use indexmap::IndexMap;
 use qiao_connectors::{Message, MessageId, TraceContext};
 use serde_json::{Value, json};
 
-use crate::config::{Route, RouteKind, Source, Via};
+use crate::config::{Route, RouteKind, Source};
 use crate::error::{ErrorKind, Failure};
 use crate::pipeline::{self, Capture, Inbound, Outbound};
 
@@ -65,43 +65,24 @@ fn proxy(
     message: &Message,
     params: &[(String, String)],
 ) -> Result<Vec<Captured>, Failure> {
-    let dest = &route.destinations[0];
-    let Via::Http { method, path } = &dest.via else {
-        return Err(Failure::new(ErrorKind::Internal, "proxy routes deliver over HTTP"));
-    };
     let inbound = input.path.as_deref().ok_or_else(|| {
         Failure::new(ErrorKind::BadRequest, format!("route {} is a proxy route: give the inbound `path`", route.name))
     })?;
     let (inbound_path, query) = inbound.split_once('?').map_or((inbound, None), |(p, q)| (p, Some(q)));
-    let vars = pipeline::vars(route, message, params, true);
-    let scope = crate::mapping::Scope { current: &Value::Null, document: &Value::Null, vars: &vars };
-    let rendered = match path {
-        Some(t) => t.render(&scope).map_err(|e| {
-            Failure::new(ErrorKind::MappingFailed, format!("destination path needs `{}`: {}", e.path, e.reason))
-        })?,
-        None => inbound_path.to_string(),
-    };
-    let base = dest.system.proxy.as_ref().map(|p| p.base_path.as_str()).unwrap_or("");
-    let mut full = format!("{base}{rendered}");
-    if let Some(q) = query {
-        full.push(if full.contains('?') { '&' } else { '?' });
-        full.push_str(q);
-    }
-    let mut headers = IndexMap::new();
-    for (name, t) in &dest.headers {
-        let v = t.render(&scope).map_err(|e| {
-            Failure::new(ErrorKind::MappingFailed, format!("destination header needs `{}`: {}", e.path, e.reason))
-        })?;
-        headers.insert(name.as_str().to_string(), v);
-    }
+    let target = pipeline::proxy_target(route, message, params, inbound_path, query)?;
+    let mut headers: IndexMap<String, String> = target
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
+        .collect();
     headers.insert(crate::headers::MESSAGE_ID.to_string(), message.id.to_string());
     let body = serde_json::from_slice(&input.body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&input.body).into_owned()));
     Ok(vec![Captured {
-        system: dest.system.name.clone(),
+        system: route.destinations[0].system.name.clone(),
         transport: "http",
-        method: method.as_ref().map(|m| m.to_string()).or(input.method.clone()).unwrap_or_else(|| "POST".into()),
-        path: full,
+        method: target.method.map(|m| m.to_string()).or(input.method.clone()).unwrap_or_else(|| "POST".into()),
+        path: target.path_and_query,
         routing_key: None,
         headers,
         body,

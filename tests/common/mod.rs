@@ -81,8 +81,21 @@ impl Qiao {
         Self::spawn(args, env).await
     }
 
-    /// Any subcommand that serves (`run`, `demo`); listen flags are added.
-    pub async fn spawn(mut args: Vec<String>, env: &[(String, String)]) -> Qiao {
+    /// Any subcommand that serves (`run`, `demo`); listen flags are added. The ports are
+    /// free when picked, but a test running beside this one can take them before Qiao binds
+    /// them: then Qiao exits saying it cannot listen, and is started again on other ports.
+    pub async fn spawn(args: Vec<String>, env: &[(String, String)]) -> Qiao {
+        for _ in 0..4 {
+            match Self::spawn_once(args.clone(), env).await {
+                Ok(q) => return q,
+                Err(logs) if logs.contains("cannot listen") || logs.contains("Address already in use") => continue,
+                Err(logs) => panic!("qiao exited before it was ready:\n{logs}"),
+            }
+        }
+        panic!("qiao found no free ports in 4 tries");
+    }
+
+    async fn spawn_once(mut args: Vec<String>, env: &[(String, String)]) -> Result<Qiao, String> {
         let (port, admin) = (free_port(), free_port());
         args.extend([
             "--listen".into(),
@@ -106,8 +119,8 @@ impl Qiao {
             .expect("qiao starts");
         let broker_down_expected = env.iter().any(|(k, v)| k == "QIAO_TEST_BROKER_DOWN" && v == "1");
         let mut q = Qiao { child, port, admin, log, broker_down_expected, _dir: dir };
-        q.wait_ready().await;
-        q
+        q.wait_ready().await?;
+        Ok(q)
     }
 
     /// Stops the process hard, as a crash or the OOM killer would.
@@ -133,25 +146,46 @@ impl Qiao {
         }
     }
 
-    async fn wait_ready(&mut self) {
+    /// `Err` with the logs when Qiao exited first.
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("qiao exited with {status} before it was ready:\n{}", self.logs());
+                return Err(format!("exit status {status}\n{}", self.logs()));
             }
             // A broker that is meant to be down keeps /readyz at 503: then an answer is enough.
             let wanted = |status: u16| status == 200 || (status == 503 && self.broker_down_expected);
             if let Ok(r) = get(&format!("http://127.0.0.1:{}/readyz", self.admin)).await
                 && wanted(r.status)
-                && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && self.ingress_is_ours().await
             {
-                return;
+                return Ok(());
             }
             if Instant::now() > deadline {
                 panic!("qiao was not ready within 30 s:\n{}", self.logs());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Whether this Qiao process holds the listening socket of its ingress port (and not
+    /// another process that took the port first), read from /proc without sending a
+    /// request, which would show in the metrics and traces tests count.
+    async fn ingress_is_ours(&self) -> bool {
+        let port = format!(":{:04X}", self.port);
+        let mut inodes = Vec::new();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                // local_address, state 0A = LISTEN, inode
+                if f.len() > 9 && f[1].ends_with(&port) && f[3] == "0A" {
+                    inodes.push(format!("socket:[{}]", f[9]));
+                }
+            }
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", self.child.id())) else { return false };
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| inodes.iter().any(|i| l.to_string_lossy() == *i)))
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -8,8 +8,10 @@
 //! [`ErrorKind`], so every ingress answers, counts and dead-letters the same way.
 
 mod drive;
+mod proxy;
 
 pub use drive::{Attempt, Capture, Deliver, Delivered, Inbound, Live, Outbound, Run, drive};
+pub use proxy::{ProxyTarget, proxy_target};
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -8,6 +8,7 @@
 //! - Prometheus metrics (`metrics.rs`), served on the admin listener.
 //! - JSON log lines carry `trace_id` and `span_id` (`logjson.rs`).
 
+pub mod access;
 pub mod logjson;
 pub mod metrics;
 pub mod trace;

@@ -17,7 +17,7 @@ use super::super::raw::{
 };
 use super::super::{Place, suggest};
 use super::{Ctx, METHODS, parse_method, system_names};
-use crate::lint;
+use crate::check;
 use crate::mapping::{self, Lookup, Mapping, Root, Template, Uses};
 use crate::routing::Router;
 use crate::schema::Schema;
@@ -160,7 +160,7 @@ pub(super) fn compile_route(
     }
 
     // The maps against the schemas, on whatever compiled of them.
-    let parts = lint::RouteParts {
+    let parts = check::RouteParts {
         schema: schema.as_deref(),
         map: mapping.as_ref(),
         destinations: raw
@@ -168,7 +168,7 @@ pub(super) fn compile_route(
             .0
             .iter()
             .zip(&dest_parts)
-            .map(|(dest, (_, map, when, schema))| lint::DestinationParts {
+            .map(|(dest, (_, map, when, schema))| check::DestinationParts {
                 system: &dest.system.value,
                 place: Place::at(file, &dest.system.referenced),
                 map: map.as_ref(),
@@ -177,7 +177,7 @@ pub(super) fn compile_route(
             })
             .collect(),
     };
-    lint::check(&parts, &mut cx.diags);
+    check::route(&parts, &mut cx.diags);
 
     if cx.error_count() > errors_before {
         return None;

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::KeyValue;
-use opentelemetry::trace::{SpanKind, TraceContextExt};
+use opentelemetry::trace::SpanKind;
 use tracing::Instrument;
 
 use bytes::Bytes;
@@ -39,7 +39,7 @@ use crate::headers::{
 };
 use crate::pipeline::{self, Inbound, Live};
 use crate::runtime::Runtime;
-use crate::telemetry::{metrics, trace};
+use crate::telemetry::{access, metrics, trace};
 
 /// How long the broker gets to confirm a retry or dead-letter copy.
 const COPY_CONFIRM: Duration = Duration::from_secs(10);
@@ -138,9 +138,7 @@ pub async fn handle(runtime: Arc<Runtime>, route: Arc<Route>, mut delivery: Deli
     in_flight.dec();
 
     let fate_name = fate.as_str();
-    m.amqp_messages.with_label_values(&[&*route.name, fate_name]).inc();
     if let Some(f) = &failure {
-        m.errors.with_label_values(&[&*route.name, f.kind.slug()]).inc();
         // The failing destination's system; `-` when the message itself was at fault.
         let system = f.system.as_deref().unwrap_or("-");
         if fate == Fate::DeadLettered {
@@ -150,20 +148,18 @@ pub async fn handle(runtime: Arc<Runtime>, route: Arc<Route>, mut delivery: Deli
             m.retries.with_label_values(&[&*route.name, system]).inc();
         }
     }
-    m.phase_seconds.with_label_values(&[&*route.name, "process"]).observe(started.elapsed().as_secs_f64());
-    cx.span().set_attribute(KeyValue::new("qiao.fate", fate_name));
-    trace::end(&cx, failure.as_ref().filter(|_| fate != Fate::Delivered).map(|f| (f.kind.slug(), f.detail.as_str())));
-    tracing::info!(
-        target: "qiao::access",
-        parent: &log_span,
-        transport = "amqp",
-        queue = %src.queue,
-        fate = fate_name,
-        attempt,
-        error_kind = failure.as_ref().map_or("-", |f| f.kind.slug()),
-        detail = failure.as_ref().map_or("-", |f| f.detail.as_str()),
-        duration_ms = started.elapsed().as_micros() as f64 / 1000.0,
-        "message"
+    let failure = failure.as_ref();
+    access::finish(
+        access::Finished {
+            way: access::Way::Amqp { queue: &src.queue, fate: fate_name, attempt },
+            route: &route.name,
+            message_id: message.id.as_str(),
+            failure: access::failure_of(failure),
+            span_error: access::failure_of(failure.filter(|_| fate != Fate::Delivered)),
+            elapsed: started.elapsed(),
+        },
+        &cx,
+        &log_span,
     );
     fate
 }

@@ -16,7 +16,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use opentelemetry::KeyValue;
-use opentelemetry::trace::{SpanKind, TraceContextExt};
+use opentelemetry::trace::SpanKind;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use qiao_connectors::MessageId;
@@ -26,6 +26,7 @@ use crate::config::{Route, RouteKind};
 use crate::error::{ErrorKind, Failure};
 use crate::routing::Found;
 use crate::runtime::{Runtime, SharedRuntime};
+use crate::telemetry::access;
 pub use proxy::ProxyPlan;
 
 pub struct Edge {
@@ -255,39 +256,29 @@ impl ProxyHttp for Edge {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let req = session.req_header();
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(ctx.status);
-        let elapsed = ctx.started.elapsed();
-        let elapsed_us = elapsed.as_micros() as u64;
-        let route = ctx.route.as_ref().map(|r| &*r.name).unwrap_or("-");
-        let message_id = ctx.message_id.as_ref().map(MessageId::as_str).unwrap_or("-");
-        let error = ctx.error.map(ErrorKind::slug).unwrap_or("-");
-
-        let m = crate::telemetry::metrics::get();
-        let code = http::StatusCode::from_u16(status).ok();
-        m.requests.with_label_values(&[route, code.as_ref().map_or("0", http::StatusCode::as_str)]).inc();
-        m.request_seconds.with_label_values(&[route]).observe(elapsed.as_secs_f64());
-        if let Some(kind) = ctx.error {
-            m.errors.with_label_values(&[route, kind.slug()]).inc();
-        }
-        let span = ctx.otel.span();
-        span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
-        let failed = ctx.error.map(|k| (k.slug(), k.title())).or(e.map(|_| ("transport", "the connection failed")));
-        crate::telemetry::trace::end(&ctx.otel, failed.filter(|_| status >= 500 || e.is_some()));
-
-        let _in_message = ctx.log_span.enter();
-        tracing::info!(
-            target: "qiao::access",
-            transport = "http",
-            method = %req.method,
-            path = req.uri.path(),
-            route,
-            status,
-            error_kind = error,
-            detail = ctx.error_detail.as_deref().unwrap_or("-"),
-            message_id,
-            duration_ms = elapsed_us as f64 / 1000.0,
-            client = %session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
-            transport_error = e.map(|e| e.to_string()),
-            "request"
+        let failure = ctx.error.map(|k| (k.slug(), ctx.error_detail.as_deref().unwrap_or("-")));
+        let span_error = ctx
+            .error
+            .map(|k| (k.slug(), k.title()))
+            .or(e.map(|_| ("transport", "the connection failed")))
+            .filter(|_| status >= 500 || e.is_some());
+        access::finish(
+            access::Finished {
+                way: access::Way::Http {
+                    method: req.method.as_str(),
+                    path: req.uri.path(),
+                    status,
+                    client: session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
+                    transport_error: e.map(|e| e.to_string()),
+                },
+                route: ctx.route.as_ref().map(|r| &*r.name).unwrap_or("-"),
+                message_id: ctx.message_id.as_ref().map(MessageId::as_str).unwrap_or("-"),
+                failure,
+                span_error,
+                elapsed: ctx.started.elapsed(),
+            },
+            &ctx.otel,
+            &ctx.log_span,
         );
     }
 

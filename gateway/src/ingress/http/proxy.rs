@@ -9,11 +9,9 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use qiao_connectors::{Message, MessageId, TraceContext};
-use serde_json::Value;
 
-use crate::config::{Route, System, Via};
+use crate::config::{Route, System};
 use crate::error::ErrorKind;
-use crate::mapping::Scope;
 use crate::pipeline;
 
 pub struct ProxyPlan {
@@ -36,17 +34,7 @@ pub async fn plan(
     params: &[(String, String)],
     id: &MessageId,
 ) -> std::result::Result<ProxyPlan, crate::error::Failure> {
-    let dest = &route.destinations[0];
-    let (method, dest_path) = match &dest.via {
-        Via::Http { method, path } => (method.clone(), path.as_ref()),
-        Via::Amqp { .. } => {
-            return Err(crate::error::Failure::new(ErrorKind::Internal, "proxy routes deliver over HTTP"));
-        }
-    };
     let req = session.req_header();
-    let uri = &req.uri;
-    // The same `$params`, `$headers` and `$meta` a message route's templates read; path
-    // parameters stay percent-encoded, as they go back into a path.
     let head = Message {
         id: id.clone(),
         headers: if route.uses.headers {
@@ -61,38 +49,10 @@ pub async fn plan(
         trace: TraceContext::default(),
         received_at: SystemTime::now(),
     };
-    let vars = pipeline::vars(route, &head, params, true);
-    let scope = Scope { current: &Value::Null, document: &Value::Null, vars: &vars };
-    let render = |what: &str, t: &crate::mapping::Template| {
-        t.render(&scope).map_err(|e| {
-            crate::error::Failure::new(
-                ErrorKind::MappingFailed,
-                format!("destination {what} needs `{}`: {}", e.path, e.reason),
-            )
-            .at_system(dest.system.name.clone())
-        })
-    };
-    let path = match dest_path {
-        Some(t) => render("path", t)?,
-        None => uri.path().to_string(),
-    };
-    let mut headers = Vec::with_capacity(dest.headers.len());
-    for (name, t) in &dest.headers {
-        let value = http::HeaderValue::from_str(&render("header", t)?).map_err(|_| {
-            crate::error::Failure::new(
-                ErrorKind::MappingFailed,
-                format!("header {name} would not be a valid header value"),
-            )
-        })?;
-        headers.push((name.clone(), value));
-    }
+    let pipeline::ProxyTarget { method, path_and_query, headers } =
+        pipeline::proxy_target(route, &head, params, req.uri.path(), req.uri.query())?;
+    let dest = &route.destinations[0];
     let target = dest.system.clone();
-    let base = target.proxy.as_ref().map(|p| p.base_path.as_str()).unwrap_or("");
-    let mut path_and_query = format!("{base}{path}");
-    if let Some(q) = uri.query() {
-        path_and_query.push(if path_and_query.contains('?') { '&' } else { '?' });
-        path_and_query.push_str(q);
-    }
     Ok(ProxyPlan {
         system: target.name.clone(),
         target,

@@ -1,4 +1,5 @@
-//! Static checks of maps against schemas: what no other gateway checks before traffic.
+//! `qiao check`: the static checks of maps against schemas, run at every load (so `qiao run`
+//! refuses what `qiao check` refuses): what no other gateway checks before traffic.
 //!
 //! For each route, every declarative map is held against the route's (source) schema and
 //! against the `schema` of each destination it serves (the receiver's). Reported:
@@ -92,7 +93,7 @@ impl Ctx<'_, '_> {
 }
 
 /// Checks every map of a route against its schemas; findings go to `diags`.
-pub fn check(route: &RouteParts<'_>, diags: &mut Vec<Diagnostic>) {
+pub fn route(route: &RouteParts<'_>, diags: &mut Vec<Diagnostic>) {
     let source = route.schema.map(|s| Docs::load(&s.file, &s.document));
     let source_root: Nodes<'_> = match (&source, route.schema) {
         (Some(d), Some(s)) => d.root(&s.file).into_iter().collect(),
