@@ -45,6 +45,8 @@
 #   QIAO_BUILD=missing   or `always`: run `cargo build --release` even if the binary exists
 #   QIAO_BIN_B=       a second Qiao binary (a candidate change) run beside the first, with
 #                     the same settings, for an A/B in one run: targets qiao-b, qiao-b-proxy
+#   CONFIG_B=routes   the config directory for QIAO_BIN_B (an older build may not read
+#                     today's routes/: give it a checkout's routes/ of its own time)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -61,6 +63,7 @@ QIAO_BUILD=${QIAO_BUILD:-missing}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/qiao-target}
 QIAO_BIN=${QIAO_BIN:-$CARGO_TARGET_DIR/release/qiao}
 QIAO_BIN_B=${QIAO_BIN_B:-}
+CONFIG_B=${CONFIG_B:-routes}
 BODY=$ROOT/routes/examples/crm-order.json
 ORDER_ID=801J000000k3QpRIAU
 SAVE_PATH=/k3cloud/Kingdee.BOS.WebApi.ServicesStub.DynamicFormService.Save.common.kdsvc
@@ -165,7 +168,7 @@ PIDS+=("$QIAO_PID")
 wait_http "http://127.0.0.1:$QIAO_PORT/" || die "Qiao did not start; see $OUT/qiao.log"
 QIAO_B_PID=
 if [[ -n $QIAO_BIN_B ]]; then
-    (cd "$ROOT" && ERP_URL=$STUB exec "$QIAO_BIN_B" run --config routes --listen "127.0.0.1:$QIAO_B_PORT" \
+    (cd "$ROOT" && ERP_URL=$STUB exec "$QIAO_BIN_B" run --config "$CONFIG_B" --listen "127.0.0.1:$QIAO_B_PORT" \
         --admin-listen "127.0.0.1:$ADMIN_B_PORT" --threads "$THREADS_QIAO" --log-level warn) >"$OUT/qiao-b.log" 2>&1 &
     QIAO_B_PID=$!
     PIDS+=("$QIAO_B_PID")

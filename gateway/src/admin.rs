@@ -1,5 +1,8 @@
-//! The admin listener: `/healthz` (the process is alive), `/readyz` (it can do its job) and
-//! `/metrics` (Prometheus text).
+//! The admin listener: `/healthz` (the process is alive), `/readyz` (it can do its job),
+//! `/metrics` (Prometheus text) and `POST /admin/reload`.
+//!
+//! It listens on 127.0.0.1 by default. What changes state (a reload) needs the admin token
+//! when `QIAO_ADMIN_TOKEN` is set (`Authorization: Bearer <token>`).
 
 use std::time::Instant;
 
@@ -14,6 +17,45 @@ use crate::runtime::SharedRuntime;
 pub struct Admin {
     pub runtime: SharedRuntime,
     pub started: Instant,
+    pub reloader: std::sync::Arc<crate::runtime::reload::Reloader>,
+    /// Needed by state-changing endpoints when set.
+    pub token: Option<String>,
+}
+
+impl Admin {
+    /// Whether the request carries the admin token (or none is required), compared in
+    /// constant time so that the answer's timing says nothing of the token.
+    fn authorized(&self, session: &ServerSession) -> bool {
+        let Some(token) = &self.token else { return true };
+        let given = session
+            .req_header()
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let (a, b) = (given.as_bytes(), token.as_bytes());
+        let mut diff = a.len() ^ b.len();
+        for (i, x) in b.iter().enumerate() {
+            diff |= usize::from(x ^ a.get(i).copied().unwrap_or(0));
+        }
+        diff == 0
+    }
+}
+
+fn problem(status: u16, slug: &str, title: &str, detail: String) -> Response<Vec<u8>> {
+    let body = serde_json::to_vec(&json!({"type": format!("urn:qiao:problem:{slug}"), "title": title,
+        "status": status, "detail": detail}))
+    .unwrap_or_default();
+    let mut r = Response::builder()
+        .status(status)
+        .header("content-type", "application/problem+json")
+        .header("content-length", body.len())
+        .header("cache-control", "no-store");
+    if status == 401 {
+        r = r.header("www-authenticate", "Bearer realm=\"qiao-admin\"");
+    }
+    r.body(body).expect("static response parts are valid")
 }
 
 fn json_response(status: u16, body: &serde_json::Value) -> Response<Vec<u8>> {
@@ -31,7 +73,33 @@ fn json_response(status: u16, body: &serde_json::Value) -> Response<Vec<u8>> {
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
+        let method = session.req_header().method.clone();
         match path.as_str() {
+            "/admin/reload" => {
+                if method != http::Method::POST {
+                    return problem(
+                        405,
+                        "method-not-allowed",
+                        "Method not allowed",
+                        "POST /admin/reload reloads the configuration".into(),
+                    );
+                }
+                if !self.authorized(session) {
+                    return problem(
+                        401,
+                        "unauthorized",
+                        "The admin token is missing or wrong",
+                        "send `Authorization: Bearer <QIAO_ADMIN_TOKEN>`".into(),
+                    );
+                }
+                let outcome = self.reloader.reload("POST /admin/reload").await;
+                let (status, body) = crate::runtime::reload::Reloader::answer(&outcome);
+                let mut r = json_response(status, &body);
+                if status != 200 {
+                    r.headers_mut().insert("content-type", http::HeaderValue::from_static("application/problem+json"));
+                }
+                r
+            }
             "/healthz" => json_response(200, &json!({"status": "ok"})),
             "/metrics" => {
                 let m = crate::telemetry::metrics::get();
@@ -57,9 +125,18 @@ impl ServeHttp for Admin {
             "/readyz" => {
                 let runtime = self.runtime.load();
                 let config = &runtime.config;
-                let mut checks = vec![
-                    json!({"name": "config", "ok": true, "detail": format!("{} routes from {}", config.routes.len(), config.dir.display())}),
-                ];
+                let status = self.reloader.status();
+                let mut detail =
+                    format!("{} routes from {}, hash {}", config.routes.len(), config.dir.display(), status.hash);
+                if let Some((at, problems)) = &status.last_error {
+                    // Still ready: the old configuration keeps serving.
+                    detail.push_str(&format!(
+                        "; the reload at {at} was refused ({} problems), the first: {}",
+                        problems.len(),
+                        problems.first().map(String::as_str).unwrap_or("-")
+                    ));
+                }
+                let mut checks = vec![json!({"name": "config", "ok": true, "detail": detail})];
                 for broker in runtime.brokers.values() {
                     let ok = broker.is_connected();
                     checks.push(json!({
@@ -91,6 +168,12 @@ impl ServeHttp for Admin {
                         "status": if ready { "ready" } else { "not ready" },
                         "uptime_seconds": self.started.elapsed().as_secs(),
                         "routes": config.routes.len(),
+                        "config": {
+                            "hash": status.hash,
+                            "loaded_at": status.loaded_at,
+                            "reloads": status.reloads,
+                            "last_error": status.last_error.as_ref().map(|(at, p)| json!({"at": at, "problems": p})),
+                        },
                         "checks": checks,
                         "systems": circuits,
                     }),
@@ -99,7 +182,7 @@ impl ServeHttp for Admin {
             _ => json_response(
                 404,
                 &json!({"type": "urn:qiao:problem:route-not-found", "title": "No route for this path", "status": 404,
-                        "detail": format!("the admin listener serves /healthz, /readyz and /metrics, not {path}")}),
+                        "detail": format!("the admin listener serves /healthz, /readyz, /metrics and POST /admin/reload, not {path}")}),
             ),
         }
     }

@@ -38,7 +38,7 @@ pub struct Cli {
     log_level: Option<String>,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 struct ServeArgs {
     /// Address of the HTTP ingress (overrides `server.listen`).
     #[arg(long, env = "QIAO_LISTEN")]
@@ -49,6 +49,10 @@ struct ServeArgs {
     /// Worker threads of the HTTP ingress (overrides `server.threads`).
     #[arg(long, env = "QIAO_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
+    /// Reload the configuration when a file of the config directory changes (debounced).
+    /// SIGHUP and `POST /admin/reload` reload it either way.
+    #[arg(long, env = "QIAO_WATCH")]
+    watch: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -286,27 +290,44 @@ fn check(dir: &Path, strict: bool) -> ExitCode {
     }
 }
 
+/// The config directory with the command line's overrides: what `run` and `demo` serve,
+/// at the start and at every reload.
+fn load_with_flags(dir: &Path, serve: &ServeArgs, env: &dyn EnvSource) -> Result<Config, Vec<config::Diagnostic>> {
+    let mut config = config::load(dir, env)?;
+    for (flag, value, slot) in [
+        ("--listen", &serve.listen, &mut config.server.listen),
+        ("--admin-listen", &serve.admin_listen, &mut config.server.admin_listen),
+    ] {
+        if let Some(addr) = value {
+            if addr.parse::<SocketAddr>().is_err() {
+                return Err(vec![config::Diagnostic::error(
+                    config::Place::file(Path::new(flag)),
+                    format!("`{addr}` is not an address to listen on (write host:port, e.g. 127.0.0.1:8080)"),
+                )]);
+            }
+            *slot = addr.clone();
+        }
+    }
+    if let Some(t) = serve.threads {
+        config.server.threads = usize::from(t);
+    }
+    Ok(config)
+}
+
+/// How a serving command loads its configuration again on a reload.
+fn loader(
+    dir: &Path,
+    serve: &ServeArgs,
+    env: impl EnvSource + Send + Sync + 'static,
+) -> crate::runtime::reload::Loader {
+    let (dir, serve) = (dir.to_path_buf(), serve.clone());
+    std::sync::Arc::new(move || load_with_flags(&dir, &serve, &env))
+}
+
 fn load(dir: &Path, serve: &ServeArgs, env: &dyn EnvSource) -> Result<Config, ExitCode> {
-    match config::load(dir, env) {
-        Ok(mut config) => {
+    match load_with_flags(dir, serve, env) {
+        Ok(config) => {
             print_diagnostics(&config.warnings);
-            for (flag, value, slot) in [
-                ("--listen", &serve.listen, &mut config.server.listen),
-                ("--admin-listen", &serve.admin_listen, &mut config.server.admin_listen),
-            ] {
-                if let Some(addr) = value {
-                    if addr.parse::<SocketAddr>().is_err() {
-                        eprintln!(
-                            "qiao: {flag} `{addr}` is not an address to listen on (write host:port, e.g. 127.0.0.1:8080)"
-                        );
-                        return Err(ExitCode::FAILURE);
-                    }
-                    *slot = addr.clone();
-                }
-            }
-            if let Some(t) = serve.threads {
-                config.server.threads = usize::from(t);
-            }
             Ok(config)
         }
         Err(diags) => {
@@ -327,7 +348,9 @@ fn run(dir: &Path, serve: &ServeArgs, env: &dyn EnvSource) -> ExitCode {
         Err(code) => return code,
     };
     tracing::info!(config = %dir.display(), "{}", summary(&config));
-    match crate::server::serve(config) {
+    let reload =
+        crate::server::Reload { dir: dir.to_path_buf(), loader: loader(dir, serve, ProcessEnv), watch: serve.watch };
+    match crate::server::serve(config, reload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("qiao: {e}");
@@ -434,10 +457,12 @@ fn demo(dir: &Path, serve: &ServeArgs, stub_base_port: u16) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let reload =
+        crate::server::Reload { dir: dir.to_path_buf(), loader: loader(dir, serve, overlay), watch: serve.watch };
     let listen = config.server.listen.clone();
     let erp = stubs.iter().find(|(k, _)| *k == SystemKind::Erp).map(|(_, a)| *a).expect("erp stub");
     println!("{}", demo_banner(&listen, &config.server.admin_listen, &stubs, erp, dir));
-    match crate::server::serve(config) {
+    match crate::server::serve(config, reload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("qiao: {e}");

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::ingress::amqp::AmqpService;
 use crate::ingress::http::Edge;
 use crate::runtime::Runtime;
+use crate::runtime::reload::{ReloadService, Reloader};
 
 /// Fails early, with the address in the message, when a listener cannot bind (pingora
 /// would panic later with a less helpful one).
@@ -47,9 +48,17 @@ fn exit_when_a_listener_fails() {
     }));
 }
 
+/// How the served configuration is reloaded: from which directory, how, and whether on
+/// every change of a file there.
+pub struct Reload {
+    pub dir: std::path::PathBuf,
+    pub loader: crate::runtime::reload::Loader,
+    pub watch: bool,
+}
+
 /// Runs until SIGTERM (graceful: serves `grace_period_seconds`, then lets in-flight requests
 /// finish for `graceful_shutdown_timeout_seconds`) or SIGINT (fast).
-pub fn serve(config: Config) -> Result<(), String> {
+pub fn serve(config: Config, reload: Reload) -> Result<(), String> {
     let settings = config.server.clone();
     check_bind("ingress", &settings.listen)?;
     check_bind("admin", &settings.admin_listen)?;
@@ -72,23 +81,30 @@ pub fn serve(config: Config) -> Result<(), String> {
     let routes = config.routes.len();
     let systems = config.systems.len();
     let shared = Runtime::build(Arc::new(config), None)?.shared();
+    let (reloader, updates) = Reloader::new(&reload.dir, reload.loader, shared.clone());
+    let reloader = Arc::new(reloader);
     let mut edge = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         Edge { runtime: shared.clone() },
         "qiao-edge",
     );
     edge.add_tcp(&settings.listen);
-    let has_brokers = !shared.load().brokers.is_empty();
-    let mut admin = Service::new("qiao-admin".to_string(), Admin { runtime: shared.clone(), started: Instant::now() });
+    let admin_token = std::env::var("QIAO_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+    let mut admin = Service::new(
+        "qiao-admin".to_string(),
+        Admin { runtime: shared.clone(), started: Instant::now(), reloader: reloader.clone(), token: admin_token },
+    );
     admin.threads = Some(1);
     admin.add_tcp(&settings.admin_listen);
     server.add_service(edge);
     server.add_service(admin);
-    if has_brokers {
-        let mut amqp = background_service("qiao-amqp", AmqpService { runtime: shared });
-        amqp.threads = Some(settings.threads);
-        server.add_service(amqp);
-    }
+    // Always there: a reload may bring the first AMQP route.
+    let mut amqp = background_service("qiao-amqp", AmqpService { runtime: shared, updates });
+    amqp.threads = Some(settings.threads);
+    server.add_service(amqp);
+    let mut reloads = background_service("qiao-reload", ReloadService { reloader, watch: reload.watch });
+    reloads.threads = Some(1);
+    server.add_service(reloads);
 
     tracing::info!(
         listen = %settings.listen,

@@ -30,6 +30,27 @@ pub fn fixture(name: &str) -> PathBuf {
     repo().join("tests/fixtures").join(name)
 }
 
+/// A copy of the shipped routes (schemas, tests and examples too) to change in a test.
+pub fn routes_copy() -> tempfile::TempDir {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap().flatten() {
+            let (src, dst) = (e.path(), to.join(e.file_name()));
+            if src.is_dir() { copy(&src, &dst) } else { std::fs::copy(&src, &dst).map(drop).unwrap() }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    copy(&routes_dir(), dir.path());
+    dir
+}
+
+/// Replaces `from` with `to` in a file, which must contain it.
+pub fn edit(file: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(text.contains(from), "{} does not contain {from:?}", file.display());
+    std::fs::write(file, text.replace(from, to)).unwrap();
+}
+
 pub fn example(name: &str) -> Vec<u8> {
     std::fs::read(repo().join("routes/examples").join(name)).expect("example payload")
 }
@@ -121,6 +142,13 @@ impl Qiao {
         let mut q = Qiao { child, port, admin, log, broker_down_expected, _dir: dir };
         q.wait_ready().await?;
         Ok(q)
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`, ...), as `kill -HUP` would.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args([&format!("-{name}"), &pid]).status().expect("kill runs");
+        assert!(sent.success(), "kill -{name} {pid} failed");
     }
 
     /// Stops the process hard, as a crash or the OOM killer would.
@@ -374,6 +402,13 @@ impl Amqp {
         let ch = self.conn.create_channel().await.unwrap();
         let opts = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
         ch.queue_declare(queue.into(), opts, Default::default()).await.ok().map(|q| q.message_count())
+    }
+
+    /// How many consumers read `queue` (None when it does not exist).
+    pub async fn consumer_count(&self, queue: &str) -> Option<u32> {
+        let ch = self.conn.create_channel().await.unwrap();
+        let opts = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        ch.queue_declare(queue.into(), opts, Default::default()).await.ok().map(|q| q.consumer_count())
     }
 
     /// Takes every message from `queue` (acked).

@@ -217,6 +217,16 @@ impl Broker {
         self.0.topology.lock().expect("lock").merge(more);
     }
 
+    /// Declares (or verifies) the whole topology on the live connection now, for what a
+    /// reload added; a broker that is not connected declares it when it connects.
+    pub async fn apply_topology(&self) -> Result<(), String> {
+        let live = self.0.live.borrow().clone();
+        match live {
+            Some(live) => self.topology().apply(&live.connection).await,
+            None => Ok(()),
+        }
+    }
+
     pub fn topology(&self) -> Topology {
         self.0.topology.lock().expect("lock").clone()
     }

@@ -8,6 +8,7 @@
 //! [`diff`] says what a change of config rebuilds, starts and stops.
 
 pub mod diff;
+pub mod reload;
 
 use std::sync::Arc;
 use std::time::Duration;

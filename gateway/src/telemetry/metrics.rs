@@ -35,6 +35,7 @@ pub struct Metrics {
     pub amqp_connected: IntGaugeVec,
     /// 1 while a system's circuit breaker is open.
     pub circuit_open: IntGaugeVec,
+    pub config_reloads: IntCounterVec,
 }
 
 const LATENCY: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -115,6 +116,12 @@ pub fn get() -> &'static Metrics {
             ),
             amqp_connected: gauge(&r, "qiao_amqp_connected", "1 while the connection to the broker is up", &["broker"]),
             circuit_open: gauge(&r, "qiao_circuit_open", "1 while a system's circuit breaker is open", &["system"]),
+            config_reloads: counter(
+                &r,
+                "qiao_config_reloads_total",
+                "Configuration reloads, applied (`ok`) or refused (`error`)",
+                &["result"],
+            ),
             registry: r,
         }
     })
