@@ -272,3 +272,43 @@ fn strict_turns_warnings_into_a_failure() {
     assert_eq!(code, 1);
     assert!(err.contains("1 warning in"), "{err}");
 }
+
+#[test]
+fn print_config_shows_the_effective_configuration_with_secrets_masked() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_qiao"))
+        .args(["run", "--config", "routes", "--print-config", "--listen", "0.0.0.0:18080"])
+        .current_dir(repo())
+        .env("CRM_TOKEN", "crm-tok-SECRET-1")
+        .env("AMQP_URL", "amqp://qiao:amqp-pw-SECRET-2@mq.internal:5672/%2f")
+        .env("ERP_URL", "https://erp.example.com/k3cloud")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("SECRET"), "a secret was printed:\n{text}");
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(doc["server"]["listen"], "0.0.0.0:18080", "flags apply");
+    assert_eq!(doc["systems"]["erp"]["http"]["base_url"], "https://erp.example.com/k3cloud");
+    assert_eq!(doc["systems"]["crm"]["http"]["auth"]["bearer"]["token"], "***");
+    assert_eq!(doc["systems"]["wms"]["amqp"]["url"], "amqp://qiao:***@mq.internal:5672/%2f");
+    assert_eq!(
+        doc["routes"]["mes-completion-to-wms-and-erp"]["from"]["amqp"]["queue"],
+        "qiao.mes.production-completed"
+    );
+}
+
+#[tokio::test]
+async fn a_stub_keeps_what_it_refused_with_its_status() {
+    let stubs = Stubs::start().await;
+    let oa = stubs.get(qiao::config::SystemKind::Oa);
+    let r = post_json(&format!("{}/my/new/endpoint", oa.url()), br#"{"a":1}"#.to_vec()).await;
+    assert_eq!(r.status, 404);
+    assert!(oa.state.received().is_empty(), "received() lists what the stub took");
+    let all = oa.state.all_requests();
+    assert_eq!((all.len(), all[0].status, all[0].path.as_str()), (1, 404, "/my/new/endpoint"));
+    let listed = get(&format!("{}/_stub/requests", oa.url())).await.unwrap().json();
+    assert_eq!(listed[0]["status"], 404, "{listed}");
+    let taken = get(&format!("{}/_stub/requests?taken=true", oa.url())).await.unwrap().json();
+    assert_eq!(taken, serde_json::json!([]));
+}

@@ -64,6 +64,10 @@ enum Command {
         config: PathBuf,
         #[command(flatten)]
         serve: ServeArgs,
+        /// Print the effective configuration (environment, defaults and flags applied,
+        /// secrets masked) as JSON, and exit.
+        #[arg(long)]
+        print_config: bool,
     },
     /// Compile a config directory as `run` would and report every problem.
     Check {
@@ -148,7 +152,8 @@ pub fn main() -> ExitCode {
         Command::Check { dir, strict } => check(&dir, strict),
         Command::Test { dir, junit, filter } => test(&dir, junit.as_deref(), filter.as_deref()),
         Command::Map { route, file, config, params, headers } => map(&config, &route, file.as_deref(), params, headers),
-        Command::Run { config, serve } => run(&config, &serve, &ProcessEnv),
+        Command::Run { config, serve, print_config: true } => print_config(&config, &serve),
+        Command::Run { config, serve, print_config: false } => run(&config, &serve, &ProcessEnv),
         Command::Demo { config, serve, stub_base_port } => demo(&config, &serve, stub_base_port),
         Command::Stub { kind, listen, amqp_url, amqp_queue } => stub(kind, listen, amqp_url, amqp_queue),
     }
@@ -342,6 +347,23 @@ fn load(dir: &Path, serve: &ServeArgs, env: &dyn EnvSource) -> Result<Config, Ex
     }
 }
 
+fn print_config(dir: &Path, serve: &ServeArgs) -> ExitCode {
+    let config = match load(dir, serve, &ProcessEnv) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match serde_json::to_string_pretty(&config::effective(&config)) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("qiao: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn run(dir: &Path, serve: &ServeArgs, env: &dyn EnvSource) -> ExitCode {
     let config = match load(dir, serve, env) {
         Ok(c) => c,
@@ -446,13 +468,23 @@ fn demo(dir: &Path, serve: &ServeArgs, stub_base_port: u16) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Point the shipped systems at the stubs, whatever the environment says.
+    // Point the shipped systems at the stubs, except those the environment sends elsewhere
+    // (`ERP_URL=http://127.0.0.1:9000 qiao demo` tries a receiver of one's own).
     let overlay = Overlay(
         stubs
             .iter()
             .map(|(kind, addr)| (format!("{}_URL", kind.as_str().to_uppercase()), format!("http://{addr}")))
+            .filter(|(var, _)| std::env::var(var).map_or(true, |v| v.trim().is_empty()))
             .collect(),
     );
+    for (kind, _) in &stubs {
+        let var = format!("{}_URL", kind.as_str().to_uppercase());
+        if let Ok(url) = std::env::var(&var).map(|v| v.trim().to_string())
+            && !url.is_empty()
+        {
+            tracing::info!(system = %kind, %url, "{var} is set: the demo sends to it, not to the {kind} stub");
+        }
+    }
     let config = match load(dir, serve, &overlay) {
         Ok(c) => c,
         Err(code) => return code,

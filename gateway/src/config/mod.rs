@@ -6,6 +6,7 @@
 //! and `qiao check` all take this same path.
 
 mod compile;
+mod effective;
 pub mod env;
 mod kind;
 pub(crate) mod load;
@@ -15,6 +16,7 @@ pub mod raw;
 pub use crate::diag::{Diagnostic, Place, Severity, nearest, suggest};
 pub use crate::yaml::parse_yaml;
 pub use compile::compile;
+pub use effective::effective;
 pub use env::{EnvSource, OfflineEnv, Overlay, ProcessEnv};
 pub use kind::SystemKind;
 pub use load::load_dir;

@@ -46,9 +46,17 @@ pub struct Recorded {
     pub body: Value,
     pub message_id: Option<String>,
     pub received_at_ms: u64,
+    /// The status the stub answered: a request it refused (404 for a path it does not know,
+    /// an injected fault) is kept too, so that an integrator sees what arrived.
+    #[serde(default = "ok_status")]
+    pub status: u16,
     /// The body's bytes as they arrived (for tests that compare them exactly).
     #[serde(skip)]
     pub raw: Bytes,
+}
+
+fn ok_status() -> u16 {
+    200
 }
 
 /// Misbehaviour for the next requests.
@@ -98,8 +106,14 @@ impl StubState {
         }
     }
 
-    /// Business requests received so far (control requests under `/_stub` excluded).
+    /// Business requests the stub took (answered 2xx) so far; control requests under
+    /// `/_stub` excluded.
     pub fn received(&self) -> Vec<Recorded> {
+        self.records.lock().expect("stub lock").iter().filter(|r| (200..300).contains(&r.status)).cloned().collect()
+    }
+
+    /// Every business request, refused ones too (`status` says how each was answered).
+    pub fn all_requests(&self) -> Vec<Recorded> {
         self.records.lock().expect("stub lock").iter().cloned().collect()
     }
 
@@ -139,7 +153,7 @@ impl StubState {
     }
 
     fn record(&self, r: Recorded) {
-        if let Some(id) = &r.message_id {
+        if let Some(id) = r.message_id.as_ref().filter(|_| (200..300).contains(&r.status)) {
             *self.ids.lock().expect("stub lock").entry(id.clone()).or_default() += 1;
         }
         let mut records = self.records.lock().expect("stub lock");
@@ -262,6 +276,7 @@ async fn handle(state: Arc<StubState>, req: Request<Incoming>) -> Result<Respons
         headers,
         body,
         received_at_ms: crate::pipeline::now_ms(),
+        status: 200,
         raw: bytes.clone(),
     };
 
@@ -270,15 +285,14 @@ async fn handle(state: Arc<StubState>, req: Request<Incoming>) -> Result<Respons
             tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
         }
         if let Some(status) = fault.status {
-            // A failed request is not kept: the receiver did not take it.
+            // Kept with its status; `received()` lists only what the receiver took.
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            state.record(Recorded { status: status.as_u16(), ..recorded });
             return Ok(reply(status, &json!({"error": "fault injected by the stub", "status": status.as_u16()})));
         }
     }
     let (status, answer) = systems::answer(&state, &parts.method, &path, query.as_deref(), &recorded.body, seq);
-    if status.is_success() {
-        state.record(recorded);
-    }
+    state.record(Recorded { status: status.as_u16(), ..recorded });
     Ok(reply(status, &answer))
 }
 
@@ -297,8 +311,9 @@ fn control_api(
     match (method, what) {
         (&Method::GET, "requests") => {
             let prefix = param("path").unwrap_or_default();
-            let mut list: Vec<Recorded> =
-                state.received().into_iter().filter(|r| r.path.starts_with(&prefix)).collect();
+            // Every request, refused ones too; `?taken=true` lists only what was answered 2xx.
+            let all = if param("taken").as_deref() == Some("true") { state.received() } else { state.all_requests() };
+            let mut list: Vec<Recorded> = all.into_iter().filter(|r| r.path.starts_with(&prefix)).collect();
             if let Some(last) = param("last").and_then(|n| n.parse::<usize>().ok()) {
                 let skip = list.len().saturating_sub(last);
                 list.drain(..skip);
@@ -369,6 +384,7 @@ pub async fn consume_queue(state: Arc<StubState>, url: String, queue: String, st
                         headers,
                         body,
                         received_at_ms: crate::pipeline::now_ms(),
+                        status: 200,
                         raw: Bytes::from(d.data.clone()),
                     });
                     let _ = d.acker.ack(BasicAckOptions::default()).await;

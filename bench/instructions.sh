@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by callgrind: an A/B of two Qiao builds that the noise of
+# a small shared machine cannot blur (the same binary, input and settings give the same count
+# whatever else runs). Throughput still comes from bench/load.sh; this says whether a change
+# made the work per request larger or smaller.
+#
+#   QIAO_BIN=new/qiao QIAO_BIN_B=old/qiao CONFIG_B=old/routes bench/instructions.sh
+#
+# For each binary and each of the CRM → ERP message route and the Kingdee pass-through proxy
+# route: Qiao runs under `valgrind --tool=callgrind` with instrumentation off, WARMUP requests
+# go through, instrumentation is switched on (callgrind_control), curl sends exactly REQUESTS
+# requests over CONNECTIONS kept-alive connections (`curl --parallel`; the same count for every
+# build, so that fixed costs such as the connections' setup weigh the same), the counters are
+# dumped, and the instructions (Ir) are divided by REQUESTS. The ERP stub runs natively.
+#
+# Knobs: REQUESTS=1500, CONNECTIONS=8, WARMUP=200, OUT=<tmp>, CONFIG=routes, CONFIG_B=routes.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+REQUESTS=${REQUESTS:-1500}
+CONNECTIONS=${CONNECTIONS:-8}
+WARMUP=${WARMUP:-200}
+CONFIG=${CONFIG:-routes}
+CONFIG_B=${CONFIG_B:-routes}
+OUT=${OUT:-$(mktemp -d)}
+QIAO_BIN=${QIAO_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/qiao-target}/release/qiao}
+QIAO_BIN_B=${QIAO_BIN_B:-}
+BODY=$ROOT/routes/examples/crm-order.json
+MESSAGE=/crm/orders/801J000000k3QpRIAU
+PROXY=/erp/k3cloud/Kingdee.BOS.WebApi.ServicesStub.DynamicFormService.Save.common.kdsvc
+
+for tool in valgrind:valgrind curl:curl; do
+    command -v "${tool%%:*}" >/dev/null || apt-get install -y -qq "${tool##*:}" >/dev/null
+done
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+STUB_PORT=$(free_port)
+"$QIAO_BIN" --log-level warn stub erp --listen "127.0.0.1:$STUB_PORT" >"$OUT/stub.log" 2>&1 &
+pids+=($!)
+# measure NAME BIN CONFIG: prints "NAME message <Ir/request>" and "NAME proxy <Ir/request>"
+measure() {
+    local name=$1 bin=$2 config=$3 port admin pid
+    port=$(free_port)
+    admin=$(free_port)
+    ERP_URL=http://127.0.0.1:$STUB_PORT valgrind --tool=callgrind --instr-atstart=no \
+        --callgrind-out-file="$OUT/$name.%p.cg" "$bin" --log-level warn run --config "$config" \
+        --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" --threads 1 >"$OUT/$name.log" 2>&1 &
+    pid=$!
+    pids+=("$pid")
+    for _ in $(seq 1 600); do
+        curl -fs "http://127.0.0.1:$admin/healthz" >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    for path in $MESSAGE $PROXY; do
+        local what=message
+        [[ $path == "$PROXY" ]] && what=proxy
+        for _ in $(seq 1 "$WARMUP"); do
+            curl -fs -o /dev/null -X POST -H 'content-type: application/json' --data-binary "@$BODY" \
+                "http://127.0.0.1:$port$path" || true
+        done
+        callgrind_control -z "$pid" >/dev/null 2>&1
+        callgrind_control -i on "$pid" >/dev/null 2>&1
+        for _ in $(seq 1 "$REQUESTS"); do
+            printf 'url = "http://127.0.0.1:%s%s"\nrequest = "POST"\nheader = "content-type: application/json"\ndata-binary = "@%s"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\nnext\n' \
+                "$port" "$path" "$BODY"
+        done >"$OUT/$name-$what.curl"
+        curl --parallel --parallel-max "$CONNECTIONS" --config "$OUT/$name-$what.curl" >"$OUT/$name-$what.codes"
+        callgrind_control -i off "$pid" >/dev/null 2>&1
+        rm -f "$OUT/$name".*.cg*
+        callgrind_control -d "$pid" >/dev/null 2>&1
+        sleep 1
+        local requests ir
+        requests=$(grep -c '^200$' "$OUT/$name-$what.codes" || true)
+        [[ $requests == "$REQUESTS" ]] || echo "$name $what: only $requests of $REQUESTS requests answered 200 (see $OUT)" >&2
+        ir=$(cat "$OUT/$name".*.cg* | awk '/^totals:/ {s += $2} END {print s}')
+        echo "$name $what $REQUESTS requests $((ir / REQUESTS)) Ir/request"
+    done
+    kill -INT "$pid" 2>/dev/null || true
+}
+
+measure a "$QIAO_BIN" "$CONFIG"
+[[ -n $QIAO_BIN_B ]] && measure b "$QIAO_BIN_B" "$CONFIG_B"
+echo "outputs: $OUT"
