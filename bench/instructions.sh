@@ -65,11 +65,12 @@ measure() {
         done
         callgrind_control -z "$pid" >/dev/null 2>&1
         callgrind_control -i on "$pid" >/dev/null 2>&1
-        for _ in $(seq 1 "$REQUESTS"); do
-            printf 'url = "http://127.0.0.1:%s%s"\nrequest = "POST"\nheader = "content-type: application/json"\ndata-binary = "@%s"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\nnext\n' \
+        for i in $(seq 1 "$REQUESTS"); do
+            [[ $i == 1 ]] || echo next
+            printf 'url = "http://127.0.0.1:%s%s"\nrequest = "POST"\nheader = "content-type: application/json"\ndata-binary = "@%s"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\n' \
                 "$port" "$path" "$BODY"
         done >"$OUT/$name-$what.curl"
-        curl --parallel --parallel-max "$CONNECTIONS" --config "$OUT/$name-$what.curl" >"$OUT/$name-$what.codes"
+        curl -s --parallel --parallel-max "$CONNECTIONS" --config "$OUT/$name-$what.curl" >"$OUT/$name-$what.codes"
         callgrind_control -i off "$pid" >/dev/null 2>&1
         rm -f "$OUT/$name".*.cg*
         callgrind_control -d "$pid" >/dev/null 2>&1

@@ -488,7 +488,7 @@ async fn sigterm_lets_a_delivery_in_progress_finish_and_acknowledges_it() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let status = s.qiao.terminate(Duration::from_secs(10)).await;
+    let status = s.qiao.terminate(Duration::from_secs(20)).await;
     let logs = s.qiao.logs();
     assert!(status.success(), "exit status {status}:\n{logs}");
     assert_eq!(erp.received().len(), 1, "the delivery in progress finished:\n{logs}");

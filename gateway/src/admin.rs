@@ -137,6 +137,10 @@ impl ServeHttp for Admin {
                     ));
                 }
                 let mut checks = vec![json!({"name": "config", "ok": true, "detail": detail})];
+                if crate::ingress::http::draining() {
+                    checks.push(json!({"name": "shutdown", "ok": false,
+                        "detail": "draining after SIGTERM: finishing what is in progress, taking no new work"}));
+                }
                 for broker in runtime.brokers.values() {
                     let ok = broker.is_connected();
                     checks.push(json!({

@@ -6,10 +6,10 @@
 //! connections live").
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server};
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
@@ -24,6 +24,42 @@ use crate::runtime::reload::{ReloadService, Reloader};
 /// would panic later with a less helpful one).
 fn check_bind(what: &str, addr: &str) -> Result<(), String> {
     std::net::TcpListener::bind(addr).map(drop).map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
+}
+
+/// pingora's signals, with a drain before a graceful stop. SIGTERM first drains for
+/// `drain_seconds`: every answer says `Connection: close` and `/readyz` answers 503, while the
+/// listeners still accept (a load balancer may still send for a moment). Only then does pingora
+/// close the listeners, and drop the keep-alive connections that wait for a request — which
+/// clients told to close have closed by then: pingora alone drops them at once, resetting a
+/// request a client had just written on one. SIGINT stops at once, also during the drain;
+/// SIGQUIT is pingora's graceful upgrade.
+struct Signals {
+    drain: Duration,
+}
+
+#[async_trait::async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut quit), Ok(mut term), Ok(mut int)) =
+            (signal(SignalKind::quit()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
+            tracing::error!("cannot listen for signals; stopping");
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+            _ = term.recv() => {
+                crate::ingress::http::start_draining();
+                tracing::info!(drain_seconds = self.drain.as_secs(), "SIGTERM: draining, then stopping");
+                tokio::select! {
+                    _ = tokio::time::sleep(self.drain) => ShutdownSignal::GracefulTerminate,
+                    _ = int.recv() => ShutdownSignal::FastShutdown,
+                }
+            }
+        }
+    }
 }
 
 /// pingora builds each service's listeners in that service's thread and panics there when a
@@ -115,7 +151,7 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), String> {
         "qiao is serving"
     );
     exit_when_a_listener_fails();
-    server.run(RunArgs::default());
+    server.run(RunArgs { shutdown_signal: Box::new(Signals { drain: Duration::from_secs(settings.drain_seconds) }) });
     drop(telemetry);
     tracing::info!("qiao stopped");
     Ok(())

@@ -20,6 +20,7 @@ pub fn effective(config: &Config) -> Value {
         "threads": s.threads,
         "max_body_bytes": s.max_body_bytes,
         "validate_formats": s.validate_formats,
+        "drain_seconds": s.drain_seconds,
         "grace_period_seconds": s.grace_period_seconds,
         "graceful_shutdown_timeout_seconds": s.graceful_shutdown_timeout_seconds,
         "telemetry": {

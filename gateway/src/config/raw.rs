@@ -51,7 +51,12 @@ pub struct RawServer {
     /// Whether `format` (date, date-time, email, ...) is checked by the schemas of routes
     /// that do not say otherwise. Default `true`.
     pub validate_formats: Option<bool>,
-    /// On SIGTERM, how long to keep serving before closing listeners. Default 5.
+    /// On SIGTERM, how long to keep serving before the listeners close: every answer says
+    /// `Connection: close` and `/readyz` answers 503, so that clients and load balancers move
+    /// away without a request cut off. Default 5.
+    pub drain_seconds: Option<u64>,
+    /// After the listeners closed, how long requests and AMQP deliveries in progress get
+    /// before the runtimes stop. Default 5.
     pub grace_period_seconds: Option<u64>,
     /// After the grace period, how long in-flight requests get to finish. Default 5.
     pub graceful_shutdown_timeout_seconds: Option<u64>,

@@ -11,16 +11,17 @@ use super::{metrics, trace};
 use crate::error::Failure;
 
 /// How the message came in, and what only that way in knows of its end.
-#[derive(Debug)]
 pub enum Way<'a> {
     Http {
         method: &'a str,
         path: &'a str,
         /// The answer's status (0: none was written).
         status: u16,
-        client: String,
+        /// Formatted only when the line is written: an address formatted for every request
+        /// cost 2% of a proxied request's instructions with the access line off.
+        client: Option<&'a dyn std::fmt::Display>,
         /// The connection failed under the request (pingora's error), if it did.
-        transport_error: Option<String>,
+        transport_error: Option<&'a dyn std::fmt::Display>,
     },
     Amqp {
         queue: &'a str,
@@ -31,7 +32,6 @@ pub enum Way<'a> {
 }
 
 /// One finished message.
-#[derive(Debug)]
 pub struct Finished<'a> {
     pub way: Way<'a>,
     /// `-` before a route was found.
@@ -88,8 +88,8 @@ pub fn finish(f: Finished<'_>, cx: &opentelemetry::Context, log_span: &tracing::
             detail,
             message_id = f.message_id,
             duration_ms,
-            client = %client,
-            transport_error,
+            client = client.map(tracing::field::display),
+            transport_error = transport_error.map(tracing::field::display),
             "request"
         ),
         Way::Amqp { queue, fate, attempt } => tracing::info!(

@@ -199,6 +199,7 @@ pub(super) fn compile_server(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) -> 
             threads,
             max_body_bytes,
             validate_formats,
+            drain_seconds,
             grace_period_seconds,
             graceful_shutdown_timeout_seconds,
             telemetry,
@@ -258,6 +259,9 @@ pub(super) fn compile_server(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) -> 
         }
         if let Some(v) = validate_formats {
             settings.validate_formats = *v;
+        }
+        if let Some(s) = drain_seconds {
+            settings.drain_seconds = *s;
         }
         if let Some(s) = grace_period_seconds {
             settings.grace_period_seconds = *s;

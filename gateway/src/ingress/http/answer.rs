@@ -36,6 +36,10 @@ pub async fn write(
     for (name, value) in extra {
         header.insert_header(*name, value.as_str())?;
     }
+    if super::draining() {
+        header.insert_header(http::header::CONNECTION, "close")?;
+        session.set_keepalive(None);
+    }
     ctx.status = status;
     let head_only = session.req_header().method == http::Method::HEAD;
     session.write_response_header(Box::new(header), head_only || body.is_empty()).await?;

@@ -33,6 +33,20 @@ pub struct Edge {
     pub runtime: SharedRuntime,
 }
 
+/// Set when a graceful stop begins (SIGTERM): until the listeners close, every answer says
+/// `Connection: close`, so that a client sends its next request on a new connection (to
+/// another instance) instead of on one about to close under it.
+static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Starts draining: see [`DRAINING`].
+pub fn start_draining() {
+    DRAINING.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn draining() -> bool {
+    DRAINING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Per-request state shared by the phases.
 pub struct Ctx {
     started: Instant,
@@ -216,13 +230,17 @@ impl ProxyHttp for Edge {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.status = upstream_response.status.as_u16();
         if let Some(id) = &ctx.message_id {
             upstream_response.insert_header(crate::headers::MESSAGE_ID, id.as_str())?;
+        }
+        if draining() {
+            upstream_response.insert_header(http::header::CONNECTION, "close")?;
+            session.set_keepalive(None);
         }
         Ok(())
     }
@@ -268,8 +286,8 @@ impl ProxyHttp for Edge {
                     method: req.method.as_str(),
                     path: req.uri.path(),
                     status,
-                    client: session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
-                    transport_error: e.map(|e| e.to_string()),
+                    client: session.client_addr().map(|a| a as &dyn std::fmt::Display),
+                    transport_error: e.map(|e| e as &dyn std::fmt::Display),
                 },
                 route: ctx.route.as_ref().map(|r| &*r.name).unwrap_or("-"),
                 message_id: ctx.message_id.as_ref().map(MessageId::as_str).unwrap_or("-"),
