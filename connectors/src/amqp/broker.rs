@@ -549,6 +549,11 @@ impl Broker {
                 biased;
                 _ = shutdown.changed() => break,
                 next = consumer.next() => match next {
+                    // Deliveries prefetched before the channel closed are back in the queue:
+                    // starting them would deliver copies whose acks must fail.
+                    Some(Ok(_)) if !channel.status().connected() => {
+                        return Ok(Stop::Ended("the channel closed; prefetched deliveries go back to the queue".into()));
+                    }
                     Some(Ok(delivery)) => {
                         let handler = handler.clone();
                         tokio::spawn(async move {

@@ -44,6 +44,10 @@ use crate::telemetry::{access, metrics, trace};
 /// How long the broker gets to confirm a retry or dead-letter copy.
 const COPY_CONFIRM: Duration = Duration::from_secs(10);
 
+/// How long an ack or a nack may take. Past it the delivery counts as handed back: the
+/// broker delivers it again when the channel closes, as it must for an unacked delivery.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What became of one delivery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fate {
@@ -75,6 +79,14 @@ pub async fn handle(runtime: Arc<Runtime>, route: Arc<Route>, mut delivery: Deli
     // A route's rate limit protects its receivers: messages wait in the queue.
     if let Some(limit) = &route.rate_limit {
         limit.wait().await;
+    }
+    // A delivery prefetched on a channel that has closed since (the connection was lost) is
+    // already back in its queue: delivering it now would make a copy whose ack must fail.
+    if !delivery.acker.usable() {
+        metrics::get().amqp_messages.with_label_values(&[&*route.name, Fate::Requeued.as_str()]).inc();
+        tracing::info!(route = %route.name, queue = %src.queue,
+            "not started: its channel closed after it was prefetched; the broker delivers it again");
+        return Fate::Requeued;
     }
     let started = Instant::now();
     let headers = delivery.properties.headers().as_ref();
@@ -245,10 +257,16 @@ async fn settle(
     // lapin answers `Ok(false)` when the channel is gone (connection lost) and `Err` when
     // it broke during the ack: either way the broker will deliver the message again, and
     // receivers deduplicate on its id.
-    match delivery.acker.ack(BasicAckOptions::default()).await {
-        Ok(true) => (fate, failure),
+    // Bounded, like every wait on the broker: an ack caught in a reconnection may never be
+    // answered, and would hold one of the route's concurrency slots for good.
+    match tokio::time::timeout(SETTLE_TIMEOUT, delivery.acker.ack(BasicAckOptions::default())).await {
+        Ok(Ok(true)) => (fate, failure),
         outcome => {
-            let error = outcome.err().map_or_else(|| "the channel is closed".to_string(), |e| e.to_string());
+            let error = match outcome {
+                Err(_) => format!("no answer within {} s", SETTLE_TIMEOUT.as_secs()),
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(_)) => "the channel is closed".to_string(),
+            };
             tracing::warn!(%error, "ack failed; the message will be redelivered");
             (Fate::Requeued, failure)
         }
@@ -467,7 +485,8 @@ async fn requeue(route: &Route, delivery: &Delivery, message: &Message, why: &st
     tokio::time::sleep(Duration::from_millis(500)).await;
     // A nack that cannot be sent leaves the same outcome: the channel is gone, and the
     // broker returns the message to the queue itself.
-    if !matches!(delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await, Ok(true)) {
+    let nack = delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false });
+    if !matches!(tokio::time::timeout(SETTLE_TIMEOUT, nack).await, Ok(Ok(true))) {
         tracing::debug!(message_id = %message.id, "nack not sent; the channel is closed");
     }
     Fate::Requeued
