@@ -70,7 +70,7 @@ measure() {
             printf 'url = "http://127.0.0.1:%s%s"\nrequest = "POST"\nheader = "content-type: application/json"\ndata-binary = "@%s"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\n' \
                 "$port" "$path" "$BODY"
         done >"$OUT/$name-$what.curl"
-        curl -s --parallel --parallel-max "$CONNECTIONS" --config "$OUT/$name-$what.curl" >"$OUT/$name-$what.codes"
+        curl -s --no-progress-meter --parallel --parallel-max "$CONNECTIONS" --config "$OUT/$name-$what.curl" >"$OUT/$name-$what.codes"
         callgrind_control -i off "$pid" >/dev/null 2>&1
         rm -f "$OUT/$name".*.cg*
         callgrind_control -d "$pid" >/dev/null 2>&1

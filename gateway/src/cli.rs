@@ -53,6 +53,14 @@ struct ServeArgs {
     /// SIGHUP and `POST /admin/reload` reload it either way.
     #[arg(long, env = "QIAO_WATCH")]
     watch: bool,
+    /// Take over the listening sockets of a running Qiao instead of binding them: start this
+    /// process with `--upgrade`, then send the old one SIGQUIT (docs/operations.md#upgrade).
+    #[arg(long)]
+    upgrade: bool,
+    /// The Unix socket the listening sockets are handed over on during an upgrade; the old
+    /// and the new process must name the same one.
+    #[arg(long, env = "QIAO_UPGRADE_SOCK", default_value = "/tmp/qiao-upgrade.sock")]
+    upgrade_sock: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -370,8 +378,13 @@ fn run(dir: &Path, serve: &ServeArgs, env: &dyn EnvSource) -> ExitCode {
         Err(code) => return code,
     };
     tracing::info!(config = %dir.display(), "{}", summary(&config));
-    let reload =
-        crate::server::Reload { dir: dir.to_path_buf(), loader: loader(dir, serve, ProcessEnv), watch: serve.watch };
+    let reload = crate::server::Reload {
+        dir: dir.to_path_buf(),
+        loader: loader(dir, serve, ProcessEnv),
+        watch: serve.watch,
+        upgrade: serve.upgrade,
+        upgrade_sock: serve.upgrade_sock.clone(),
+    };
     match crate::server::serve(config, reload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -489,8 +502,13 @@ fn demo(dir: &Path, serve: &ServeArgs, stub_base_port: u16) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let reload =
-        crate::server::Reload { dir: dir.to_path_buf(), loader: loader(dir, serve, overlay), watch: serve.watch };
+    let reload = crate::server::Reload {
+        dir: dir.to_path_buf(),
+        loader: loader(dir, serve, overlay),
+        watch: serve.watch,
+        upgrade: serve.upgrade,
+        upgrade_sock: serve.upgrade_sock.clone(),
+    };
     let listen = config.server.listen.clone();
     let erp = stubs.iter().find(|(k, _)| *k == SystemKind::Erp).map(|(_, a)| *a).expect("erp stub");
     println!("{}", demo_banner(&listen, &config.server.admin_listen, &stubs, erp, dir));

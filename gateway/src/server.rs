@@ -26,13 +26,14 @@ fn check_bind(what: &str, addr: &str) -> Result<(), String> {
     std::net::TcpListener::bind(addr).map(drop).map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
 }
 
-/// pingora's signals, with a drain before a graceful stop. SIGTERM first drains for
+/// pingora's signals, with a drain before a graceful stop or upgrade. SIGTERM first drains for
 /// `drain_seconds`: every answer says `Connection: close` and `/readyz` answers 503, while the
 /// listeners still accept (a load balancer may still send for a moment). Only then does pingora
 /// close the listeners, and drop the keep-alive connections that wait for a request — which
 /// clients told to close have closed by then: pingora alone drops them at once, resetting a
-/// request a client had just written on one. SIGINT stops at once, also during the drain;
-/// SIGQUIT is pingora's graceful upgrade.
+/// request a client had just written on one. SIGQUIT drains the same way, then hands the
+/// listening sockets to a process started with `--upgrade` (pingora's upgrade) and stops
+/// gracefully. SIGINT stops at once, also during a drain.
 struct Signals {
     drain: Duration,
 }
@@ -48,7 +49,16 @@ impl ShutdownSignalWatch for Signals {
             return ShutdownSignal::FastShutdown;
         };
         tokio::select! {
-            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+            _ = quit.recv() => {
+                // The new process accepts once the sockets are handed over; until then this one
+                // serves, telling keep-alive clients to reconnect (to the new one, then).
+                crate::ingress::http::start_draining();
+                tracing::info!(drain_seconds = self.drain.as_secs(), "SIGQUIT: draining, then handing the listening sockets over");
+                tokio::select! {
+                    _ = tokio::time::sleep(self.drain) => ShutdownSignal::GracefulUpgrade,
+                    _ = int.recv() => ShutdownSignal::FastShutdown,
+                }
+            }
             _ = int.recv() => ShutdownSignal::FastShutdown,
             _ = term.recv() => {
                 crate::ingress::http::start_draining();
@@ -90,14 +100,20 @@ pub struct Reload {
     pub dir: std::path::PathBuf,
     pub loader: crate::runtime::reload::Loader,
     pub watch: bool,
+    /// Take the listening sockets over from a running Qiao (pingora's upgrade hand-off).
+    pub upgrade: bool,
+    pub upgrade_sock: std::path::PathBuf,
 }
 
 /// Runs until SIGTERM (graceful: serves `grace_period_seconds`, then lets in-flight requests
 /// finish for `graceful_shutdown_timeout_seconds`) or SIGINT (fast).
 pub fn serve(config: Config, reload: Reload) -> Result<(), String> {
     let settings = config.server.clone();
-    check_bind("ingress", &settings.listen)?;
-    check_bind("admin", &settings.admin_listen)?;
+    if !reload.upgrade {
+        // An upgrading process takes these sockets over from the running one.
+        check_bind("ingress", &settings.listen)?;
+        check_bind("admin", &settings.admin_listen)?;
+    }
     // Held until the server stops; dropping it flushes the spans still queued.
     let telemetry = crate::telemetry::init(&settings.telemetry.clone().with_env())?;
     match &telemetry.exporting_to {
@@ -107,11 +123,18 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), String> {
 
     let conf = ServerConf {
         threads: settings.threads,
+        upgrade_sock: reload.upgrade_sock.display().to_string(),
+        // The old process drains before it hands its sockets over: wait for it that long.
+        upgrade_sock_connect_accept_max_retries: Some(settings.drain_seconds as usize + 30),
         grace_period_seconds: Some(settings.grace_period_seconds),
         graceful_shutdown_timeout_seconds: Some(settings.graceful_shutdown_timeout_seconds),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt { upgrade: reload.upgrade, ..Default::default() };
+    if reload.upgrade {
+        tracing::info!(socket = %reload.upgrade_sock.display(), "waiting for the running Qiao's sockets (send it SIGQUIT)");
+    }
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
     let routes = config.routes.len();

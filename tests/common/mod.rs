@@ -116,8 +116,15 @@ impl Qiao {
         panic!("qiao found no free ports in 4 tries");
     }
 
-    async fn spawn_once(mut args: Vec<String>, env: &[(String, String)]) -> Result<Qiao, String> {
-        let (port, admin) = (free_port(), free_port());
+    async fn spawn_once(args: Vec<String>, env: &[(String, String)]) -> Result<Qiao, String> {
+        let mut q = Self::start_on(args, env, free_port(), free_port());
+        q.wait_ready().await?;
+        Ok(q)
+    }
+
+    /// Starts Qiao on the given ports without waiting for it: an upgrading process
+    /// (`--upgrade`) takes the ports of a running one, and is ready only once it has them.
+    pub fn start_on(mut args: Vec<String>, env: &[(String, String)], port: u16, admin: u16) -> Qiao {
         args.extend([
             "--listen".into(),
             format!("127.0.0.1:{port}"),
@@ -139,9 +146,26 @@ impl Qiao {
             .spawn()
             .expect("qiao starts");
         let broker_down_expected = env.iter().any(|(k, v)| k == "QIAO_TEST_BROKER_DOWN" && v == "1");
-        let mut q = Qiao { child, port, admin, log, broker_down_expected, _dir: dir };
-        q.wait_ready().await?;
-        Ok(q)
+        Qiao { child, port, admin, log, broker_down_expected, _dir: dir }
+    }
+
+    /// Waits until this process holds its ingress socket and says it is ready.
+    pub async fn ready(&mut self) {
+        if let Err(logs) = self.wait_ready().await {
+            panic!("qiao exited before it was ready:\n{logs}");
+        }
+    }
+
+    /// Waits for the process to exit by itself.
+    pub async fn exited(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "qiao did not exit within {within:?}:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Sends a signal by name (`HUP`, `TERM`, ...), as `kill -HUP` would.
