@@ -288,6 +288,13 @@ async fn a_memory_alarm_blocks_publishing_but_not_consuming() {
     // delivered twice) on a loaded machine.
     let config = amqp_fixture_with_a_patient_erp();
     let qiao = Qiao::run(config.path(), &env).await;
+    // Readiness tells the alarm before anything is published (a probe does).
+    eventually(Duration::from_secs(15), "readiness to tell the alarm", || async {
+        get(&format!("http://127.0.0.1:{}/readyz", qiao.admin))
+            .await
+            .is_ok_and(|r| r.json()["checks"].to_string().contains("blocks publishing"))
+    })
+    .await;
     let publish = {
         let url = format!("http://127.0.0.1:{}/publish/MO-ALARM", qiao.port);
         tokio::spawn(async move { post_json(&url, r#"{"code":"MO-ALARM","warehouse":"WH-SH-01"}"#).await })

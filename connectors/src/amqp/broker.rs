@@ -197,6 +197,20 @@ enum Stop {
     Ended(String),
 }
 
+/// How often an idle publishing connection is probed for a resource alarm.
+const ALARM_PROBE: Duration = Duration::from_secs(3);
+
+/// Publishes nothing anyone receives: an empty message to the default exchange with an empty
+/// routing key (no queue has that name), unconfirmed, on a channel of its own.
+async fn probe_alarm(connection: &Connection) {
+    if let Ok(channel) = connection.create_channel().await {
+        let _ = channel
+            .basic_publish("".into(), "".into(), BasicPublishOptions::default(), b"", lapin::BasicProperties::default())
+            .await;
+        let _ = channel.close(200, "probe".into()).await;
+    }
+}
+
 impl Broker {
     pub fn new(config: BrokerConfig) -> Self {
         let display = super::redact_url(&config.url);
@@ -333,8 +347,23 @@ impl Broker {
                     *self.0.last_error.lock().expect("lock") = None;
                     tracing::info!(broker = %self.0.display, generation, "connected to the AMQP broker");
                     self.0.live.send_replace(Some(live.clone()));
+                    // RabbitMQ blocks a publishing connection during a resource alarm only once it
+                    // publishes, and says so then: a tiny publish every few seconds (to the default
+                    // exchange, no queue, dropped) makes readiness tell an alarm before the first
+                    // real publish waits on it.
+                    let mut probe = tokio::time::interval(ALARM_PROBE);
+                    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     let lost = loop {
                         tokio::select! {
+                            _ = probe.tick() => {
+                                if self.0.blocked.lock().expect("lock").is_none() {
+                                    let publishers = live.publishers.clone();
+                                    tokio::spawn(async move {
+                                        let probe = probe_alarm(&publishers.connection);
+                                        let _ = tokio::time::timeout(Duration::from_secs(2), probe).await;
+                                    });
+                                }
+                            }
                             event = events.next() => match event {
                                 // Channel errors (a consumer on a missing queue, a failed
                                 // passive declare) arrive here too; they close that channel,
