@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Load test: Qiao's CRM→ERP message route against nginx proxy_pass, side by side in one run.
+# Load test: Qiao's CRM→ERP message route against nginx proxy_pass (and, opt-in, the same
+# route written by hand in Node.js), side by side in one run.
 #
 #   bench/load.sh                         # defaults below
 #   DURATION=5 ROUNDS=5 bench/load.sh     # any knob from the list below
@@ -10,6 +11,10 @@
 #   - Qiao:           qiao run --config routes (THREADS_QIAO pingora worker threads,
 #                     --log-level warn: no per-request access line)
 #   - nginx:          worker_processes THREADS_QIAO, access_log off, keepalive upstream
+#   - the Node peer:  (with the target node) node bench/peers/node/server.js, one process
+#                     (Node runs JavaScript on one thread, like Qiao --threads 1 and one
+#                     nginx worker); its modules are installed with `npm ci` into
+#                     NODE_PEER_CACHE when missing or when package-lock.json changed
 # and wrk POSTs routes/examples/crm-order.json (887 bytes) with the same connection count
 # to each target, alternating targets every round:
 #   qiao        POST /crm/orders/801J000000k3QpRIAU   parse, validate, select, map,
@@ -18,6 +23,13 @@
 #   nginx       POST /crm/orders/801J000000k3QpRIAU   proxy_pass to the stub's Kingdee Save
 #   qiao-proxy  POST /erp/k3cloud/...Save.common.kdsvc route erp-webapi-passthrough:
 #                                                     pingora's proxy engine, no JSON work
+#   node        POST /crm/orders/801J000000k3QpRIAU   (opt-in) the same route's work by hand
+#                                                     in Node.js (bench/peers/node: fastify,
+#                                                     Ajv with formats, undici): parse,
+#                                                     validate, select, map, check the ERP
+#                                                     schema, deliver, relay. Before any
+#                                                     load, compare.js checks that it sends
+#                                                     the ERP the body `qiao map` gives
 #   qiao-edge   GET /bench/no-such-route              (opt-in) Qiao answers 404 itself:
 #                                                     the edge alone, no upstream, no body
 #   stub        POST the Save path on the stub        (opt-in) the stub alone: the ceiling
@@ -34,7 +46,9 @@
 #   THREADS_QIAO=1    Qiao worker threads; nginx gets as many worker processes
 #   WRK_THREADS=1     wrk threads (see docs/performance.md for why 1 on 2 cores)
 #   WARMUP=2          seconds of unrecorded load per target before the first round
-#   TARGETS="qiao nginx qiao-proxy"   order within a round; add qiao-edge and/or stub
+#   TARGETS="qiao nginx qiao-proxy"   order within a round; add node, qiao-edge and/or stub
+#   NODE_PEER_CACHE=~/.cache/qiao-node-peer   where the Node peer's node_modules are installed
+#                     (outside the clone; the node target needs node >= 20.18 and npm)
 #   PERF=0            1: after the rounds, for each of PERF_TARGETS: `perf record -g` of the
 #                     Qiao process during one more run (Qiao targets only), and the system
 #                     calls per request of the target's processes (`perf stat`) during
@@ -59,6 +73,8 @@ WARMUP=${WARMUP:-2}
 TARGETS=${TARGETS:-qiao nginx qiao-proxy}
 PERF=${PERF:-0}
 PERF_TARGETS=${PERF_TARGETS:-qiao nginx}
+NODE_PEER=$ROOT/bench/peers/node
+NODE_PEER_CACHE=${NODE_PEER_CACHE:-$HOME/.cache/qiao-node-peer}
 QIAO_BUILD=${QIAO_BUILD:-missing}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/qiao-target}
 QIAO_BIN=${QIAO_BIN:-$CARGO_TARGET_DIR/release/qiao}
@@ -84,7 +100,8 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         # SIGINT: fast shutdown for Qiao and nginx (SIGTERM would be Qiao's graceful one).
         # The stub has no handler and background jobs of a script ignore SIGINT: SIGTERM.
-        if [[ $pid == "${STUB_PID:-}" ]]; then kill -TERM "$pid" 2>/dev/null || true; else kill -INT "$pid" 2>/dev/null || true; fi
+        # The Node peer closes on SIGTERM.
+        if [[ $pid == "${STUB_PID:-}" || $pid == "${NODE_PID:-}" ]]; then kill -TERM "$pid" 2>/dev/null || true; else kill -INT "$pid" 2>/dev/null || true; fi
     done
     for pid in "${PIDS[@]}"; do
         for _ in $(seq 1 50); do
@@ -111,6 +128,12 @@ if [[ $PERF == 1 ]]; then
     [[ $DURATION -ge 4 ]] || die "PERF=1 needs DURATION >= 4 (perf skips the first and last second)"
 fi
 [[ -f $BODY ]] || die "no $BODY"
+WANT_NODE=0
+[[ " $TARGETS " == *" node "* ]] && WANT_NODE=1
+if [[ $WANT_NODE == 1 ]]; then
+    command -v node >/dev/null && command -v npm >/dev/null ||
+        die "the node target needs Node.js (>= 20.18) and npm on PATH"
+fi
 
 # --- the binary ---------------------------------------------------------------------------
 if [[ ! -x $QIAO_BIN || $QIAO_BUILD == always ]]; then
@@ -150,6 +173,7 @@ STUB_PORT=$(free_port)
 QIAO_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
 NGINX_PORT=$(free_port)
+NODE_PORT=$(free_port)
 QIAO_B_PORT=$(free_port)
 ADMIN_B_PORT=$(free_port)
 STUB=http://127.0.0.1:$STUB_PORT
@@ -216,17 +240,44 @@ NGINX_PID=$!
 PIDS+=("$NGINX_PID")
 wait_http "http://127.0.0.1:$NGINX_PORT/" || die "nginx did not start; see $OUT/nginx.log and $TMP/nginx/error.log"
 
+# --- the Node peer (opt-in) ---------------------------------------------------------------
+NODE_PID=
+if [[ $WANT_NODE == 1 ]]; then
+    # Its modules live outside the clone; npm ci again when package-lock.json changed.
+    mkdir -p "$NODE_PEER_CACHE"
+    if [[ ! -d $NODE_PEER_CACHE/node_modules ]] || ! cmp -s "$NODE_PEER/package-lock.json" "$NODE_PEER_CACHE/package-lock.json"; then
+        log "installing the Node peer's modules into $NODE_PEER_CACHE (npm ci)"
+        cp "$NODE_PEER/package.json" "$NODE_PEER/package-lock.json" "$NODE_PEER_CACHE/"
+        if ! npm ci --prefix "$NODE_PEER_CACHE" --no-audit --no-fund --loglevel=error >"$OUT/npm-ci.log" 2>&1; then
+            rm -f "$NODE_PEER_CACHE/package-lock.json" # install again next time
+            die "npm ci failed; see $OUT/npm-ci.log"
+        fi
+    fi
+    # Before any load: the peer must send the ERP what Qiao sends (qiao map's body).
+    if ! (cd "$ROOT" && NODE_PATH=$NODE_PEER_CACHE/node_modules node "$NODE_PEER/compare.js" "$QIAO_BIN" "$BODY" "$ORDER_ID") \
+        >"$OUT/node-compare.txt" 2>&1; then
+        die "the Node peer does not send the ERP what Qiao sends: $(cat "$OUT/node-compare.txt")"
+    fi
+    sed 's/^/check node against qiao map: /' "$OUT/node-compare.txt" >&2
+    (cd "$ROOT" && ERP_URL=$STUB NODE_PATH=$NODE_PEER_CACHE/node_modules exec node "$NODE_PEER/server.js" \
+        --listen "127.0.0.1:$NODE_PORT") >"$OUT/node.log" 2>&1 &
+    NODE_PID=$!
+    PIDS+=("$NODE_PID")
+    wait_http "http://127.0.0.1:$NODE_PORT/" || die "the Node peer did not start; see $OUT/node.log"
+fi
+
 # --- targets ------------------------------------------------------------------------------
 url_of() {
     case $1 in
         qiao) echo "http://127.0.0.1:$QIAO_PORT/crm/orders/$ORDER_ID" ;;
         nginx) echo "http://127.0.0.1:$NGINX_PORT/crm/orders/$ORDER_ID" ;;
+        node) echo "http://127.0.0.1:$NODE_PORT/crm/orders/$ORDER_ID" ;;
         qiao-proxy) echo "http://127.0.0.1:$QIAO_PORT/erp$SAVE_PATH" ;;
         qiao-edge) echo "http://127.0.0.1:$QIAO_PORT/bench/no-such-route" ;; # GET: see script_of
         qiao-b) echo "http://127.0.0.1:$QIAO_B_PORT/crm/orders/$ORDER_ID" ;;
         qiao-b-proxy) echo "http://127.0.0.1:$QIAO_B_PORT/erp$SAVE_PATH" ;;
         stub) echo "$STUB$SAVE_PATH" ;;
-        *) die "unknown target $1 (qiao, nginx, qiao-proxy, qiao-edge, stub, qiao-b, qiao-b-proxy)" ;;
+        *) die "unknown target $1 (qiao, nginx, node, qiao-proxy, qiao-edge, stub, qiao-b, qiao-b-proxy)" ;;
     esac
 }
 # qiao-edge is a GET without a body: Qiao closes the connection after answering a POST on
@@ -245,9 +296,9 @@ for t in $TARGETS; do
             --data-binary "@$BODY" "$(url_of "$t")") || true
     fi
     [[ $got == "$want" ]] || die "$t answered $got, not $want: $(head -c 400 "$OUT/check-$t.json")"
-    if [[ $t == qiao || $t == qiao-b ]]; then
+    if [[ $t == qiao || $t == qiao-b || $t == node ]]; then
         grep -q '"IsSuccess": *true' "$OUT/check-$t.json" ||
-            die "qiao: the ERP did not save the order: $(head -c 400 "$OUT/check-$t.json")"
+            die "$t: the ERP did not save the order: $(head -c 400 "$OUT/check-$t.json")"
     fi
     log "check $t: $got ($(wc -c <"$OUT/check-$t.json") bytes)"
 done
@@ -279,6 +330,7 @@ server_pids() {
         qiao-b*) echo "$QIAO_B_PID" ;;
         qiao*) echo "$QIAO_PID" ;;
         nginx) echo "$NGINX_PID $(ps -o pid= --ppid "$NGINX_PID" | tr '\n' ' ')" ;;
+        node) echo "$NODE_PID" ;;
         stub) echo "$STUB_PID" ;;
     esac
 }
@@ -335,6 +387,7 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR] = $1} END {
 
 log ""
 log "Qiao $("$QIAO_BIN" --version 2>/dev/null | awk '{print $2}') ($QIAO_BIN${QIAO_BIN_B:+; B: $QIAO_BIN_B}), $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')"
+[[ $WANT_NODE == 0 ]] || log "Node peer: node $(node --version), $(cd "$NODE_PEER_CACHE" && node -p "['fastify', 'ajv', 'ajv-formats', 'undici'].map((m) => m + ' ' + require('./node_modules/' + m + '/package.json').version).join(', ')"), one process"
 log "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
 log "load: $CONNECTIONS connections, $WRK_THREADS wrk thread(s), ${DURATION}s x $ROUNDS rounds, Qiao --threads $THREADS_QIAO, nginx worker_processes $THREADS_QIAO"
 log "body: $BODY ($(wc -c <"$BODY") bytes); targets: $TARGETS"
@@ -373,20 +426,28 @@ done
 
 echo
 echo "medians over $ROUNDS rounds ($CONNECTIONS connections, ${DURATION}s each):"
-printf '%-11s %8s %8s %8s %6s %8s %8s %8s %9s\n' target "req/s" "p50 ms" "p99 ms" errors server stub box "vs nginx"
+printf '%-11s %8s %8s %8s %6s %8s %8s %8s %9s %9s\n' target "req/s" "p50 ms" "p99 ms" errors server stub box "vs nginx" "vs node"
 for t in $TARGETS; do MED[$t]=$(echo "${RPS[$t]}" | median); done
-for t in $TARGETS; do
-    ratio=-
-    if [[ -n ${MED[nginx]:-} && ${MED[nginx]} != 0 ]]; then
-        ratio=$(awk -v a="${MED[$t]}" -v b="${MED[nginx]}" 'BEGIN {printf "%.2fx", a / b}')
+ratio_to() { # target reference: "1.23x", or "-" when the reference was not measured
+    if [[ -n ${MED[$2]:-} && ${MED[$2]} != 0 ]]; then
+        awk -v a="${MED[$1]}" -v b="${MED[$2]}" 'BEGIN {printf "%.2fx", a / b}'
+    else
+        echo -
     fi
-    printf '%-11s %8.0f %8.2f %8.2f %6d %8.1f %8.1f %8.1f %9s\n' "$t" "${MED[$t]}" "$(echo "${P50[$t]}" | median)" \
+}
+for t in $TARGETS; do
+    printf '%-11s %8.0f %8.2f %8.2f %6d %8.1f %8.1f %8.1f %9s %9s\n' "$t" "${MED[$t]}" "$(echo "${P50[$t]}" | median)" \
         "$(echo "${P99[$t]}" | median)" "${ERR[$t]}" "$(echo "${SCPU[$t]}" | median)" \
-        "$(echo "${UCPU[$t]}" | median)" "$(echo "${BCPU[$t]}" | median)" "$ratio"
+        "$(echo "${UCPU[$t]}" | median)" "$(echo "${BCPU[$t]}" | median)" "$(ratio_to "$t" nginx)" "$(ratio_to "$t" node)"
 done
+echo
 if [[ -n ${MED[qiao]:-} && -n ${MED[nginx]:-} ]]; then
     awk -v a="${MED[qiao]}" -v b="${MED[nginx]}" \
-        'BEGIN {printf "\nQiao/nginx throughput ratio: %.2f (target >= 0.70)\n", a / b}'
+        'BEGIN {printf "Qiao/nginx throughput ratio: %.2f (target >= 0.70)\n", a / b}'
+fi
+if [[ -n ${MED[qiao]:-} && -n ${MED[node]:-} ]]; then
+    awk -v a="${MED[qiao]}" -v b="${MED[node]}" \
+        'BEGIN {printf "Qiao/node throughput ratio:  %.2f (the same route written by hand in Node.js)\n", a / b}'
 fi
 
 # --- profile (opt-in) ---------------------------------------------------------------------
