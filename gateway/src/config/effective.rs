@@ -22,6 +22,9 @@ pub fn effective(config: &Config) -> Value {
         "validate_formats": s.validate_formats,
         "grace_period_seconds": s.grace_period_seconds,
         "graceful_shutdown_timeout_seconds": s.graceful_shutdown_timeout_seconds,
+        "header_timeout_ms": s.header_timeout.as_millis() as u64,
+        "body_timeout_ms": s.body_timeout.as_millis() as u64,
+        "idle_timeout_ms": s.idle_timeout.as_millis() as u64,
         "telemetry": {
             "otlp_endpoint": t.endpoint,
             "otlp_protocol": format!("{:?}", t.protocol()),

@@ -47,6 +47,12 @@ pub struct ServerSettings {
     pub validate_formats: bool,
     pub grace_period_seconds: u64,
     pub graceful_shutdown_timeout_seconds: u64,
+    /// Time allowed for a whole request header, from its first byte.
+    pub header_timeout: Duration,
+    /// Time allowed for a whole request body, from the end of its header.
+    pub body_timeout: Duration,
+    /// Time a connection may wait for its next request.
+    pub idle_timeout: Duration,
     pub telemetry: crate::telemetry::TelemetrySettings,
 }
 
@@ -60,6 +66,9 @@ impl Default for ServerSettings {
             validate_formats: true,
             grace_period_seconds: 5,
             graceful_shutdown_timeout_seconds: 5,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
             telemetry: crate::telemetry::TelemetrySettings::default(),
         }
     }

@@ -201,6 +201,9 @@ pub(super) fn compile_server(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) -> 
             validate_formats,
             grace_period_seconds,
             graceful_shutdown_timeout_seconds,
+            header_timeout_ms,
+            body_timeout_ms,
+            idle_timeout_ms,
             telemetry,
         } = &server.value;
         if let Some(t) = telemetry {
@@ -264,6 +267,21 @@ pub(super) fn compile_server(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) -> 
         }
         if let Some(s) = graceful_shutdown_timeout_seconds {
             settings.graceful_shutdown_timeout_seconds = *s;
+        }
+        for (key, value, slot) in [
+            ("header_timeout_ms", header_timeout_ms, &mut settings.header_timeout),
+            ("body_timeout_ms", body_timeout_ms, &mut settings.body_timeout),
+            ("idle_timeout_ms", idle_timeout_ms, &mut settings.idle_timeout),
+        ] {
+            match value {
+                Some(0) => cx.error(
+                    place.clone(),
+                    format!("`{key}` must be at least 1"),
+                    Some("a client must be given some time; leave the key out for the default".into()),
+                ),
+                Some(ms) => *slot = Duration::from_millis(*ms),
+                None => {}
+            }
         }
     }
     settings

@@ -1,0 +1,186 @@
+//! The edge as an attacker meets it: slow clients, odd bytes in headers and paths, more
+//! headers than anyone needs. Each test sends raw bytes on a socket, as such a client would.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// A client that writes bytes by hand and reads one answer, or sees the connection close.
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// One answer as it came: status, headers (names lowercased) and body.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    fn problem(&self) -> Value {
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "{self:?}");
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+impl Client {
+    fn open(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+        Client { stream, buf: Vec::new() }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Writes `bytes` one at a time, `every` apart, on another thread, until the server
+    /// stops taking them.
+    fn trickle(&self, bytes: Vec<u8>, every: Duration) -> std::thread::JoinHandle<()> {
+        let mut s = self.stream.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for b in bytes {
+                std::thread::sleep(every);
+                if s.write_all(&[b]).is_err() {
+                    return;
+                }
+            }
+        })
+    }
+
+    /// The next answer; `None` when the connection closed first.
+    fn answer(&mut self) -> Option<Answer> {
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            if !self.fill() {
+                return None;
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).to_string();
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let len: usize =
+            headers.iter().find(|(k, _)| k == "content-length").map(|(_, v)| v.parse().unwrap()).unwrap_or(0);
+        let start = head_end + 4;
+        while self.buf.len() < start + len {
+            assert!(self.fill(), "closed in the middle of a body");
+        }
+        let body = self.buf[start..start + len].to_vec();
+        self.buf.drain(..start + len);
+        Some(Answer { status, headers, body })
+    }
+
+    /// Whether the server closed the connection (reading gives end of file or a reset).
+    fn closed(&mut self) -> bool {
+        let mut chunk = [0u8; 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => true,
+            Ok(n) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&chunk[..n])),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => false,
+            Err(_) => true,
+        }
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 65536];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                panic!("no answer within the read timeout")
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+async fn edge() -> (Stubs, Qiao) {
+    let stubs = Stubs::start().await;
+    let qiao = Qiao::run(&fixture("edge-security"), &stubs.env()).await;
+    (stubs, qiao)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_sent_a_byte_at_a_time_gets_408_and_the_connection_closes() {
+    let (_stubs, qiao) = edge().await;
+    let mut c = Client::open(qiao.addr());
+    let started = Instant::now();
+    c.send(b"POST /orders HTTP/1.1\r\nhost: qiao.test\r\n");
+    // Each byte comes well within pingora's 60 s read timeout; the header never ends.
+    let writer = c.trickle(b"x-slow: ".iter().copied().cycle().take(60).collect(), Duration::from_millis(200));
+    let a = c.answer().expect("an answer before the connection closes");
+    assert_eq!(a.status, 408);
+    let p = a.problem();
+    assert_eq!(p["type"], "urn:qiao:problem:request-timeout");
+    assert!(p["detail"].as_str().unwrap().contains("1000 ms"), "{p}");
+    assert_eq!(a.header("connection"), Some("close"));
+    assert!(started.elapsed() < Duration::from_secs(4), "after {:?}", started.elapsed());
+    assert!(c.closed(), "the connection is closed after the 408");
+    writer.join().unwrap();
+    assert!(qiao.logs().contains("request-timeout"), "the refusal is on the access line");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_comes_too_slowly_gets_408_on_message_and_proxy_routes() {
+    let (stubs, qiao) = edge().await;
+    for path in ["/orders", "/erp/Kingdee.BOS.WebApi.ServicesStub.DynamicFormService.Save.common.kdsvc"] {
+        let mut c = Client::open(qiao.addr());
+        let started = Instant::now();
+        let body = br#"{"formid":"SAL_SaleOrder","data":{"Model":{"FNote":"slow"}}}"#.to_vec();
+        c.send(
+            format!(
+                "POST {path} HTTP/1.1\r\nhost: qiao.test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        let writer = c.trickle(body, Duration::from_millis(200));
+        let a = c.answer().expect("an answer");
+        assert_eq!(a.status, 408, "{path}: {a:?}");
+        assert_eq!(a.problem()["type"], "urn:qiao:problem:request-timeout", "{path}");
+        assert!(started.elapsed() < Duration::from_secs(4), "{path}: after {:?}", started.elapsed());
+        assert!(c.closed(), "{path}: the connection is closed after the 408");
+        writer.join().unwrap();
+    }
+    assert_eq!(stubs.get(qiao::config::SystemKind::Erp).state.stats()["received"], 0, "nothing half-read was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kept_alive_connection_is_closed() {
+    let (_stubs, qiao) = edge().await;
+    let mut c = Client::open(qiao.addr());
+    let body = br#"{"formid":"SAL_SaleOrder","data":{"Model":{}}}"#;
+    let request = format!(
+        "POST /orders HTTP/1.1\r\nhost: qiao.test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    c.send(&[request.as_bytes(), body].concat());
+    assert_eq!(c.answer().expect("an answer").status, 200);
+    // The connection is kept for the next request, then closed when none comes.
+    let started = Instant::now();
+    assert!(c.closed(), "closed after idling");
+    let idle = started.elapsed();
+    assert!(idle >= Duration::from_millis(1000) && idle < Duration::from_secs(5), "closed after {idle:?}");
+}
