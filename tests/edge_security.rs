@@ -17,11 +17,16 @@ struct Client {
 }
 
 /// One answer as it came: status, headers (names lowercased) and body.
-#[derive(Debug)]
 struct Answer {
     status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?} {}", self.status, self.headers, String::from_utf8_lossy(&self.body))
+    }
 }
 
 impl Answer {
@@ -45,6 +50,23 @@ impl Client {
 
     fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).unwrap();
+    }
+
+    /// A POST with extra header lines (raw bytes, any content) and a JSON body; its answer.
+    fn post(&mut self, path: &str, extra: &[&[u8]], body: &[u8]) -> Answer {
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nhost: qiao.test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        )
+        .into_bytes();
+        for line in extra {
+            req.extend_from_slice(line);
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"\r\n");
+        req.extend_from_slice(body);
+        self.send(&req);
+        self.answer().expect("an answer")
     }
 
     /// Writes `bytes` one at a time, `every` apart, on another thread, until the server
@@ -183,4 +205,27 @@ async fn an_idle_kept_alive_connection_is_closed() {
     assert!(c.closed(), "closed after idling");
     let idle = started.elapsed();
     assert!(idle >= Duration::from_millis(1000) && idle < Duration::from_secs(5), "closed after {idle:?}");
+}
+
+/// Whatever a client puts in a header or a body, a value templated into a destination path
+/// or header is the client's problem or goes through; it never makes Qiao answer 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_header_or_body_value_makes_a_5xx() {
+    let (_stubs, qiao) = edge().await;
+    let values: [&[u8]; 6] = [b"Save now", b"Save#fragment", b"Save?x=1", b"Save\tnow", b"Sav\xe9", b"\"Save\""];
+    for value in values {
+        let mut c = Client::open(qiao.addr());
+        let a = c.post("/by-header", &[&[b"x-op: ", value].concat()], b"{}");
+        let shown = String::from_utf8_lossy(value);
+        assert!(a.status < 500, "x-op: {shown:?} gave {a:?}");
+        if a.header("content-type") == Some("application/problem+json") {
+            assert_ne!(a.problem()["error_kind"], "internal", "x-op: {shown:?}");
+        }
+    }
+    for op in ["Save now", "Save#fragment", "Save?x=1", "a\u{0}b", "业务", "Save/../../x"] {
+        let mut c = Client::open(qiao.addr());
+        let body = serde_json::to_vec(&serde_json::json!({"op": op})).unwrap();
+        let a = c.post("/by-body", &[], &body);
+        assert!(a.status < 500, "op {op:?} gave {a:?}");
+    }
 }

@@ -246,6 +246,29 @@ fn render(t: &Template, scope: &Scope<'_>, what: &str, system: &str) -> Result<S
     })
 }
 
+/// A rendered destination path (with its query), checked to be one a request can carry
+/// exactly. Its values come from the sender (headers, body, path), so a path that is not
+/// one is the message's fault, never a 500: `mapping-failed`, nothing sent.
+pub fn checked_path(path: String, template: &Template, system: &str) -> Result<String, Failure> {
+    if path.is_empty() {
+        return Ok(path);
+    }
+    match path.parse::<http::uri::PathAndQuery>() {
+        // The parser drops a `#fragment`: a path that reads back different is refused too.
+        Ok(p) if p.as_str() == path => Ok(path),
+        _ => Err(Failure::new(
+            ErrorKind::MappingFailed,
+            // The rendered path is not shown: the values in it may be anyone's.
+            format!(
+                "destination path `{}`: a value inserted into it makes it an invalid URL path \
+                 (a space, a `#`, a control or non-ASCII character)",
+                template.text
+            ),
+        )
+        .at_system(system)),
+    }
+}
+
 /// Builds the HTTP request for one destination: method, rendered path and headers, the body.
 pub fn http_request(
     dest: &Destination,
@@ -257,7 +280,7 @@ pub fn http_request(
 ) -> Result<HttpRequest, Failure> {
     let scope = Scope { current: &out.value, document: &out.value, vars: dest_vars };
     let path = match path {
-        Some(t) => render(t, &scope, "path", &dest.system.name)?,
+        Some(t) => checked_path(render(t, &scope, "path", &dest.system.name)?, t, &dest.system.name)?,
         None => String::new(),
     };
     let mut headers = HeaderMap::new();
