@@ -229,3 +229,37 @@ async fn no_header_or_body_value_makes_a_5xx() {
         assert!(a.status < 500, "op {op:?} gave {a:?}");
     }
 }
+
+/// On a catch-all proxy route, a path that climbs (`a/../../x`, spelled out or encoded) is
+/// refused before anything is sent; dots inside a segment are just characters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segments_in_a_path_parameter_are_refused() {
+    let (stubs, qiao) = edge().await;
+    let erp = stubs.get(qiao::config::SystemKind::Erp);
+    let mut c = Client::open(qiao.addr());
+    for path in [
+        "/erp/a/../../x",
+        "/erp/a/%2e%2e/%2E%2E/x",
+        "/erp/a/.%2e/x",
+        "/erp/./x",
+        "/erp/a%2F..%2F..%2Fx",
+        "/erp/a%5C..%5Cx",
+        "/erp/x/..",
+    ] {
+        // Keep-alive: each refusal leaves the connection usable for the next.
+        let a = c.post(path, &[], b"{}");
+        assert_eq!(a.status, 400, "{path}: {a:?}");
+        let p = a.problem();
+        assert_eq!(p["type"], "urn:qiao:problem:bad-request", "{path}");
+        assert_eq!(p["route"], "passthrough", "{path}");
+        assert!(p["detail"].as_str().unwrap().contains("`op`"), "{path}: {p}");
+    }
+    assert!(erp.state.all_requests().is_empty(), "nothing reached the ERP: {:?}", erp.state.all_requests());
+    // Dots that are not a whole segment are ordinary characters.
+    let a = c.post("/erp/Kingdee.BOS.WebApi.ServicesStub.DynamicFormService.Save.common.kdsvc", &[], b"{}");
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(
+        erp.state.all_requests()[0].path,
+        "/k3cloud/Kingdee.BOS.WebApi.ServicesStub.DynamicFormService.Save.common.kdsvc"
+    );
+}

@@ -162,6 +162,15 @@ impl ProxyHttp for Edge {
         ctx.route = Some(route.clone());
         ctx.message_id = Some(message::message_id(session));
         begin(ctx, session, Some(&route));
+        if let Some((name, _)) = params.iter().find(|(_, v)| crate::routing::has_dot_segment(v)) {
+            answer::discard_body(session, route.max_body_bytes, ctx.body_deadline).await;
+            let f = Failure::new(
+                ErrorKind::BadRequest,
+                format!("path parameter `{name}` holds a dot segment (`.` or `..`, perhaps percent-encoded): refused"),
+            );
+            answer::problem(session, ctx, &f).await?;
+            return Ok(true);
+        }
         if let Some(limit) = &route.rate_limit
             && let Err(wait) = limit.check(session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
         {
