@@ -263,3 +263,57 @@ async fn dot_segments_in_a_path_parameter_are_refused() {
         "/k3cloud/Kingdee.BOS.WebApi.ServicesStub.DynamicFormService.Save.common.kdsvc"
     );
 }
+
+/// Values from headers and the body go into a destination path percent-encoded: they stay
+/// one value, and never become another path, a query or a fragment. Path parameters, still
+/// encoded as they came, keep their `/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_in_a_destination_path_are_percent_encoded() {
+    let (stubs, qiao) = edge().await;
+    let erp = stubs.get(qiao::config::SystemKind::Erp);
+    let last = || erp.state.all_requests().last().cloned().expect("the ERP got a request");
+    let mut c = Client::open(qiao.addr());
+    let service = "/k3cloud/Kingdee.BOS.WebApi.ServicesStub.DynamicFormService";
+
+    // A header value into a proxy route's path: one segment, no query.
+    c.post("/by-header", &[b"x-op: ../admin?x=1#f"], b"{}");
+    let got = last();
+    assert_eq!(got.path, format!("{service}...%2Fadmin%3Fx%3D1%23f.common.kdsvc"));
+    assert_eq!(got.query, None);
+    assert_eq!(got.headers["x-op"], "../admin?x=1#f", "headers carry the value as it is");
+    c.post("/by-header", &[b"x-op: Save now"], b"{}");
+    assert_eq!(last().path, format!("{service}.Save%20now.common.kdsvc"));
+
+    // A body value into a message route's path, UTF-8 encoded byte by byte.
+    c.post("/by-body", &[], r#"{"op": "出库 x?y#z"}"#.as_bytes());
+    let got = last();
+    assert_eq!(got.path, format!("{service}.%E5%87%BA%E5%BA%93%20x%3Fy%23z.common.kdsvc"));
+    assert_eq!(got.query, None);
+    // `/../` inside a value is encoded, but a receiver that decodes `%2F` first would
+    // still climb: refused.
+    let before = erp.state.all_requests().len();
+    let a = c.post("/by-body", &[], br#"{"op": "Save/../../admin"}"#);
+    assert_eq!(a.status, 422, "{a:?}");
+    assert_eq!(erp.state.all_requests().len(), before);
+
+    // A header value into a query stays one parameter.
+    let a = c.post("/by-query", &[b"x-op: Save&admin=true"], b"{}");
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(last().query.as_deref(), Some("op=Save%26admin%3Dtrue"));
+
+    // A catch-all parameter keeps its slashes and its escapes.
+    c.post("/erp/sub/dir/x%20y.kdsvc", &[], b"{}");
+    assert_eq!(last().path, "/k3cloud/sub/dir/x%20y.kdsvc");
+
+    // A value that is a whole segment cannot be `..`: refused, nothing sent.
+    let before = erp.state.all_requests().len();
+    for op in ["..", "."] {
+        let a = c.post("/by-segment", &[], serde_json::to_vec(&serde_json::json!({"op": op})).unwrap().as_slice());
+        assert_eq!(a.status, 422, "{op}: {a:?}");
+        assert_eq!(a.problem()["error_kind"], "mapping-failed");
+    }
+    assert_eq!(erp.state.all_requests().len(), before, "nothing sent for a dot segment");
+    let a = c.post("/by-segment", &[], br#"{"op": "a/b"}"#);
+    assert_eq!(a.status, 404, "the stub has no such path, but it was asked: {a:?}");
+    assert_eq!(last().path, "/k3cloud/a%2Fb/Kingdee.BOS.WebApi.ServicesStub.DynamicFormService.Save.common.kdsvc");
+}

@@ -39,7 +39,8 @@ pub fn proxy_target(
     let vars = super::vars(route, message, params, true);
     let scope = Scope { current: &Value::Null, document: &Value::Null, vars: &vars };
     let render = |what: &str, t: &Template| {
-        t.render(&scope).map_err(|e| {
+        let rendered = if what == "path" { t.render_uri(&scope) } else { t.render(&scope) };
+        rendered.map_err(|e| {
             Failure::new(ErrorKind::MappingFailed, format!("destination {what} needs `{}`: {}", e.path, e.reason))
                 .at_system(dest.system.name.clone())
         })
