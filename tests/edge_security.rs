@@ -318,3 +318,54 @@ async fn values_in_a_destination_path_are_percent_encoded() {
     assert_eq!(a.status, 404, "the stub has no such path, but it was asked: {a:?}");
     assert_eq!(last().path, "/k3cloud/a%2Fb/Kingdee.BOS.WebApi.ServicesStub.DynamicFormService.Save.common.kdsvc");
 }
+
+/// A request with more header fields or bytes than `server.max_header_count` (100) and
+/// `server.max_header_bytes` (60 KiB) gets 431 as a problem document, also past what
+/// pingora parses at all (256 fields); requests pingora cannot parse get a problem document
+/// instead of pingora's empty plain 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_headers_get_problem_documents() {
+    let (stubs, qiao) = edge().await;
+    // `post` sends three fields of its own (host, content-type, content-length).
+    let fields = |n: usize| (0..n).map(|i| format!("x-field-{i}: {i}").into_bytes()).collect::<Vec<_>>();
+    let mut c = Client::open(qiao.addr());
+    let ok = fields(97);
+    let a = c.post("/orders", &ok.iter().map(Vec::as_slice).collect::<Vec<_>>(), b"{}");
+    assert_eq!(a.status, 200, "100 fields pass: {a:?}");
+    for n in [98, 300] {
+        let mut c = Client::open(qiao.addr());
+        let many = fields(n);
+        let a = c.post("/orders", &many.iter().map(Vec::as_slice).collect::<Vec<_>>(), b"{}");
+        assert_eq!(a.status, 431, "{} fields: {a:?}", n + 3);
+        let p = a.problem();
+        assert_eq!(p["type"], "urn:qiao:problem:headers-too-large");
+        assert_eq!(p["detail"], "the request has more than 100 header fields");
+        assert_eq!(a.header("connection"), Some("close"));
+        assert!(c.closed());
+    }
+    // 50 KiB in one field passes; 70 KiB (pingora alone takes up to 1 MiB) does not.
+    let mut c = Client::open(qiao.addr());
+    let a = c.post("/orders", &[format!("x-big: {}", "a".repeat(50 * 1024)).as_bytes()], b"{}");
+    assert_eq!(a.status, 200, "{a:?}");
+    let a = c.post("/orders", &[format!("x-big: {}", "a".repeat(70 * 1024)).as_bytes()], b"{}");
+    assert_eq!(a.status, 431, "{a:?}");
+    assert_eq!(a.problem()["detail"], "the request header is larger than 61440 bytes");
+
+    // What pingora refuses before Qiao sees the request: a problem document all the same.
+    let refused: [(&[u8], u16, &str); 4] = [
+        (b"POST /orders HTTP/1.1\r\nhost: a\r\nno colon here\r\n\r\n", 400, "bad-request"),
+        (b"POST /orders HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}", 400, "bad-request"),
+        (b"POST /orders HTTP/1.1\r\nhost: a\r\ntransfer-encoding: gzip\r\n\r\n", 400, "bad-request"),
+        (b"CONNECT erp.example:443 HTTP/1.1\r\nhost: erp.example:443\r\n\r\n", 405, "method-not-allowed"),
+    ];
+    for (request, status, kind) in refused {
+        let mut c = Client::open(qiao.addr());
+        c.send(request);
+        let a = c.answer().unwrap_or_else(|| panic!("no answer to {}", String::from_utf8_lossy(request)));
+        assert_eq!(a.status, status, "{}: {a:?}", String::from_utf8_lossy(request));
+        assert_eq!(a.problem()["error_kind"], kind);
+        assert_eq!(a.header("server"), None, "not pingora's answer");
+        assert!(c.closed());
+    }
+    assert_eq!(stubs.get(qiao::config::SystemKind::Erp).state.stats()["received"], 2, "only the two good ones");
+}

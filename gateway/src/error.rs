@@ -55,12 +55,14 @@ pub enum ErrorKind {
     BadRequest,
     /// The client did not send its request header, or its body, in time.
     RequestTimeout,
+    /// The request header has more fields, or more bytes, than the edge takes.
+    HeadersTooLarge,
     /// A fault in Qiao itself.
     Internal,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 21] = [
+    pub const ALL: [ErrorKind; 22] = [
         Self::RouteNotFound,
         Self::MethodNotAllowed,
         Self::UnsupportedMediaType,
@@ -81,6 +83,7 @@ impl ErrorKind {
         Self::Unroutable,
         Self::BadRequest,
         Self::RequestTimeout,
+        Self::HeadersTooLarge,
         Self::Internal,
     ];
 
@@ -108,6 +111,7 @@ impl ErrorKind {
             Self::Unroutable => "unroutable",
             Self::BadRequest => "bad-request",
             Self::RequestTimeout => "request-timeout",
+            Self::HeadersTooLarge => "headers-too-large",
             Self::Internal => "internal",
         }
     }
@@ -134,6 +138,7 @@ impl ErrorKind {
             Self::Unroutable => "No queue takes this message",
             Self::BadRequest => "The request could not be read",
             Self::RequestTimeout => "The request was not received in time",
+            Self::HeadersTooLarge => "The request's header fields are too large",
             Self::Internal => "Internal error",
         }
     }
@@ -163,6 +168,7 @@ impl ErrorKind {
             Self::Unroutable => 502,
             Self::BadRequest => 400,
             Self::RequestTimeout => 408,
+            Self::HeadersTooLarge => 431,
             Self::Internal => 500,
         }
     }

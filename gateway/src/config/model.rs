@@ -53,6 +53,10 @@ pub struct ServerSettings {
     pub body_timeout: Duration,
     /// Time a connection may wait for its next request.
     pub idle_timeout: Duration,
+    /// Most header fields a request may have.
+    pub max_header_count: usize,
+    /// Largest request header (request line and fields, as sent), in bytes.
+    pub max_header_bytes: usize,
     pub telemetry: crate::telemetry::TelemetrySettings,
 }
 
@@ -69,6 +73,8 @@ impl Default for ServerSettings {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
+            max_header_count: 100,
+            max_header_bytes: 60 * 1024,
             telemetry: crate::telemetry::TelemetrySettings::default(),
         }
     }

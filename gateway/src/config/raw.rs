@@ -61,6 +61,11 @@ pub struct RawServer {
     pub body_timeout_ms: Option<u64>,
     /// How long a connection may wait for its next request before it is closed. Default 60000.
     pub idle_timeout_ms: Option<u64>,
+    /// Most header fields a request may have (1 to 256). Default 100.
+    pub max_header_count: Option<usize>,
+    /// Largest request header, request line included, in bytes (at most 1048575). Default
+    /// 61440 (60 KiB).
+    pub max_header_bytes: Option<usize>,
     /// Traces: where spans are exported (docs/observability.md).
     pub telemetry: Option<RawTelemetry>,
 }

@@ -204,6 +204,8 @@ pub(super) fn compile_server(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) -> 
             header_timeout_ms,
             body_timeout_ms,
             idle_timeout_ms,
+            max_header_count,
+            max_header_bytes,
             telemetry,
         } = &server.value;
         if let Some(t) = telemetry {
@@ -280,6 +282,22 @@ pub(super) fn compile_server(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) -> 
                     Some("a client must be given some time; leave the key out for the default".into()),
                 ),
                 Some(ms) => *slot = Duration::from_millis(*ms),
+                None => {}
+            }
+        }
+        // pingora parses at most 256 header fields of at most 1 MiB in all; past that it
+        // answers 400 by itself.
+        for (key, value, slot, most) in [
+            ("max_header_count", max_header_count, &mut settings.max_header_count, 256),
+            ("max_header_bytes", max_header_bytes, &mut settings.max_header_bytes, 1_048_575),
+        ] {
+            match value {
+                Some(n) if *n == 0 || *n > most => cx.error(
+                    place.clone(),
+                    format!("`{key}: {n}` is out of range"),
+                    Some(format!("from 1 to {most}, what pingora can parse")),
+                ),
+                Some(n) => *slot = *n,
                 None => {}
             }
         }

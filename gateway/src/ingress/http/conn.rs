@@ -13,7 +13,13 @@
 //! - no byte of the next request within `idle_timeout_ms`: the connection is closed, as if
 //!   the client had closed it (pingora then drops it quietly);
 //! - a request header that is not complete `header_timeout_ms` after its first byte: a 408
-//!   problem document is written and the connection is closed.
+//!   problem document is written and the connection is closed;
+//! - a request header with more than `max_header_count` fields or `max_header_bytes` bytes:
+//!   a 431 problem document, as soon as the limit is passed (pingora alone takes 256 fields
+//!   and 1 MiB, and answers anything past that with a plain-text 400);
+//! - pingora's own answers to a request it could not parse (a malformed header, two
+//!   different `Content-Length`s: 400; `CONNECT`: 405), written before Qiao sees the
+//!   request, are replaced by the same status as a problem document.
 //!
 //! [`EdgeHttp`] marks the start of each request on the connection (pingora's reuse loop
 //! calls it before reading a header) and the edge marks the end of the header
@@ -129,11 +135,72 @@ pub fn arm_body_read(session: &mut Session, deadline: Instant) -> bool {
 pub struct Limits {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    pub max_header_count: usize,
+    pub max_header_bytes: usize,
 }
 
 impl From<&ServerSettings> for Limits {
     fn from(s: &ServerSettings) -> Limits {
-        Limits { header_timeout: s.header_timeout, idle_timeout: s.idle_timeout }
+        Limits {
+            header_timeout: s.header_timeout,
+            idle_timeout: s.idle_timeout,
+            max_header_count: s.max_header_count,
+            max_header_bytes: s.max_header_bytes,
+        }
+    }
+}
+
+/// Where a request header ends and how big it is, counted as its bytes arrive: lines end at
+/// `\n` (with or without `\r`, as httparse reads them); the header ends at the first empty
+/// line after some text (empty lines before the request line are skipped, as httparse does).
+#[derive(Clone, Copy, Debug, Default)]
+struct Scan {
+    bytes: usize,
+    /// Lines ended so far, the request line included.
+    lines: usize,
+    begun: bool,
+    after_lf: bool,
+    done: bool,
+}
+
+/// What the scan found wrong with a header.
+#[derive(Debug, PartialEq, Eq)]
+enum Oversize {
+    Fields(usize),
+    Bytes(usize),
+}
+
+impl Scan {
+    /// Reads `chunk`; stops at the end of the header. `Err` as soon as a limit is passed.
+    fn feed(&mut self, chunk: &[u8], limits: &Limits) -> Result<(), Oversize> {
+        for &b in chunk {
+            if self.done {
+                break;
+            }
+            self.bytes += 1;
+            if self.bytes > limits.max_header_bytes {
+                return Err(Oversize::Bytes(limits.max_header_bytes));
+            }
+            if !self.begun {
+                if b == b'\r' || b == b'\n' {
+                    continue;
+                }
+                self.begun = true;
+            }
+            match b {
+                b'\n' if self.after_lf => self.done = true,
+                b'\n' => {
+                    self.after_lf = true;
+                    self.lines += 1;
+                    if self.lines - 1 > limits.max_header_count {
+                        return Err(Oversize::Fields(limits.max_header_count));
+                    }
+                }
+                b'\r' => {}
+                _ => self.after_lf = false,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -150,6 +217,7 @@ pub struct Guarded {
     /// When the wait for the current request began, and when its first byte came.
     waiting_since: Instant,
     header_started: Option<Instant>,
+    scan: Scan,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// An answer of our own being written instead of reading further; then the error to
     /// give pingora.
@@ -179,6 +247,7 @@ impl Guarded {
             seen_epoch: 0,
             waiting_since: Instant::now(),
             header_started: None,
+            scan: Scan::default(),
             timer: None,
             refusal: None,
         }
@@ -206,21 +275,46 @@ impl Guarded {
             Some(Refusal { bytes: problem_response(failure), written: 0, error, message: failure.detail.clone() });
     }
 
-    /// Writes what is left of the refusal; then pingora's read fails with its error.
-    fn poll_refusal(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Writes what is left of the refusal (best effort: a client that does not read it
+    /// loses it).
+    fn write_refusal(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let r = self.refusal.as_mut().expect("a refusal");
         while r.written < r.bytes.len() {
             match Pin::new(&mut self.inner).poll_write(cx, &r.bytes[r.written..]) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break,
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => r.written = r.bytes.len() + 1,
                 Poll::Ready(Ok(n)) => r.written += n,
                 Poll::Pending => return Poll::Pending,
             }
         }
         if r.written == r.bytes.len() {
-            ready!(Pin::new(&mut self.inner).poll_flush(cx)).ok();
+            let _ = ready!(Pin::new(&mut self.inner).poll_flush(cx));
+            r.written += 1;
         }
-        r.written = r.bytes.len();
+        Poll::Ready(())
+    }
+
+    /// Writes what is left of the refusal; then pingora's read fails with its error.
+    fn poll_refusal(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.write_refusal(cx));
+        let r = self.refusal.as_ref().expect("a refusal");
         Poll::Ready(Err(io::Error::new(r.error, r.message.clone())))
+    }
+
+    /// pingora answers a request it could not parse (400) or will not serve (`CONNECT`,
+    /// 405) before Qiao sees it, with an empty plain answer: the same status as a problem
+    /// document goes out instead. `None` for anything else.
+    fn substitute(&self, head: &[u8]) -> Option<Failure> {
+        let status = head.strip_prefix(b"HTTP/1.1 ").or_else(|| head.strip_prefix(b"HTTP/1.0 "))?.get(..3)?;
+        Some(match status {
+            b"400" => Failure::new(
+                ErrorKind::BadRequest,
+                "the request is not valid HTTP/1.1: a malformed request line or header field, a \
+                 Content-Length that is not a number or is repeated with another value, or a \
+                 Transfer-Encoding that does not end in chunked",
+            ),
+            b"405" => Failure::new(ErrorKind::MethodNotAllowed, "CONNECT is not served here"),
+            _ => return None,
+        })
     }
 }
 
@@ -254,6 +348,7 @@ impl AsyncRead for Guarded {
             this.seen_epoch = epoch;
             this.waiting_since = Instant::now();
             this.header_started = None;
+            this.scan = Scan::default();
         }
         let deadline = match this.header_started {
             Some(t) => t + this.limits.header_timeout,
@@ -264,6 +359,16 @@ impl AsyncRead for Guarded {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before && this.header_started.is_none() {
                     this.header_started = Some(Instant::now());
+                }
+                if let Err(over) = this.scan.feed(&buf.filled()[before..], &this.limits) {
+                    // pingora does not get these bytes: the answer is ours.
+                    buf.set_filled(before);
+                    let detail = match over {
+                        Oversize::Fields(n) => format!("the request has more than {n} header fields"),
+                        Oversize::Bytes(n) => format!("the request header is larger than {n} bytes"),
+                    };
+                    this.refuse(&Failure::new(ErrorKind::HeadersTooLarge, detail), io::ErrorKind::InvalidData);
+                    return this.poll_refusal(cx);
                 }
                 return Poll::Ready(Ok(()));
             }
@@ -296,8 +401,16 @@ impl AsyncRead for Guarded {
 impl AsyncWrite for Guarded {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.refusal.is_none()
+            && !this.serving.load(Ordering::Acquire)
+            && this.header_started.is_some()
+            && let Some(failure) = this.substitute(buf)
+        {
+            this.refuse(&failure, io::ErrorKind::InvalidData);
+        }
         if this.refusal.is_some() {
-            // Our own answer went out instead: nothing else may follow it.
+            // Our own answer goes out instead, and nothing may follow it.
+            ready!(this.write_refusal(cx));
             return Poll::Ready(Ok(buf.len()));
         }
         Pin::new(&mut this.inner).poll_write(cx, buf)
@@ -317,7 +430,13 @@ impl AsyncWrite for Guarded {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.refusal.is_none() && !this.serving.load(Ordering::Acquire) && this.header_started.is_some() {
+            // Possibly pingora's own answer: go through `poll_write`, which looks at it.
+            let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
+            return Pin::new(this).poll_write(cx, first);
+        }
         if this.refusal.is_some() {
+            ready!(this.write_refusal(cx));
             return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
         }
         Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
@@ -328,10 +447,31 @@ impl AsyncWrite for Guarded {
     }
 }
 
+/// After a refusal, how long and how much of what the client still sends is read and
+/// dropped before the connection closes.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
 #[async_trait]
 impl Shutdown for Guarded {
     async fn shutdown(&mut self) {
-        self.inner.shutdown().await
+        self.inner.shutdown().await;
+        if self.refusal.is_none() {
+            return;
+        }
+        // A refusal leaves the client in the middle of its request. Closing a socket with
+        // unread bytes makes the kernel send a reset, which can destroy the answer before
+        // the client reads it: read on for a little while first (nginx's lingering close).
+        use tokio::io::AsyncReadExt;
+        let until = tokio::time::Instant::now() + LINGER;
+        let mut buf = [0u8; 8192];
+        let mut dropped = 0;
+        while dropped < LINGER_BYTES {
+            match tokio::time::timeout_at(until, self.inner.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => dropped += n,
+                _ => break,
+            }
+        }
     }
 }
 
@@ -393,5 +533,54 @@ impl GetSocketDigest for Guarded {
 impl Peek for Guarded {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(count: usize, bytes: usize) -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            max_header_count: count,
+            max_header_bytes: bytes,
+        }
+    }
+
+    #[test]
+    fn the_scan_finds_the_end_of_a_header_however_lines_end() {
+        for head in [
+            &b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"[..],
+            b"GET / HTTP/1.1\nhost: a\n\n",
+            b"GET / HTTP/1.1\r\nhost: a\n\r\n",
+            b"\r\n\r\nGET / HTTP/1.1\r\nhost: a\r\n\r\n",
+        ] {
+            let mut s = Scan::default();
+            // Byte by byte: the end is found across reads too.
+            for b in head {
+                s.feed(std::slice::from_ref(b), &limits(100, 1000)).unwrap();
+            }
+            assert!(s.done, "{}", String::from_utf8_lossy(head));
+            assert_eq!(s.lines, 2, "{}", String::from_utf8_lossy(head));
+        }
+        let mut s = Scan::default();
+        s.feed(b"POST / HTTP/1.1\r\ncontent-length: 4\r\n\r\n\r\n\r\n\r\n", &limits(100, 40)).unwrap();
+        assert_eq!(s.bytes, 38, "the body after the header is not counted");
+    }
+
+    #[test]
+    fn the_scan_stops_at_the_limits() {
+        let mut s = Scan::default();
+        let head = b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\n";
+        assert_eq!(s.feed(head, &limits(2, 1000)), Err(Oversize::Fields(2)));
+        let mut s = Scan::default();
+        assert!(s.feed(head, &limits(3, 1000)).is_ok());
+        let mut s = Scan::default();
+        assert_eq!(s.feed(head, &limits(100, 20)), Err(Oversize::Bytes(20)));
+        // Empty lines before the request line count as bytes, so they cannot pile up.
+        let mut s = Scan::default();
+        assert_eq!(s.feed(&[b'\n'; 50], &limits(100, 20)), Err(Oversize::Bytes(20)));
     }
 }
