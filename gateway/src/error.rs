@@ -53,12 +53,16 @@ pub enum ErrorKind {
     Unroutable,
     /// The request could not be read (client went away, broken chunking).
     BadRequest,
+    /// The client did not send its request header, or its body, in time.
+    RequestTimeout,
+    /// The request header has more fields, or more bytes, than the edge takes.
+    HeadersTooLarge,
     /// A fault in Qiao itself.
     Internal,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 20] = [
+    pub const ALL: [ErrorKind; 22] = [
         Self::RouteNotFound,
         Self::MethodNotAllowed,
         Self::UnsupportedMediaType,
@@ -78,6 +82,8 @@ impl ErrorKind {
         Self::BrokerUnavailable,
         Self::Unroutable,
         Self::BadRequest,
+        Self::RequestTimeout,
+        Self::HeadersTooLarge,
         Self::Internal,
     ];
 
@@ -104,6 +110,8 @@ impl ErrorKind {
             Self::BrokerUnavailable => "broker-unavailable",
             Self::Unroutable => "unroutable",
             Self::BadRequest => "bad-request",
+            Self::RequestTimeout => "request-timeout",
+            Self::HeadersTooLarge => "headers-too-large",
             Self::Internal => "internal",
         }
     }
@@ -129,6 +137,8 @@ impl ErrorKind {
             Self::BrokerUnavailable => "The message broker did not take the message",
             Self::Unroutable => "No queue takes this message",
             Self::BadRequest => "The request could not be read",
+            Self::RequestTimeout => "The request was not received in time",
+            Self::HeadersTooLarge => "The request's header fields are too large",
             Self::Internal => "Internal error",
         }
     }
@@ -157,6 +167,8 @@ impl ErrorKind {
             Self::BrokerUnavailable => 503,
             Self::Unroutable => 502,
             Self::BadRequest => 400,
+            Self::RequestTimeout => 408,
+            Self::HeadersTooLarge => 431,
             Self::Internal => 500,
         }
     }
@@ -172,6 +184,8 @@ impl ErrorKind {
                 | Self::BrokerUnavailable
                 | Self::CircuitOpen
                 | Self::RateLimited
+                // The client was too slow; sent again, it may well be in time.
+                | Self::RequestTimeout
                 // A missing binding is fixed by people; retrying gives them the time.
                 | Self::Unroutable
         )
@@ -456,6 +470,7 @@ mod tests {
                     | ErrorKind::Unroutable
                     | ErrorKind::CircuitOpen
                     | ErrorKind::RateLimited
+                    | ErrorKind::RequestTimeout
             );
             assert_eq!(kind.retryable(), expect, "{kind}");
         }

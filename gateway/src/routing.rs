@@ -116,9 +116,49 @@ impl Router {
     }
 }
 
+/// Whether a path parameter, as it came in the URL, holds a dot segment (`.` or `..`):
+/// spelled out or percent-encoded (`%2e%2E`), between `/`, `%2F` or `\\` (which some servers,
+/// IIS among them, also take as a separator). Inserted into a destination path, such a
+/// segment would take the request somewhere else on the system (`/k3cloud/a/../../admin`),
+/// or out of the system's base path. A segment's `;parameters` are left out first: Java
+/// servlet containers (Tomcat, Jetty) read `..;x` as `..`.
+pub fn has_dot_segment(raw: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    decoded
+        .split(['/', '\\'])
+        .map(|segment| segment.split(';').next().unwrap_or_default())
+        .any(|s| s == "." || s == "..")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_are_found_however_they_are_spelled() {
+        for bad in [
+            "..",
+            ".",
+            "a/../../x",
+            "a/./x",
+            "a/%2e%2e/x",
+            "a/%2E%2e/x",
+            "a/.%2e/x",
+            "%2e%2e%2fx",
+            "a%2F..%2Fx",
+            "a\\..\\x",
+            "a%5C..%5Cx",
+            "x/..",
+            "a/..;/x",
+            "a/..;jsessionid=1/x",
+            "a/.%3B/x",
+        ] {
+            assert!(has_dot_segment(bad), "{bad}");
+        }
+        for fine in ["a..b/x", "...", "a/.b/x", "v1.2/x", "%2e%2e%2e", "Save.common.kdsvc", "", "a;v=1/x", "..x;/y"] {
+            assert!(!has_dot_segment(fine), "{fine}");
+        }
+    }
 
     #[test]
     fn methods_and_params_are_matched() {

@@ -16,7 +16,6 @@ use pingora::services::listening::Service;
 use crate::admin::Admin;
 use crate::config::Config;
 use crate::ingress::amqp::AmqpService;
-use crate::ingress::http::Edge;
 use crate::runtime::Runtime;
 use crate::runtime::reload::{ReloadService, Reloader};
 
@@ -142,11 +141,7 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), String> {
     let shared = Runtime::build(Arc::new(config), None)?.shared();
     let (reloader, updates) = Reloader::new(&reload.dir, reload.loader, shared.clone());
     let reloader = Arc::new(reloader);
-    let mut edge = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Edge { runtime: shared.clone() },
-        "qiao-edge",
-    );
+    let mut edge = crate::ingress::http::service(&server.configuration, shared.clone());
     edge.add_tcp(&settings.listen);
     let admin_token = std::env::var("QIAO_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
     let mut admin = Service::new(

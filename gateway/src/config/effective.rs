@@ -23,6 +23,11 @@ pub fn effective(config: &Config) -> Value {
         "drain_seconds": s.drain_seconds,
         "grace_period_seconds": s.grace_period_seconds,
         "graceful_shutdown_timeout_seconds": s.graceful_shutdown_timeout_seconds,
+        "header_timeout_ms": s.header_timeout.as_millis() as u64,
+        "body_timeout_ms": s.body_timeout.as_millis() as u64,
+        "idle_timeout_ms": s.idle_timeout.as_millis() as u64,
+        "max_header_count": s.max_header_count,
+        "max_header_bytes": s.max_header_bytes,
         "telemetry": {
             "otlp_endpoint": t.endpoint,
             "otlp_protocol": format!("{:?}", t.protocol()),

@@ -48,6 +48,16 @@ pub struct ServerSettings {
     pub drain_seconds: u64,
     pub grace_period_seconds: u64,
     pub graceful_shutdown_timeout_seconds: u64,
+    /// Time allowed for a whole request header, from its first byte.
+    pub header_timeout: Duration,
+    /// Time allowed for a whole request body, from the end of its header.
+    pub body_timeout: Duration,
+    /// Time a connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Most header fields a request may have.
+    pub max_header_count: usize,
+    /// Largest request header (request line and fields, as sent), in bytes.
+    pub max_header_bytes: usize,
     pub telemetry: crate::telemetry::TelemetrySettings,
 }
 
@@ -62,6 +72,11 @@ impl Default for ServerSettings {
             drain_seconds: 5,
             grace_period_seconds: 5,
             graceful_shutdown_timeout_seconds: 5,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            max_header_count: 100,
+            max_header_bytes: 60 * 1024,
             telemetry: crate::telemetry::TelemetrySettings::default(),
         }
     }

@@ -60,6 +60,17 @@ pub struct RawServer {
     pub grace_period_seconds: Option<u64>,
     /// After the grace period, how long in-flight requests get to finish. Default 5.
     pub graceful_shutdown_timeout_seconds: Option<u64>,
+    /// Time a client has to send a whole request header, from its first byte. Default 10000.
+    pub header_timeout_ms: Option<u64>,
+    /// Time a client has to send a whole request body, once its header is in. Default 60000.
+    pub body_timeout_ms: Option<u64>,
+    /// How long a connection may wait for its next request before it is closed. Default 60000.
+    pub idle_timeout_ms: Option<u64>,
+    /// Most header fields a request may have (1 to 256). Default 100.
+    pub max_header_count: Option<usize>,
+    /// Largest request header, request line included, in bytes (at most 1048575). Default
+    /// 61440 (60 KiB).
+    pub max_header_bytes: Option<usize>,
     /// Traces: where spans are exported (docs/observability.md).
     pub telemetry: Option<RawTelemetry>,
 }

@@ -95,25 +95,80 @@ impl Template {
         self.parts.iter().all(|p| matches!(p, Part::Lit(_)))
     }
 
+    /// The text with every placeholder filled, values as they are.
     pub fn render(&self, scope: &Scope<'_>) -> Result<String, RenderError> {
+        self.render_as(scope, false)
+    }
+
+    /// A destination's path and query, with every value percent-encoded so that it stays
+    /// one value: `../admin?x=1#f` becomes `..%2Fadmin%3Fx%3D1%23f`, not another path, a
+    /// query and a fragment. Everything but the unreserved characters (`A-Z a-z 0-9 - . _
+    /// ~`) is encoded, UTF-8 byte by byte. Path parameters (`{name}`, `$params.name`) are
+    /// the exception: they are still percent-encoded as they came in the URL, so they are
+    /// kept as they are, a catch-all's `/` included; only what a URL path cannot hold is
+    /// encoded (and, after the template's `?`, the `&`, `=` and `+` that would split a
+    /// query parameter).
+    pub fn render_uri(&self, scope: &Scope<'_>) -> Result<String, RenderError> {
+        self.render_as(scope, true)
+    }
+
+    fn render_as(&self, scope: &Scope<'_>, uri: bool) -> Result<String, RenderError> {
         let mut out = String::with_capacity(self.text.len() + 16);
+        let mut in_query = false;
         for part in &self.parts {
             match part {
-                Part::Lit(s) => out.push_str(s),
-                Part::Field { path, optional } => match path.resolve(scope) {
-                    Some(Value::Null) | None if *optional => {}
-                    Some(Value::Null) | None => {
-                        return Err(RenderError {
-                            path: path.to_string(),
-                            reason: "the template needs it but the message has no value there (write `{path?}` to allow that)".into(),
-                        });
+                Part::Lit(s) => {
+                    out.push_str(s);
+                    in_query |= s.contains('?');
+                }
+                Part::Field { path, optional } => {
+                    let text = match path.resolve(scope) {
+                        Some(Value::Null) | None if *optional => continue,
+                        Some(Value::Null) | None => {
+                            return Err(RenderError {
+                                path: path.to_string(),
+                                reason: "the template needs it but the message has no value there (write `{path?}` to allow that)".into(),
+                            });
+                        }
+                        Some(Value::String(s)) => std::borrow::Cow::Borrowed(s.as_str()),
+                        Some(other) => std::borrow::Cow::Owned(other.to_string()),
+                    };
+                    match (uri, path.root) {
+                        (false, _) => out.push_str(&text),
+                        (true, Root::Params) => keep_encoded(&mut out, &text, in_query),
+                        (true, _) => out.extend(percent_encoding::utf8_percent_encode(&text, VALUE)),
                     }
-                    Some(Value::String(s)) => out.push_str(s),
-                    Some(other) => out.push_str(&other.to_string()),
-                },
+                }
             }
         }
         Ok(out)
+    }
+}
+
+/// What a value in a URL keeps as it is: the unreserved characters of RFC 3986.
+const VALUE: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// A path parameter, percent-encoded as it came: its `%XX` escapes and the characters a
+/// path segment may hold (`/` too) are kept; anything else, a lone `%` included, is
+/// encoded. In a query, `&`, `=` and `+` are encoded too.
+fn keep_encoded(out: &mut String, raw: &str, in_query: bool) {
+    let b = raw.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%' && i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit() {
+            out.push_str(&raw[i..i + 3]);
+            i += 3;
+            continue;
+        }
+        let path_char = c.is_ascii_alphanumeric() || b"-._~!$'()*,;:@/".contains(&c);
+        if path_char || (!in_query && b"&=+".contains(&c)) {
+            out.push(c as char);
+        } else {
+            out.push_str(&format!("%{c:02X}"));
+        }
+        i += 1;
     }
 }
 
@@ -156,6 +211,29 @@ mod tests {
         assert!(Template::parse("a}", Root::Current).is_err());
         assert!(Template::parse("{}", Root::Current).is_err());
         assert!(Template::parse("{$nope.x}", Root::Current).is_err());
+    }
+
+    #[test]
+    fn values_in_a_uri_are_percent_encoded_and_path_parameters_kept() {
+        let t = Template::parse("/k3cloud/{op}/x/{$headers.x-op}?q={$body.q}&p={op}", Root::Params).unwrap();
+        let vars = json!({"params": {"op": "a/b%20c;v=1&w"}, "headers": {"x-op": "../admin?x=1#f"}});
+        let body = json!({"q": "a&b=c d+é"});
+        let scope = Scope { current: &body, document: &body, vars: &vars };
+        assert_eq!(
+            t.render_uri(&scope).unwrap(),
+            "/k3cloud/a/b%20c;v=1&w/x/..%2Fadmin%3Fx%3D1%23f?q=a%26b%3Dc%20d%2B%C3%A9&p=a/b%20c;v%3D1%26w"
+        );
+        // What a URL path cannot hold is encoded even in a parameter: a lone `%`, a space.
+        let vars = json!({"params": {"op": "50%-off x\"y"}});
+        let t = Template::parse("/{op}", Root::Params).unwrap();
+        let scope = Scope { current: &Value::Null, document: &Value::Null, vars: &vars };
+        assert_eq!(t.render_uri(&scope).unwrap(), "/50%25-off%20x%22y");
+        // Numbers and the unreserved characters go as they are; `render` never encodes.
+        let t = Template::parse("/{$body.n}/{$body.s}", Root::Params).unwrap();
+        let body = json!({"n": 12.5, "s": "A-z_0.~ /"});
+        let scope = Scope { current: &body, document: &body, vars: &Value::Null };
+        assert_eq!(t.render_uri(&scope).unwrap(), "/12.5/A-z_0.~%20%2F");
+        assert_eq!(t.render(&scope).unwrap(), "/12.5/A-z_0.~ /");
     }
 
     #[test]

@@ -240,10 +240,48 @@ pub fn map(
 }
 
 fn render(t: &Template, scope: &Scope<'_>, what: &str, system: &str) -> Result<String, Failure> {
-    t.render(scope).map_err(|e| {
+    let rendered = if what == "path" { t.render_uri(scope) } else { t.render(scope) };
+    rendered.map_err(|e| {
         Failure::new(ErrorKind::MappingFailed, format!("destination {what} needs `{}`: {}", e.path, e.reason))
             .at_system(system)
     })
+}
+
+/// A rendered destination path (with its query), checked to be one a request can carry
+/// exactly, and to stay where its template points. Its values come from the sender
+/// (headers, body, path), so a path that fails is the message's fault, never a 500:
+/// `mapping-failed`, nothing sent.
+pub fn checked_path(path: String, template: &Template, system: &str) -> Result<String, Failure> {
+    if path.is_empty() {
+        return Ok(path);
+    }
+    // Values are percent-encoded, so none can add a `/`; a value that is a whole segment
+    // can still be `..` (`/orders/{$body.id}` with `"id": ".."`).
+    if crate::routing::has_dot_segment(path.split('?').next().unwrap_or_default()) {
+        return Err(Failure::new(
+            ErrorKind::MappingFailed,
+            format!(
+                "destination path `{}`: a value inserted into it makes a dot segment (`.` or `..`), \
+                 which would lead elsewhere on the system",
+                template.text
+            ),
+        )
+        .at_system(system));
+    }
+    match path.parse::<http::uri::PathAndQuery>() {
+        // The parser drops a `#fragment`: a path that reads back different is refused too.
+        Ok(p) if p.as_str() == path => Ok(path),
+        _ => Err(Failure::new(
+            ErrorKind::MappingFailed,
+            // The rendered path is not shown: the values in it may be anyone's.
+            format!(
+                "destination path `{}`: a value inserted into it makes it an invalid URL path \
+                 (a space, a `#`, a control or non-ASCII character)",
+                template.text
+            ),
+        )
+        .at_system(system)),
+    }
 }
 
 /// Builds the HTTP request for one destination: method, rendered path and headers, the body.
@@ -257,7 +295,7 @@ pub fn http_request(
 ) -> Result<HttpRequest, Failure> {
     let scope = Scope { current: &out.value, document: &out.value, vars: dest_vars };
     let path = match path {
-        Some(t) => render(t, &scope, "path", &dest.system.name)?,
+        Some(t) => checked_path(render(t, &scope, "path", &dest.system.name)?, t, &dest.system.name)?,
         None => String::new(),
     };
     let mut headers = HeaderMap::new();

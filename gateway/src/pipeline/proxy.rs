@@ -39,13 +39,14 @@ pub fn proxy_target(
     let vars = super::vars(route, message, params, true);
     let scope = Scope { current: &Value::Null, document: &Value::Null, vars: &vars };
     let render = |what: &str, t: &Template| {
-        t.render(&scope).map_err(|e| {
+        let rendered = if what == "path" { t.render_uri(&scope) } else { t.render(&scope) };
+        rendered.map_err(|e| {
             Failure::new(ErrorKind::MappingFailed, format!("destination {what} needs `{}`: {}", e.path, e.reason))
                 .at_system(dest.system.name.clone())
         })
     };
     let path = match path {
-        Some(t) => render("path", t)?,
+        Some(t) => super::checked_path(render("path", t)?, t, &dest.system.name)?,
         None => inbound_path.to_string(),
     };
     let mut headers = Vec::with_capacity(dest.headers.len());

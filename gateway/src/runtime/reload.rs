@@ -133,7 +133,8 @@ impl Reloader {
         if old.config.server != new.config.server {
             tracing::warn!(
                 trigger,
-                "the `server` section changed; listeners, threads and telemetry change at the next start"
+                "the `server` section changed; listeners, threads and telemetry change at the next start \
+                 (its timeouts and limits apply to the connections accepted from now on)"
             );
         }
         // Queues and bindings the new routes need exist before any of them is used.

@@ -105,3 +105,26 @@ pub fn finish(f: Finished<'_>, cx: &opentelemetry::Context, log_span: &tracing::
         ),
     }
 }
+
+/// A connection the edge refused before pingora handed a request to Qiao (a header too
+/// slow or too large, a request pingora could not parse): counted and logged like a
+/// request, with no route, no message id and no span.
+pub fn refused_connection(failure: &Failure, client: &str) {
+    let m = metrics::get();
+    let status = failure.kind.status();
+    m.errors.with_label_values(&["-", failure.kind.slug()]).inc();
+    m.requests.with_label_values(&["-", &status.to_string()]).inc();
+    tracing::info!(
+        target: "qiao::access",
+        transport = "http",
+        method = "-",
+        path = "-",
+        route = "-",
+        status,
+        error_kind = failure.kind.slug(),
+        detail = failure.detail.as_str(),
+        message_id = "-",
+        client,
+        "request refused before it was read"
+    );
+}

@@ -202,6 +202,11 @@ pub(super) fn compile_server(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) -> 
             drain_seconds,
             grace_period_seconds,
             graceful_shutdown_timeout_seconds,
+            header_timeout_ms,
+            body_timeout_ms,
+            idle_timeout_ms,
+            max_header_count,
+            max_header_bytes,
             telemetry,
         } = &server.value;
         if let Some(t) = telemetry {
@@ -268,6 +273,37 @@ pub(super) fn compile_server(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) -> 
         }
         if let Some(s) = graceful_shutdown_timeout_seconds {
             settings.graceful_shutdown_timeout_seconds = *s;
+        }
+        for (key, value, slot) in [
+            ("header_timeout_ms", header_timeout_ms, &mut settings.header_timeout),
+            ("body_timeout_ms", body_timeout_ms, &mut settings.body_timeout),
+            ("idle_timeout_ms", idle_timeout_ms, &mut settings.idle_timeout),
+        ] {
+            match value {
+                Some(0) => cx.error(
+                    place.clone(),
+                    format!("`{key}` must be at least 1"),
+                    Some("a client must be given some time; leave the key out for the default".into()),
+                ),
+                Some(ms) => *slot = Duration::from_millis(*ms),
+                None => {}
+            }
+        }
+        // pingora parses at most 256 header fields of at most 1 MiB in all; past that it
+        // answers 400 by itself.
+        for (key, value, slot, most) in [
+            ("max_header_count", max_header_count, &mut settings.max_header_count, 256),
+            ("max_header_bytes", max_header_bytes, &mut settings.max_header_bytes, 1_048_575),
+        ] {
+            match value {
+                Some(n) if *n == 0 || *n > most => cx.error(
+                    place.clone(),
+                    format!("`{key}: {n}` is out of range"),
+                    Some(format!("from 1 to {most}, what pingora can parse")),
+                ),
+                Some(n) => *slot = *n,
+                None => {}
+            }
         }
     }
     settings

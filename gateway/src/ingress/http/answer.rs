@@ -51,9 +51,10 @@ pub async fn write(
 
 /// Reads and drops what is left of the request body, up to `limit` bytes, so that an
 /// early answer (404, 405, 415, 413) can keep the connection: pingora closes a connection
-/// whose request body was not read to the end. Past the limit it gives up and the
-/// connection closes after the answer — cheaper than draining a huge upload.
-pub async fn discard_body(session: &mut Session, limit: u64) {
+/// whose request body was not read to the end. Past the limit, or past `deadline` (the
+/// body's time, `server.body_timeout_ms`), it gives up and the connection closes after the
+/// answer — cheaper than draining a huge or slow upload.
+pub async fn discard_body(session: &mut Session, limit: u64, deadline: std::time::Instant) {
     let declared: Option<u64> =
         session.req_header().headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     if declared.is_some_and(|n| n > limit) {
@@ -62,6 +63,10 @@ pub async fn discard_body(session: &mut Session, limit: u64) {
     }
     let mut seen = 0u64;
     loop {
+        if !super::conn::arm_body_read(session, deadline) {
+            session.set_keepalive(None);
+            return;
+        }
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
                 seen += chunk.len() as u64;

@@ -30,15 +30,30 @@ pub fn message_id(session: &Session) -> MessageId {
 
 enum BodyError {
     TooLarge,
+    Late,
     Read(Box<Error>),
 }
 
-/// Reads the whole request body, refusing more than `limit` bytes.
-async fn read_body(session: &mut Session, limit: u64) -> std::result::Result<Bytes, BodyError> {
+/// Reads the whole request body, refusing more than `limit` bytes and a body not complete
+/// by `deadline`.
+async fn read_body(
+    session: &mut Session,
+    limit: u64,
+    deadline: std::time::Instant,
+) -> std::result::Result<Bytes, BodyError> {
     let mut first: Option<Bytes> = None;
     let mut rest: Option<BytesMut> = None;
     let mut total: u64 = 0;
-    while let Some(chunk) = session.read_request_body().await.map_err(BodyError::Read)? {
+    loop {
+        if !super::conn::arm_body_read(session, deadline) {
+            return Err(BodyError::Late);
+        }
+        let chunk = match session.read_request_body().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) if e.etype() == &ErrorType::ReadTimedout => return Err(BodyError::Late),
+            Err(e) => return Err(BodyError::Read(e)),
+        };
         total += chunk.len() as u64;
         if total > limit {
             return Err(BodyError::TooLarge);
@@ -77,7 +92,7 @@ pub async fn handle(
         } else {
             format!("Content-Type `{content_type}` is not JSON; send the body as application/json")
         };
-        answer::discard_body(session, route.max_body_bytes).await;
+        answer::discard_body(session, route.max_body_bytes, ctx.body_deadline).await;
         return answer::problem(session, ctx, &Failure::new(ErrorKind::UnsupportedMediaType, detail)).await;
     }
     let declared: Option<u64> =
@@ -91,14 +106,19 @@ pub async fn handle(
     };
     if let Some(size) = declared.filter(|s| *s > route.max_body_bytes) {
         // Draining a body much larger than the limit costs more than a new connection.
-        answer::discard_body(session, route.max_body_bytes.saturating_mul(2)).await;
+        answer::discard_body(session, route.max_body_bytes.saturating_mul(2), ctx.body_deadline).await;
         return answer::problem(session, ctx, &too_large(Some(size))).await;
     }
-    let body = match read_body(session, route.max_body_bytes).await {
+    let body = match read_body(session, route.max_body_bytes, ctx.body_deadline).await {
         Ok(b) => crate::json::strip_bom(b),
         Err(BodyError::TooLarge) => {
             session.set_keepalive(None);
             return answer::problem(session, ctx, &too_large(declared)).await;
+        }
+        Err(BodyError::Late) => {
+            session.set_keepalive(None);
+            let f = super::body_timeout(ctx);
+            return answer::problem(session, ctx, &f).await;
         }
         Err(BodyError::Read(e)) => {
             let f = Failure::new(ErrorKind::BadRequest, format!("the request body could not be read: {e}"));

@@ -7,6 +7,7 @@
 //! `request_filter` and stream through pingora's proxy engine unchanged.
 
 mod answer;
+mod conn;
 mod message;
 mod proxy;
 
@@ -47,6 +48,16 @@ pub fn draining() -> bool {
     DRAINING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// The HTTP ingress as a pingora service: the proxy around [`Edge`], behind the connection
+/// limits of [`conn`].
+pub fn service(
+    conf: &Arc<pingora::server::configuration::ServerConf>,
+    runtime: SharedRuntime,
+) -> pingora::services::listening::Service<conn::EdgeApp> {
+    let proxy = pingora::proxy::http_proxy(conf, Edge { runtime: runtime.clone() });
+    pingora::services::listening::Service::new("qiao-edge".to_string(), conn::EdgeApp::new(proxy, runtime))
+}
+
 /// Per-request state shared by the phases.
 pub struct Ctx {
     started: Instant,
@@ -62,6 +73,8 @@ pub struct Ctx {
     proxy: Option<ProxyPlan>,
     /// Bytes of a proxied body seen so far.
     body_seen: u64,
+    /// When the request body must be in (`server.body_timeout_ms` after the header).
+    body_deadline: Instant,
     /// The request's server span; phases and deliveries are its children.
     otel: opentelemetry::Context,
     /// The span that gives every log line of this request its trace and message ids.
@@ -120,15 +133,23 @@ impl ProxyHttp for Edge {
             status: 0,
             proxy: None,
             body_seen: 0,
+            body_deadline: Instant::now(),
             otel: opentelemetry::Context::new(),
             log_span: tracing::Span::none(),
         }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        conn::began(session);
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let runtime = self.runtime.load_full();
         ctx.runtime = Some(runtime.clone());
         let config = &runtime.config;
+        ctx.body_deadline = ctx.started + config.server.body_timeout;
+        session.set_total_drain_timeout(Some(config.server.body_timeout));
         let (method, path) = {
             let req = session.req_header();
             (req.method.clone(), req.uri.path().to_string())
@@ -137,14 +158,14 @@ impl ProxyHttp for Edge {
             Found::Route { index, params } => (index, params),
             Found::NotFound => {
                 begin(ctx, session, None);
-                answer::discard_body(session, config.server.max_body_bytes).await;
+                answer::discard_body(session, config.server.max_body_bytes, ctx.body_deadline).await;
                 let f = Failure::new(ErrorKind::RouteNotFound, format!("no route matches {method} {path}"));
                 answer::problem(session, ctx, &f).await?;
                 return Ok(true);
             }
             Found::MethodNotAllowed { allow } => {
                 begin(ctx, session, None);
-                answer::discard_body(session, config.server.max_body_bytes).await;
+                answer::discard_body(session, config.server.max_body_bytes, ctx.body_deadline).await;
                 let mut f = Failure::new(ErrorKind::MethodNotAllowed, format!("{path} does not accept {method}"));
                 f.allow = allow.iter().map(|m| m.to_string()).collect();
                 answer::problem(session, ctx, &f).await?;
@@ -155,11 +176,20 @@ impl ProxyHttp for Edge {
         ctx.route = Some(route.clone());
         ctx.message_id = Some(message::message_id(session));
         begin(ctx, session, Some(&route));
+        if let Some((name, _)) = params.iter().find(|(_, v)| crate::routing::has_dot_segment(v)) {
+            answer::discard_body(session, route.max_body_bytes, ctx.body_deadline).await;
+            let f = Failure::new(
+                ErrorKind::BadRequest,
+                format!("path parameter `{name}` holds a dot segment (`.` or `..`, perhaps percent-encoded): refused"),
+            );
+            answer::problem(session, ctx, &f).await?;
+            return Ok(true);
+        }
         if let Some(limit) = &route.rate_limit
             && let Err(wait) = limit.check(session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
         {
             crate::telemetry::metrics::get().rate_limited.with_label_values(&[&*route.name]).inc();
-            answer::discard_body(session, route.max_body_bytes).await;
+            answer::discard_body(session, route.max_body_bytes, ctx.body_deadline).await;
             let secs = crate::error::whole_seconds(wait);
             let f = Failure::new(
                 ErrorKind::RateLimited,
@@ -172,17 +202,20 @@ impl ProxyHttp for Edge {
         match route.kind {
             RouteKind::Proxy => {
                 if let Some(f) = proxy::too_large(session, &route) {
-                    answer::discard_body(session, route.max_body_bytes.saturating_mul(2)).await;
+                    answer::discard_body(session, route.max_body_bytes.saturating_mul(2), ctx.body_deadline).await;
                     answer::problem(session, ctx, &f).await?;
                     return Ok(true);
                 }
                 match proxy::plan(session, &route, &params, ctx.message_id.as_ref().expect("set above")).await {
                     Ok(plan) => {
                         ctx.proxy = Some(plan);
+                        // pingora streams the body with a timeout per read: each read gets
+                        // what is left of the body's time (`request_body_filter`).
+                        conn::arm_body_read(session, ctx.body_deadline);
                         Ok(false)
                     }
                     Err(f) => {
-                        answer::discard_body(session, route.max_body_bytes).await;
+                        answer::discard_body(session, route.max_body_bytes, ctx.body_deadline).await;
                         answer::problem(session, ctx, &f).await?;
                         Ok(true)
                     }
@@ -198,14 +231,18 @@ impl ProxyHttp for Edge {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
         match &ctx.route {
             Some(route) if ctx.proxy.is_some() => {
-                proxy::count_body(&mut ctx.body_seen, body.as_ref(), route.max_body_bytes)
+                proxy::count_body(&mut ctx.body_seen, body.as_ref(), route.max_body_bytes)?;
+                if !end_of_stream && !conn::arm_body_read(session, ctx.body_deadline) {
+                    return Err(Error::explain(ErrorType::HTTPStatus(408), "the request body is late"));
+                }
+                Ok(())
             }
             _ => Ok(()),
         }
@@ -259,6 +296,9 @@ impl ProxyHttp for Edge {
             f = Failure::new(kind, format!("the body exceeds the {} bytes this route accepts", route.max_body_bytes))
                 .with_max_body_bytes(route.max_body_bytes);
         }
+        if kind == ErrorKind::RequestTimeout {
+            f = body_timeout(ctx);
+        }
         if session.response_written().is_some() {
             // Headers already went out: the answer cannot be replaced, only cut short.
             ctx.error = Some(kind);
@@ -304,4 +344,10 @@ impl ProxyHttp for Edge {
         // Proxy failures are already answered with problem+json and logged on the access line.
         ctx.error.is_some()
     }
+}
+
+/// The failure of a body that did not arrive in time.
+fn body_timeout(ctx: &Ctx) -> Failure {
+    let ms = ctx.runtime.as_ref().map_or(0, |r| r.config.server.body_timeout.as_millis());
+    Failure::new(ErrorKind::RequestTimeout, format!("the request body was not complete within {ms} ms"))
 }

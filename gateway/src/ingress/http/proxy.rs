@@ -132,6 +132,10 @@ pub fn classify(e: &Error) -> Option<ErrorKind> {
             ErrorKind::ReceiverUnreachable
         }
         ReadTimedout | WriteTimedout if e.esource() == &ErrorSource::Upstream => ErrorKind::ReceiverTimeout,
+        // The client's body did not come in time: pingora's read timeout, set to what was
+        // left of `body_timeout_ms`, or the edge's own check (`request_body_filter`).
+        ReadTimedout if e.esource() == &ErrorSource::Downstream => ErrorKind::RequestTimeout,
+        HTTPStatus(408) => ErrorKind::RequestTimeout,
         // Raised by the edge's own body counter (`request_body_filter`).
         HTTPStatus(413) => ErrorKind::PayloadTooLarge,
         _ => match e.esource() {
