@@ -406,3 +406,31 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// Replicas are competing consumers: two Qiao processes on one queue split the stream, and
+/// every message arrives, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_split_one_queue_and_lose_nothing() {
+    let prefix = unique_prefix("replicas");
+    let stubs = Stubs::start().await;
+    let mut env = stubs.env();
+    env.push(("PREFIX".into(), prefix.clone()));
+    let amqp = Amqp::connect(AMQP_URL).await;
+    let first = Qiao::run(&fixture("amqp"), &env).await;
+    let second = Qiao::run(&fixture("amqp"), &env).await;
+    publish_all(&amqp, &format!("{prefix}.events"), &prefix).await;
+    let dlq = format!("{prefix}.in.dlq");
+    eventually(Duration::from_secs(120), "every message at the ERP", || async {
+        arrived(&stubs).0 + amqp.queue_len(&dlq).await.unwrap_or(0) as usize >= MESSAGES
+    })
+    .await;
+    let (delivered, duplicates) = arrived(&stubs);
+    report("two replicas", delivered, 0, duplicates);
+    assert_eq!(delivered, MESSAGES, "zero lost");
+    let handled =
+        |q: &Qiao| q.logs().matches("fate=\"delivered\"").count() + q.logs().matches("\"fate\":\"delivered\"").count();
+    let (a, b) = (handled(&first), handled(&second));
+    assert!(a > MESSAGES / 10 && b > MESSAGES / 10, "both replicas consumed: {a} and {b}");
+    drop((first, second));
+    cleanup(&amqp, &prefix).await;
+}
