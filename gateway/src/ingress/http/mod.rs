@@ -136,6 +136,17 @@ impl ProxyHttp for Edge {
         let config = &runtime.config;
         ctx.body_deadline = ctx.started + config.server.body_timeout;
         session.set_total_drain_timeout(Some(config.server.body_timeout));
+        if both_lengths(session) {
+            begin(ctx, session, None);
+            session.set_keepalive(None);
+            let f = Failure::new(
+                ErrorKind::BadRequest,
+                "the request has both Content-Length and Transfer-Encoding: its length is ambiguous \
+                 (RFC 9112 section 6.1), a way to smuggle a second request past a proxy",
+            );
+            answer::problem(session, ctx, &f).await?;
+            return Ok(true);
+        }
         let (method, path) = {
             let req = session.req_header();
             (req.method.clone(), req.uri.path().to_string())
@@ -332,4 +343,20 @@ impl ProxyHttp for Edge {
 fn body_timeout(ctx: &Ctx) -> Failure {
     let ms = ctx.runtime.as_ref().map_or(0, |r| r.config.server.body_timeout.as_millis());
     Failure::new(ErrorKind::RequestTimeout, format!("the request body was not complete within {ms} ms"))
+}
+
+/// Whether the request header, as sent, has both `Content-Length` and `Transfer-Encoding`.
+/// pingora drops the `Content-Length` then and reads the body as chunked (RFC 9112 section
+/// 6.3): what the request header says is gone by the time Qiao sees it, so the raw header is
+/// read. A server behind a proxy that read the other length would see two requests.
+fn both_lengths(session: &Session) -> bool {
+    let Some(h1) = session.as_http1() else { return false };
+    let raw = h1.get_headers_raw_bytes();
+    let (mut length, mut encoding) = (false, false);
+    for line in raw.split(|&b| b == b'\n').skip(1) {
+        let name = line.split(|&b| b == b':').next().unwrap_or_default();
+        length |= name.eq_ignore_ascii_case(b"content-length");
+        encoding |= name.eq_ignore_ascii_case(b"transfer-encoding");
+    }
+    length && encoding
 }
