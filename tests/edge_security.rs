@@ -403,3 +403,30 @@ async fn content_length_with_transfer_encoding_is_refused_and_json_nesting_is_bo
     assert_eq!(p["error_kind"], "malformed-json");
     assert!(p["detail"].as_str().unwrap().contains("deeper than 64 levels"), "{p}");
 }
+
+/// `concurrency_limit: 1`: while one request waits for a slow ERP, the next gets 503 with
+/// `Retry-After`; once the first is answered, the route takes requests again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_over_its_concurrency_limit_answers_503() {
+    let (stubs, qiao) = edge().await;
+    stubs.get(qiao::config::SystemKind::Erp).state.add_fault(qiao::stub::Fault {
+        delay_ms: 1500,
+        times: 1,
+        ..Default::default()
+    });
+    let addr = qiao.addr();
+    let body = br#"{"formid":"SAL_SaleOrder","data":{"Model":{}}}"#;
+    let slow = std::thread::spawn(move || Client::open(addr).post("/capped", &[], body).status);
+    std::thread::sleep(Duration::from_millis(400));
+    let a = Client::open(addr).post("/capped", &[], body);
+    assert_eq!(a.status, 503, "{a:?}");
+    assert_eq!(a.header("retry-after"), Some("1"));
+    let p = a.problem();
+    assert_eq!(p["error_kind"], "concurrency-limited");
+    assert_eq!(p["route"], "capped");
+    assert_eq!(p["retry_after_seconds"], 1);
+    assert_eq!(slow.join().unwrap(), 200, "the first request was served");
+    assert_eq!(Client::open(addr).post("/capped", &[], body).status, 200, "the place is free again");
+    // Other routes were never limited.
+    assert_eq!(Client::open(addr).post("/orders", &[], body).status, 200);
+}

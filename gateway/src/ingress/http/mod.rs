@@ -61,6 +61,8 @@ pub struct Ctx {
     body_seen: u64,
     /// When the request body must be in (`server.body_timeout_ms` after the header).
     body_deadline: Instant,
+    /// The request's place under its route's `concurrency_limit`.
+    permit: Option<crate::limits::Permit>,
     /// The request's server span; phases and deliveries are its children.
     otel: opentelemetry::Context,
     /// The span that gives every log line of this request its trace and message ids.
@@ -120,6 +122,7 @@ impl ProxyHttp for Edge {
             proxy: None,
             body_seen: 0,
             body_deadline: Instant::now(),
+            permit: None,
             otel: opentelemetry::Context::new(),
             log_span: tracing::Span::none(),
         }
@@ -195,6 +198,27 @@ impl ProxyHttp for Edge {
             .with_retry_after(std::time::Duration::from_secs(secs));
             answer::problem(session, ctx, &f).await?;
             return Ok(true);
+        }
+        if let Some(limit) = &route.concurrency {
+            match limit.try_acquire() {
+                // Held by the request's context: the place is free again when the request
+                // ends, a proxied answer streamed to its end included.
+                Some(permit) => ctx.permit = Some(permit),
+                None => {
+                    answer::discard_body(session, route.max_body_bytes, ctx.body_deadline).await;
+                    let f = Failure::new(
+                        ErrorKind::ConcurrencyLimited,
+                        format!(
+                            "route {} is serving {} requests, as many as it may at once; retry in 1 s",
+                            route.name,
+                            limit.max()
+                        ),
+                    )
+                    .with_retry_after(std::time::Duration::from_secs(1));
+                    answer::problem(session, ctx, &f).await?;
+                    return Ok(true);
+                }
+            }
         }
         match route.kind {
             RouteKind::Proxy => {
