@@ -369,3 +369,64 @@ async fn oversized_and_malformed_headers_get_problem_documents() {
     }
     assert_eq!(stubs.get(qiao::config::SystemKind::Erp).state.stats()["received"], 2, "only the two good ones");
 }
+
+/// A request with both Content-Length and Transfer-Encoding has two lengths; pingora would
+/// silently pick the chunked one. Refused on every route, before any route is looked up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_with_transfer_encoding_is_refused_and_json_nesting_is_bounded() {
+    let (stubs, qiao) = edge().await;
+    for path in ["/orders", "/erp/Kingdee.BOS.WebApi.ServicesStub.DynamicFormService.Save.common.kdsvc"] {
+        let mut c = Client::open(qiao.addr());
+        c.send(
+            format!(
+                "POST {path} HTTP/1.1\r\nhost: qiao.test\r\ncontent-type: application/json\r\n\
+                 Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        let a = c.answer().expect("an answer");
+        assert_eq!(a.status, 400, "{path}: {a:?}");
+        let p = a.problem();
+        assert_eq!(p["error_kind"], "bad-request");
+        assert!(p["detail"].as_str().unwrap().contains("both Content-Length and Transfer-Encoding"), "{p}");
+        assert_eq!(a.header("connection"), Some("close"));
+    }
+    assert_eq!(stubs.get(qiao::config::SystemKind::Erp).state.stats()["received"], 0);
+
+    // 64 levels of arrays and objects pass; 65 are malformed JSON that says so.
+    let nested = |n: usize| format!("{{\"a\":{}1{}}}", "[".repeat(n - 1), "]".repeat(n - 1)).into_bytes();
+    let mut c = Client::open(qiao.addr());
+    assert_eq!(c.post("/orders", &[], &nested(64)).status, 200);
+    let a = c.post("/orders", &[], &nested(65));
+    assert_eq!(a.status, 400, "{a:?}");
+    let p = a.problem();
+    assert_eq!(p["error_kind"], "malformed-json");
+    assert!(p["detail"].as_str().unwrap().contains("deeper than 64 levels"), "{p}");
+}
+
+/// `concurrency_limit: 1`: while one request waits for a slow ERP, the next gets 503 with
+/// `Retry-After`; once the first is answered, the route takes requests again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_over_its_concurrency_limit_answers_503() {
+    let (stubs, qiao) = edge().await;
+    stubs.get(qiao::config::SystemKind::Erp).state.add_fault(qiao::stub::Fault {
+        delay_ms: 1500,
+        times: 1,
+        ..Default::default()
+    });
+    let addr = qiao.addr();
+    let body = br#"{"formid":"SAL_SaleOrder","data":{"Model":{}}}"#;
+    let slow = std::thread::spawn(move || Client::open(addr).post("/capped", &[], body).status);
+    std::thread::sleep(Duration::from_millis(400));
+    let a = Client::open(addr).post("/capped", &[], body);
+    assert_eq!(a.status, 503, "{a:?}");
+    assert_eq!(a.header("retry-after"), Some("1"));
+    let p = a.problem();
+    assert_eq!(p["error_kind"], "concurrency-limited");
+    assert_eq!(p["route"], "capped");
+    assert_eq!(p["retry_after_seconds"], 1);
+    assert_eq!(slow.join().unwrap(), 200, "the first request was served");
+    assert_eq!(Client::open(addr).post("/capped", &[], body).status, 200, "the place is free again");
+    // Other routes were never limited.
+    assert_eq!(Client::open(addr).post("/orders", &[], body).status, 200);
+}

@@ -1,8 +1,9 @@
 //! Qiao's inbound JSON parser (`qiao::json`, which refuses duplicate keys) against
 //! serde_json's own `Value`: whatever serde_json accepts without a repeated key, Qiao
 //! accepts and builds the same tree (same key order too); whatever serde_json refuses, Qiao
-//! refuses with the same message; the only extra refusal is a duplicate key, and then the
-//! document really has one.
+//! refuses with the same message; the only extra refusals are a duplicate key, and then the
+//! document really has one, and nesting deeper than `qiao::json::MAX_DEPTH`, and then the
+//! document really is that deep.
 //!
 //! Input: the bytes are the body.
 
@@ -66,6 +67,15 @@ fn has_duplicate(text: &[u8]) -> bool {
     serde_json::from_slice::<Dup>(text).map(|d| d.0).unwrap_or(false)
 }
 
+/// How deep arrays and objects nest in `v` (a scalar is 0 deep).
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let ours = qiao::json::from_slice(data);
     let theirs = serde_json::from_slice::<Value>(data);
@@ -75,10 +85,14 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
             assert!(!has_duplicate(data), "a duplicate key was accepted");
         }
-        // Qiao may stop at a duplicate key before serde_json reaches a later syntax error.
+        // Qiao may stop at a duplicate key, or at a level too deep, before serde_json reaches
+        // a later syntax error (or its own recursion limit).
         (Err(a), Err(b)) => {
             let (a, b) = (a.to_string(), b.to_string());
-            assert!(a == b || a.contains("duplicate key"), "{a} / {b}");
+            assert!(a == b || a.contains("duplicate key") || a.contains("nest deeper than"), "{a} / {b}");
+        }
+        (Err(a), Ok(v)) if a.to_string().contains("nest deeper than") => {
+            assert!(depth(&v) > qiao::json::MAX_DEPTH, "refused as too deep at depth {}: {a}", depth(&v));
         }
         (Err(a), Ok(_)) => {
             assert!(a.to_string().contains("duplicate key"), "refused only by Qiao: {a}");

@@ -57,12 +57,14 @@ pub enum ErrorKind {
     RequestTimeout,
     /// The request header has more fields, or more bytes, than the edge takes.
     HeadersTooLarge,
+    /// The route is already serving as many requests as its `concurrency_limit`.
+    ConcurrencyLimited,
     /// A fault in Qiao itself.
     Internal,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 22] = [
+    pub const ALL: [ErrorKind; 23] = [
         Self::RouteNotFound,
         Self::MethodNotAllowed,
         Self::UnsupportedMediaType,
@@ -84,6 +86,7 @@ impl ErrorKind {
         Self::BadRequest,
         Self::RequestTimeout,
         Self::HeadersTooLarge,
+        Self::ConcurrencyLimited,
         Self::Internal,
     ];
 
@@ -112,6 +115,7 @@ impl ErrorKind {
             Self::BadRequest => "bad-request",
             Self::RequestTimeout => "request-timeout",
             Self::HeadersTooLarge => "headers-too-large",
+            Self::ConcurrencyLimited => "concurrency-limited",
             Self::Internal => "internal",
         }
     }
@@ -139,6 +143,7 @@ impl ErrorKind {
             Self::BadRequest => "The request could not be read",
             Self::RequestTimeout => "The request was not received in time",
             Self::HeadersTooLarge => "The request's header fields are too large",
+            Self::ConcurrencyLimited => "The route is serving as many requests as it may",
             Self::Internal => "Internal error",
         }
     }
@@ -169,6 +174,7 @@ impl ErrorKind {
             Self::BadRequest => 400,
             Self::RequestTimeout => 408,
             Self::HeadersTooLarge => 431,
+            Self::ConcurrencyLimited => 503,
             Self::Internal => 500,
         }
     }
@@ -184,6 +190,7 @@ impl ErrorKind {
                 | Self::BrokerUnavailable
                 | Self::CircuitOpen
                 | Self::RateLimited
+                | Self::ConcurrencyLimited
                 // The client was too slow; sent again, it may well be in time.
                 | Self::RequestTimeout
                 // A missing binding is fixed by people; retrying gives them the time.
@@ -470,6 +477,7 @@ mod tests {
                     | ErrorKind::Unroutable
                     | ErrorKind::CircuitOpen
                     | ErrorKind::RateLimited
+                    | ErrorKind::ConcurrencyLimited
                     | ErrorKind::RequestTimeout
             );
             assert_eq!(kind.retryable(), expect, "{kind}");

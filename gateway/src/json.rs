@@ -4,18 +4,27 @@
 //! body with duplicates would then mean one thing to Qiao's schema and another to the
 //! receiver (a known way around validation), and a map-less route could not forward the
 //! bytes it validated. So a duplicate key is malformed JSON here, as I-JSON (RFC 7493)
-//! says. Otherwise this builds exactly the `Value` serde_json's own impl builds.
+//! says. Arrays and objects may nest [`MAX_DEPTH`] deep: business messages nest a few
+//! levels, and every later step (schema, map, jq, the receiver's own parser) walks the tree
+//! recursively. Otherwise this builds exactly the `Value` serde_json's own impl builds.
 
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::map::Entry;
 use serde_json::{Map, Number, Value};
 
-/// Parses `bytes` as one JSON document without duplicate keys. Errors carry serde_json's
-/// line and column; for a duplicate, just after the repeated key.
+/// How deep arrays and objects may nest in a message (`{"a": [1]}` is 2 deep).
+pub const MAX_DEPTH: usize = 64;
+
+/// Parses `bytes` as one JSON document without duplicate keys, nested at most
+/// [`MAX_DEPTH`] deep. Errors carry serde_json's line and column; for a duplicate, just
+/// after the repeated key; for nesting, at the first character inside the level too deep.
 pub fn from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
-    serde_json::from_slice::<Strict>(bytes).map(|s| s.0)
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = Strict { depth: 0 }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
 }
 
 /// The body without a leading UTF-8 byte order mark. RFC 8259 forbids sending one but lets
@@ -39,15 +48,33 @@ pub fn field<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
 /// in `cargo bench -p qiao --bench pipeline`, docs/performance.md), the bound not tuned.
 const SMALL_OBJECT: usize = 8;
 
-struct Strict(Value);
+/// A value at `depth` arrays and objects down.
+#[derive(Clone, Copy)]
+struct Strict {
+    depth: usize,
+}
 
-impl<'de> Deserialize<'de> for Strict {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor).map(Strict)
+impl<'de> DeserializeSeed<'de> for Strict {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(StrictVisitor { depth: self.depth })
     }
 }
 
-struct StrictVisitor;
+struct StrictVisitor {
+    depth: usize,
+}
+
+impl StrictVisitor {
+    /// The seed of what is inside the array or object being entered.
+    fn inside<E: de::Error>(&self) -> Result<Strict, E> {
+        if self.depth >= MAX_DEPTH {
+            return Err(E::custom(format_args!("arrays and objects nest deeper than {MAX_DEPTH} levels")));
+        }
+        Ok(Strict { depth: self.depth + 1 })
+    }
+}
 
 impl<'de> Visitor<'de> for StrictVisitor {
     type Value = Value;
@@ -90,21 +117,22 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let inside = self.inside()?;
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(Strict(item)) = seq.next_element()? {
+        while let Some(item) = seq.next_element_seed(inside)? {
             items.push(item);
         }
         Ok(Value::Array(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let inside = self.inside()?;
         let mut map = Map::with_capacity(8);
         while let Some(key) = access.next_key::<String>()? {
             // Checked before the value is read, so that the error points at the key.
             match map.entry(key) {
                 Entry::Vacant(slot) => {
-                    let Strict(value) = access.next_value()?;
-                    slot.insert(value);
+                    slot.insert(access.next_value_seed(inside)?);
                 }
                 Entry::Occupied(slot) => {
                     return Err(de::Error::custom(format_args!(
@@ -180,8 +208,18 @@ mod tests {
             let theirs = serde_json::from_slice::<Value>(bad).unwrap_err().to_string();
             assert_eq!(ours, theirs, "{}", String::from_utf8_lossy(bad));
         }
-        // The recursion limit still guards the stack.
-        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
-        assert!(from_slice(deep.as_bytes()).unwrap_err().to_string().contains("recursion limit"));
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let nested = |n: usize| "[".repeat(n) + &"]".repeat(n);
+        assert!(from_slice(nested(MAX_DEPTH).as_bytes()).is_ok());
+        let e = from_slice(nested(MAX_DEPTH + 1).as_bytes()).unwrap_err();
+        assert!(e.to_string().starts_with("arrays and objects nest deeper than 64 levels"), "{e}");
+        assert_eq!((e.line(), e.column()), (1, 66), "at the first character inside the level too deep");
+        let objects = "{\"a\":".repeat(MAX_DEPTH + 1) + "1" + &"}".repeat(MAX_DEPTH + 1);
+        assert!(from_slice(objects.as_bytes()).unwrap_err().to_string().contains("deeper than 64"));
+        // Far deeper than serde_json's own recursion limit (128): the same error, no overflow.
+        assert!(from_slice(nested(100_000).as_bytes()).unwrap_err().to_string().contains("deeper than 64"));
     }
 }

@@ -2,10 +2,14 @@
 //! HTTP request over the limit gets 429 with `Retry-After`; a route that consumes from
 //! AMQP waits instead, leaving messages in the queue (the receiver is protected, nothing
 //! is refused). Per-process: several replicas each allow the full rate.
+//!
+//! Concurrency limits: at most so many requests of an HTTP route in flight at once; one
+//! more gets 503 with `Retry-After`.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -56,9 +60,56 @@ impl RouteLimit {
     }
 }
 
+/// A route's cap on requests in flight.
+#[derive(Debug)]
+pub struct ConcurrencyLimit {
+    max: usize,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// One request in flight; dropping it frees its place.
+#[derive(Debug)]
+pub struct Permit(Arc<AtomicUsize>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ConcurrencyLimit {
+    /// `None` for 0: a route that takes nothing is a mistake, refused at load.
+    pub fn new(max: usize) -> Option<ConcurrencyLimit> {
+        (max > 0).then(|| ConcurrencyLimit { max, in_flight: Arc::new(AtomicUsize::new(0)) })
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// A place, when one is free.
+    pub fn try_acquire(&self) -> Option<Permit> {
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
+            .ok()
+            .map(|_| Permit(self.in_flight.clone()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_concurrency_limit_frees_a_place_when_a_request_ends() {
+        let l = ConcurrencyLimit::new(2).unwrap();
+        let a = l.try_acquire().unwrap();
+        let _b = l.try_acquire().unwrap();
+        assert!(l.try_acquire().is_none());
+        drop(a);
+        assert!(l.try_acquire().is_some());
+        assert!(ConcurrencyLimit::new(0).is_none());
+    }
 
     #[test]
     fn the_burst_passes_then_requests_wait() {

@@ -191,3 +191,32 @@ fn the_checks_run_beside_the_route_s_other_errors() {
     assert!(!all.contains("FStatus"), "nor is a key the receiver allows refused:\n{all}");
     assert_eq!(errs.len(), 7, "each finding once:\n{all}");
 }
+
+#[test]
+fn edge_limits_out_of_range_are_errors() {
+    let errors = |files: &[(&str, &str)]| messages(&load(files).expect_err("refused"));
+    let e =
+        errors(&[("q.yaml", "server: { header_timeout_ms: 0, max_header_count: 300, max_header_bytes: 2000000 }\n")]);
+    assert_eq!(
+        e,
+        [
+            "error: `header_timeout_ms` must be at least 1",
+            "error: `max_header_count: 300` is out of range",
+            "error: `max_header_bytes: 2000000` is out of range",
+        ]
+    );
+    let e = errors(&[(
+        "r.yaml",
+        "routes:\n  r:\n    from: { http: { path: /r } }\n    concurrency_limit: 0\n    to: { system: erp, path: /x }\n",
+    )]);
+    assert_eq!(e, ["error: `concurrency_limit` must be at least 1"]);
+    let e = errors(&[
+        ("mq.yaml", "systems:\n  mq: { kind: wms, amqp: { url: \"amqp://127.0.0.1:9/%2f\" } }\n"),
+        (
+            "r.yaml",
+            "routes:\n  r:\n    from: { amqp: { system: mq, queue: q } }\n    schema: s.json\n    concurrency_limit: 4\n    to: { system: erp, path: /x }\n",
+        ),
+        ("s.json", "{}"),
+    ]);
+    assert_eq!(e, ["error: `concurrency_limit` is for HTTP routes"]);
+}

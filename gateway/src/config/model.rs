@@ -151,6 +151,8 @@ pub struct Route {
     /// What must never appear in logs, traces or answers.
     pub redactor: crate::redact::Redactor,
     pub rate_limit: Option<crate::limits::RouteLimit>,
+    /// At most this many requests in flight (HTTP routes).
+    pub concurrency: Option<crate::limits::ConcurrencyLimit>,
 }
 
 /// Where a route's messages come from.

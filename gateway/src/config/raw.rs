@@ -288,6 +288,9 @@ pub struct RawRoute {
     pub redact: Vec<Text>,
     /// At most this many messages a second on this route (docs/configuration.md#rate-limits).
     pub rate_limit: Option<RawRateLimit>,
+    /// HTTP routes: at most this many requests of the route in flight at once; one more
+    /// gets 503 with `Retry-After`. Default: no limit.
+    pub concurrency_limit: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

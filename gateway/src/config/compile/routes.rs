@@ -217,9 +217,28 @@ pub(super) fn compile_route(
             limit
         }
     };
+    let concurrency = match raw.concurrency_limit {
+        None => None,
+        Some(_) if matches!(source, Some(Source::Amqp(_))) => {
+            cx.error(
+                from_place.clone(),
+                "`concurrency_limit` is for HTTP routes",
+                Some("a route that consumes from AMQP sets `from.amqp.concurrency`".into()),
+            );
+            return None;
+        }
+        Some(n) => match crate::limits::ConcurrencyLimit::new(n) {
+            Some(l) => Some(l),
+            None => {
+                cx.error(from_place.clone(), "`concurrency_limit` must be at least 1", None);
+                return None;
+            }
+        },
+    };
     Some(Route {
         redactor,
         rate_limit,
+        concurrency,
         name: Arc::from(name),
         description: raw.description.clone(),
         file: file.to_path_buf(),

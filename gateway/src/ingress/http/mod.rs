@@ -75,6 +75,8 @@ pub struct Ctx {
     body_seen: u64,
     /// When the request body must be in (`server.body_timeout_ms` after the header).
     body_deadline: Instant,
+    /// The request's place under its route's `concurrency_limit`.
+    permit: Option<crate::limits::Permit>,
     /// The request's server span; phases and deliveries are its children.
     otel: opentelemetry::Context,
     /// The span that gives every log line of this request its trace and message ids.
@@ -134,6 +136,7 @@ impl ProxyHttp for Edge {
             proxy: None,
             body_seen: 0,
             body_deadline: Instant::now(),
+            permit: None,
             otel: opentelemetry::Context::new(),
             log_span: tracing::Span::none(),
         }
@@ -150,6 +153,17 @@ impl ProxyHttp for Edge {
         let config = &runtime.config;
         ctx.body_deadline = ctx.started + config.server.body_timeout;
         session.set_total_drain_timeout(Some(config.server.body_timeout));
+        if both_lengths(session) {
+            begin(ctx, session, None);
+            session.set_keepalive(None);
+            let f = Failure::new(
+                ErrorKind::BadRequest,
+                "the request has both Content-Length and Transfer-Encoding: its length is ambiguous \
+                 (RFC 9112 section 6.1), a way to smuggle a second request past a proxy",
+            );
+            answer::problem(session, ctx, &f).await?;
+            return Ok(true);
+        }
         let (method, path) = {
             let req = session.req_header();
             (req.method.clone(), req.uri.path().to_string())
@@ -198,6 +212,27 @@ impl ProxyHttp for Edge {
             .with_retry_after(std::time::Duration::from_secs(secs));
             answer::problem(session, ctx, &f).await?;
             return Ok(true);
+        }
+        if let Some(limit) = &route.concurrency {
+            match limit.try_acquire() {
+                // Held by the request's context: the place is free again when the request
+                // ends, a proxied answer streamed to its end included.
+                Some(permit) => ctx.permit = Some(permit),
+                None => {
+                    answer::discard_body(session, route.max_body_bytes, ctx.body_deadline).await;
+                    let f = Failure::new(
+                        ErrorKind::ConcurrencyLimited,
+                        format!(
+                            "route {} is serving {} requests, as many as it may at once; retry in 1 s",
+                            route.name,
+                            limit.max()
+                        ),
+                    )
+                    .with_retry_after(std::time::Duration::from_secs(1));
+                    answer::problem(session, ctx, &f).await?;
+                    return Ok(true);
+                }
+            }
         }
         match route.kind {
             RouteKind::Proxy => {
@@ -350,4 +385,20 @@ impl ProxyHttp for Edge {
 fn body_timeout(ctx: &Ctx) -> Failure {
     let ms = ctx.runtime.as_ref().map_or(0, |r| r.config.server.body_timeout.as_millis());
     Failure::new(ErrorKind::RequestTimeout, format!("the request body was not complete within {ms} ms"))
+}
+
+/// Whether the request header, as sent, has both `Content-Length` and `Transfer-Encoding`.
+/// pingora drops the `Content-Length` then and reads the body as chunked (RFC 9112 section
+/// 6.3): what the request header says is gone by the time Qiao sees it, so the raw header is
+/// read. A server behind a proxy that read the other length would see two requests.
+fn both_lengths(session: &Session) -> bool {
+    let Some(h1) = session.as_http1() else { return false };
+    let raw = h1.get_headers_raw_bytes();
+    let (mut length, mut encoding) = (false, false);
+    for line in raw.split(|&b| b == b'\n').skip(1) {
+        let name = line.split(|&b| b == b':').next().unwrap_or_default();
+        length |= name.eq_ignore_ascii_case(b"content-length");
+        encoding |= name.eq_ignore_ascii_case(b"transfer-encoding");
+    }
+    length && encoding
 }
