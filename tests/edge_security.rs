@@ -430,3 +430,53 @@ async fn a_route_over_its_concurrency_limit_answers_503() {
     // Other routes were never limited.
     assert_eq!(Client::open(addr).post("/orders", &[], body).status, 200);
 }
+
+/// Trace context as W3C Trace Context says, the same on a message route and a proxy route:
+/// a second or malformed `traceparent` restarts the trace and drops `tracestate`; several
+/// `tracestate` headers become one, without bad entries; `sampled` and `random` go on as the
+/// caller sent them, with export off (this fixture exports nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_context_is_read_to_the_letter_on_both_kinds_of_route() {
+    let (stubs, qiao) = edge().await;
+    let erp = stubs.get(qiao::config::SystemKind::Erp);
+    let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = |flags: &str| format!("traceparent: 00-{id}-00f067aa0ba902b7-{flags}").into_bytes();
+    let body = br#"{"formid":"SAL_SaleOrder","data":{"Model":{}}}"#;
+    for path in ["/orders", "/erp/Kingdee.BOS.WebApi.ServicesStub.DynamicFormService.Save.common.kdsvc"] {
+        let mut c = Client::open(qiao.addr());
+        let mut sent = |lines: &[&[u8]]| {
+            let a = c.post(path, lines, body);
+            assert_eq!(a.status, 200, "{path}: {a:?}");
+            erp.state.all_requests().last().cloned().unwrap().headers
+        };
+        let one = |h: &std::collections::HashMap<String, String>, name: &str| {
+            let v = h.get(name).cloned();
+            assert!(v.as_ref().is_none_or(|v| !v.contains(", ")), "{path}: one {name} header: {v:?}");
+            v
+        };
+
+        // Flags as sent, the trace id kept, a span id of Qiao's, one combined tracestate.
+        let h = sent(&[&parent("03"), b"tracestate: rojo=1,BAD=2", b"tracestate: congo=t61,rojo=3"]);
+        let tp = one(&h, "traceparent").unwrap();
+        assert!(tp.starts_with(&format!("00-{id}-")) && tp.ends_with("-03"), "{path}: {tp}");
+        assert!(!tp.contains("00f067aa0ba902b7"), "{path}: {tp}");
+        assert_eq!(one(&h, "tracestate").as_deref(), Some("rojo=1,congo=t61"), "{path}");
+        let h = sent(&[&parent("00")]);
+        assert!(one(&h, "traceparent").unwrap().ends_with("-00"), "{path}: not sampled, not random");
+
+        // A second traceparent, uppercase hex, version ff, a zero id: a new trace, no tracestate.
+        let upper = format!("traceparent: 00-{}-00F067AA0BA902B7-01", id.to_uppercase()).into_bytes();
+        let zero = b"traceparent: 00-00000000000000000000000000000000-00f067aa0ba902b7-01".to_vec();
+        let ff = format!("traceparent: ff-{id}-00f067aa0ba902b7-01").into_bytes();
+        let twice = b"traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_vec();
+        for bad in [vec![parent("01"), twice], vec![upper], vec![zero], vec![ff]] {
+            let mut lines: Vec<&[u8]> = bad.iter().map(Vec::as_slice).collect();
+            lines.push(b"tracestate: congo=t61");
+            let h = sent(&lines);
+            let tp = one(&h, "traceparent").unwrap();
+            assert!(!tp.contains(id) && !tp.contains("0af7651916cd43dd8448eb211c80319c"), "{path}: {tp}");
+            assert!(tp.ends_with("-02"), "{path}: a new trace, random id, not sampled: {tp}");
+            assert_eq!(one(&h, "tracestate"), None, "{path}: the old tracestate is dropped");
+        }
+    }
+}

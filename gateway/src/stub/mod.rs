@@ -261,11 +261,16 @@ async fn handle(state: Arc<StubState>, req: Request<Incoming>) -> Result<Respons
     } else {
         serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     };
-    let headers: HashMap<String, String> = parts
-        .headers
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-        .collect();
+    // A header sent several times is kept as one, its values joined by `, ` (RFC 9110
+    // section 5.3), so that a test sees the repetition.
+    let mut headers: HashMap<String, String> = HashMap::new();
+    for (k, v) in &parts.headers {
+        let Ok(v) = v.to_str() else { continue };
+        headers
+            .entry(k.as_str().to_string())
+            .and_modify(|all| *all = format!("{all}, {v}"))
+            .or_insert_with(|| v.to_string());
+    }
     let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
     let recorded = Recorded {
         seq,

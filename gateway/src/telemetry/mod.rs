@@ -12,6 +12,7 @@ pub mod access;
 pub mod logjson;
 pub mod metrics;
 pub mod trace;
+pub mod w3c;
 
 use std::time::Duration;
 

@@ -108,7 +108,13 @@ impl ProxyPlan {
             req.insert_header(name.clone(), value.clone())?;
         }
         req.insert_header(crate::headers::MESSAGE_ID, self.message_id.as_str())?;
-        // The next hop continues the trace, with this request's span as its parent.
+        // The next hop continues the trace, with this request's span as its parent: the
+        // caller's trace headers go, all of them (a second `traceparent`, several
+        // `tracestate`s, a `tracestate` of a trace that restarted), and Qiao's come, as on a
+        // message route.
+        for name in ["traceparent", "tracestate", "baggage"] {
+            req.remove_header(name);
+        }
         for (name, value) in crate::telemetry::trace::inject(trace) {
             req.insert_header(name, value)?;
         }
