@@ -13,6 +13,7 @@ pub mod diag;
 pub mod error;
 pub mod headers;
 pub mod ingress;
+pub mod journal;
 pub mod json;
 pub mod limits;
 pub mod logging;

@@ -208,9 +208,55 @@ pub(crate) fn parse_error(path: &Path, e: &serde_saphyr::Error, reference: &str)
     d
 }
 
+/// A digest of every file under `dir` (path and contents, in path order): what `/readyz`
+/// shows as the configuration's hash, and what `--watch` compares. Route tests and examples
+/// count too: cheap, and a change there is worth a reload's log line.
+pub fn hash_dir(dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.is_file() {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.strip_prefix(dir).unwrap_or(&f).to_string_lossy().as_bytes());
+        h.update([0]);
+        h.update(std::fs::read(&f).unwrap_or_default());
+        h.update([0]);
+    }
+    let digest = h.finalize();
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hash_follows_contents_and_names() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), "x: 1\n").unwrap();
+        std::fs::create_dir(dir.path().join("schemas")).unwrap();
+        std::fs::write(dir.path().join("schemas/s.json"), "{}").unwrap();
+        let first = hash_dir(dir.path());
+        assert_eq!(first.len(), 16);
+        assert_eq!(first, hash_dir(dir.path()), "stable");
+        std::fs::write(dir.path().join("schemas/s.json"), "{ }").unwrap();
+        let second = hash_dir(dir.path());
+        assert_ne!(first, second, "a schema's contents count");
+        std::fs::rename(dir.path().join("a.yaml"), dir.path().join("b.yaml")).unwrap();
+        assert_ne!(second, hash_dir(dir.path()), "names count");
+    }
 
     #[test]
     fn unknown_keys_get_the_nearest_valid_key() {

@@ -19,7 +19,7 @@ pub use compile::compile;
 pub use effective::effective;
 pub use env::{EnvSource, OfflineEnv, Overlay, ProcessEnv};
 pub use kind::SystemKind;
-pub use load::load_dir;
+pub use load::{hash_dir, load_dir};
 pub use model::{
     AmqpSettings, AmqpSource, Config, Destination, ProxyTarget, Route, RouteKind, ServerSettings, Source, System, Via,
 };

@@ -21,6 +21,9 @@ use crate::schema::Schema;
 #[derive(Debug)]
 pub struct Config {
     pub dir: PathBuf,
+    /// A digest of the directory's files ([`super::hash_dir`]): what `/readyz` shows and
+    /// every journal record names.
+    pub hash: String,
     pub server: ServerSettings,
     pub systems: IndexMap<String, Arc<System>>,
     pub routes: Vec<Arc<Route>>,

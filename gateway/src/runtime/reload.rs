@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::diff::{Change, Changes};
 use super::{Runtime, SharedRuntime};
-use crate::config::Config;
+use crate::config::{Config, hash_dir};
 use crate::diag::Diagnostic;
 
 /// Loads and compiles the configuration as the process was started (its directory, its
@@ -70,7 +70,7 @@ fn now() -> String {
 impl Reloader {
     pub fn new(dir: &Path, loader: Loader, shared: SharedRuntime) -> (Reloader, watch::Receiver<Arc<Runtime>>) {
         let (consumers, updates) = watch::channel(shared.load_full());
-        let status = Status { hash: hash_dir(dir), loaded_at: now(), ..Status::default() };
+        let status = Status { hash: shared.load().config.hash.clone(), loaded_at: now(), ..Status::default() };
         let reloader = Reloader {
             dir: dir.to_path_buf(),
             loader,
@@ -94,7 +94,6 @@ impl Reloader {
     pub async fn reload(&self, trigger: &str) -> Outcome {
         let _one_at_a_time = self.serial.lock().await;
         let m = crate::telemetry::metrics::get();
-        let hash = hash_dir(&self.dir);
         let loader = self.loader.clone();
         // Compiling reads files and schemas: not on a thread that serves requests.
         let loaded = match tokio::task::spawn_blocking(move || loader()).await {
@@ -147,6 +146,7 @@ impl Reloader {
             }
         }
         let new = Arc::new(new);
+        let hash = new.config.hash.clone();
         self.shared.store(new.clone());
         self.consumers.send_replace(new);
         m.config_reloads.with_label_values(&["ok"]).inc();
@@ -244,56 +244,5 @@ impl pingora::services::background::BackgroundService for ReloadService {
                 }
             }
         }
-    }
-}
-
-/// A digest of every file under `dir` (path and contents, in path order): what `/readyz`
-/// shows as the configuration's hash, and what `--watch` compares. Route tests and examples
-/// count too: cheap, and a change there is worth a reload's log line.
-pub fn hash_dir(dir: &Path) -> String {
-    use sha2::{Digest, Sha256};
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.is_file() {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
-    let mut h = Sha256::new();
-    for f in files {
-        h.update(f.strip_prefix(dir).unwrap_or(&f).to_string_lossy().as_bytes());
-        h.update([0]);
-        h.update(std::fs::read(&f).unwrap_or_default());
-        h.update([0]);
-    }
-    let digest = h.finalize();
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_hash_follows_contents_and_names() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a.yaml"), "x: 1\n").unwrap();
-        std::fs::create_dir(dir.path().join("schemas")).unwrap();
-        std::fs::write(dir.path().join("schemas/s.json"), "{}").unwrap();
-        let first = hash_dir(dir.path());
-        assert_eq!(first.len(), 16);
-        assert_eq!(first, hash_dir(dir.path()), "stable");
-        std::fs::write(dir.path().join("schemas/s.json"), "{ }").unwrap();
-        let second = hash_dir(dir.path());
-        assert_ne!(first, second, "a schema's contents count");
-        std::fs::rename(dir.path().join("a.yaml"), dir.path().join("b.yaml")).unwrap();
-        assert_ne!(second, hash_dir(dir.path()), "names count");
     }
 }

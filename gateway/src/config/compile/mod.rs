@@ -125,7 +125,16 @@ pub fn compile(dir: &Path, files: &[(PathBuf, RawFile)], env: &dyn EnvSource) ->
         return Err(cx.diags);
     }
     assert_eq!(owners.len(), routes.len(), "router slots must index the compiled routes");
-    Ok(Config { dir: dir.to_path_buf(), server, systems, routes, router, brokers: cx.brokers, warnings: cx.diags })
+    Ok(Config {
+        dir: dir.to_path_buf(),
+        hash: super::load::hash_dir(dir),
+        server,
+        systems,
+        routes,
+        router,
+        brokers: cx.brokers,
+        warnings: cx.diags,
+    })
 }
 
 /// Reports what [`Router::add`] refused; `true` when the path was taken.
