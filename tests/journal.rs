@@ -151,13 +151,13 @@ async fn http_messages_are_recorded_field_by_field_with_pii_as_tokens() {
 
     let bad = all.iter().find(|r| r.id == "jr-bad-1").unwrap();
     assert!(!bad.validation.ok);
-    assert_eq!(bad.validation.kind.as_deref(), Some("schema_violation"));
+    assert_eq!(bad.validation.kind.as_deref(), Some("schema-violation"));
     assert!(bad.validation.violations.iter().any(|v| v.pointer == "/records/0/Account/AccountNumber"));
     assert!(bad.attempts.is_empty() && bad.outputs.is_empty());
     assert_eq!((bad.outcome.result, bad.outcome.status), (Verdict::Rejected, Some(422)));
     let refused = all.iter().find(|r| r.id == "jr-415").unwrap();
     assert_eq!((refused.outcome.result, refused.outcome.status), (Verdict::Rejected, Some(415)));
-    assert_eq!(refused.outcome.kind.as_deref(), Some("unsupported_media_type"));
+    assert_eq!(refused.outcome.kind.as_deref(), Some("unsupported-media-type"));
 
     // No clear PII value anywhere on disk.
     let text = all_text(journal.path());
@@ -253,11 +253,10 @@ async fn amqp_passes_are_recorded_with_their_queue_attempt_and_fate() {
     assert_eq!(ok.attempts[0].status, Some(200));
     let Body::Json(out) = &ok.outputs[0].body else { panic!() };
     assert_eq!(out["data"]["Model"]["FMoBillNo"], "MO250318-01");
-    assert!(ok.headers.iter().any(|(k, _)| k == "traceparent") || ok.headers.is_empty() || !ok.headers.is_empty());
     let bad = all.iter().find(|r| r.id == "jr-amqp-bad").expect("the dead-lettered message");
     assert_eq!(bad.outcome.result, Verdict::Rejected);
     assert_eq!(bad.outcome.fate.as_deref(), Some("dead_lettered"));
-    assert_eq!(bad.validation.kind.as_deref(), Some("malformed_json"));
+    assert_eq!(bad.validation.kind.as_deref(), Some("malformed-json"));
     assert_eq!(bad.body, Some(Body::Text("{not json".into())));
 }
 

@@ -147,10 +147,10 @@ pub fn submit(pending: Box<Pending>, disk: bool, end: End<'_>) {
     let Some(j) = JOURNAL.get() else { return };
     let mut scrub = redact::Scrub::new(&j.tokens);
     let record = pending.finish(end, &mut scrub);
-    if let Err(mpsc::error::TrySendError::Full(e)) = j.tx.try_send(Entry { record, disk }) {
-        if e.disk {
-            j.drop_records(Reason::ChannelFull, 1);
-        }
+    if let Err(mpsc::error::TrySendError::Full(e)) = j.tx.try_send(Entry { record, disk })
+        && e.disk
+    {
+        j.drop_records(Reason::ChannelFull, 1);
     }
 }
 

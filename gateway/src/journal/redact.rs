@@ -139,7 +139,7 @@ impl<'a> Scrub<'a> {
             return self.all(v, seen);
         }
         let len = at.len();
-        let out = match v {
+        match v {
             Value::Object(m) => Value::Object(
                 m.iter()
                     .map(|(k, child)| {
@@ -164,8 +164,7 @@ impl<'a> Scrub<'a> {
                     .collect(),
             ),
             other => other.clone(),
-        };
-        out
+        }
     }
 
     /// Every scalar inside `v` as a token.
