@@ -100,6 +100,8 @@ pub struct System {
     pub amqp: Option<AmqpSettings>,
     /// How the system reports a failure inside a `2xx` answer.
     pub success: Option<crate::success::SuccessRule>,
+    /// At most this many deliveries a second, from every route together.
+    pub rate_limit: Option<crate::limits::OutboundSettings>,
 }
 
 /// How to publish to a system through its broker.
@@ -153,7 +155,9 @@ pub struct Route {
     pub uses: Uses,
     /// What must never appear in logs, traces or answers.
     pub redactor: crate::redact::Redactor,
-    pub rate_limit: Option<crate::limits::RouteLimit>,
+    /// Position in [`Config::routes`]: the runtime keeps each route's live limiter there.
+    pub index: usize,
+    pub rate_limit: Option<crate::limits::InboundSettings>,
     /// At most this many requests in flight (HTTP routes).
     pub concurrency: Option<crate::limits::ConcurrencyLimit>,
 }
