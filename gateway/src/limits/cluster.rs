@@ -28,7 +28,8 @@ local allow_at = new_tat - tolerance
 if allow_at > now then
   return {0, allow_at - now, 0}
 end
-redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+-- As an integer: Redis would write a Lua number with 14 digits, losing microseconds.
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
 return {1, math.floor((tolerance - (new_tat - now)) / interval), new_tat - now}
 ";
 
