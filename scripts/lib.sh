@@ -35,3 +35,18 @@ ensure_rabbitmq() {
   echo "RabbitMQ did not come up on 127.0.0.1:5672" >&2
   return 1
 }
+
+# Redis for cluster-wide rate limits: the tests start private servers from this binary,
+# and the development default (127.0.0.1:6379) runs for people trying `cluster:` limits.
+ensure_redis() {
+  command -v redis-server >/dev/null || apt_install redis-server
+  port_open 6379 && return 0
+  say "starting Redis"
+  redis-server --port 6379 --bind 127.0.0.1 --save "" --appendonly no --daemonize yes >/dev/null 2>&1 || true
+  for _ in $(seq 1 40); do
+    port_open 6379 && return 0
+    sleep 0.25
+  done
+  echo "Redis did not come up on 127.0.0.1:6379" >&2
+  return 1
+}

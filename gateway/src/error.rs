@@ -59,12 +59,17 @@ pub enum ErrorKind {
     HeadersTooLarge,
     /// The route is already serving as many requests as its `concurrency_limit`.
     ConcurrencyLimited,
+    /// The destination system's outbound rate limit did not give the delivery a turn within
+    /// `max_wait_ms`, or `queue` deliveries already wait.
+    DestinationBusy,
+    /// A cluster-wide rate limit could not reach its Redis and is set to refuse then.
+    RateLimitUnavailable,
     /// A fault in Qiao itself.
     Internal,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 23] = [
+    pub const ALL: [ErrorKind; 25] = [
         Self::RouteNotFound,
         Self::MethodNotAllowed,
         Self::UnsupportedMediaType,
@@ -87,6 +92,8 @@ impl ErrorKind {
         Self::RequestTimeout,
         Self::HeadersTooLarge,
         Self::ConcurrencyLimited,
+        Self::DestinationBusy,
+        Self::RateLimitUnavailable,
         Self::Internal,
     ];
 
@@ -116,6 +123,8 @@ impl ErrorKind {
             Self::RequestTimeout => "request-timeout",
             Self::HeadersTooLarge => "headers-too-large",
             Self::ConcurrencyLimited => "concurrency-limited",
+            Self::DestinationBusy => "destination-busy",
+            Self::RateLimitUnavailable => "rate-limit-unavailable",
             Self::Internal => "internal",
         }
     }
@@ -144,6 +153,8 @@ impl ErrorKind {
             Self::RequestTimeout => "The request was not received in time",
             Self::HeadersTooLarge => "The request's header fields are too large",
             Self::ConcurrencyLimited => "The route is serving as many requests as it may",
+            Self::DestinationBusy => "The receiving system takes no more messages right now",
+            Self::RateLimitUnavailable => "The shared rate limit cannot be checked right now",
             Self::Internal => "Internal error",
         }
     }
@@ -175,6 +186,8 @@ impl ErrorKind {
             Self::RequestTimeout => 408,
             Self::HeadersTooLarge => 431,
             Self::ConcurrencyLimited => 503,
+            Self::DestinationBusy => 503,
+            Self::RateLimitUnavailable => 503,
             Self::Internal => 500,
         }
     }
@@ -191,6 +204,8 @@ impl ErrorKind {
                 | Self::CircuitOpen
                 | Self::RateLimited
                 | Self::ConcurrencyLimited
+                | Self::DestinationBusy
+                | Self::RateLimitUnavailable
                 // The client was too slow; sent again, it may well be in time.
                 | Self::RequestTimeout
                 // A missing binding is fixed by people; retrying gives them the time.
@@ -478,6 +493,8 @@ mod tests {
                     | ErrorKind::CircuitOpen
                     | ErrorKind::RateLimited
                     | ErrorKind::ConcurrencyLimited
+                    | ErrorKind::DestinationBusy
+                    | ErrorKind::RateLimitUnavailable
                     | ErrorKind::RequestTimeout
             );
             assert_eq!(kind.retryable(), expect, "{kind}");

@@ -146,6 +146,8 @@ pub struct System {
     pub amqp: Option<AmqpSettings>,
     /// How the system reports a failure inside a `2xx` answer.
     pub success: Option<crate::success::SuccessRule>,
+    /// At most this many deliveries a second, from every route together.
+    pub rate_limit: Option<crate::limits::OutboundSettings>,
 }
 
 /// How to publish to a system through its broker.
@@ -201,7 +203,9 @@ pub struct Route {
     pub redactor: crate::redact::Redactor,
     /// What the journal keeps of this route's messages.
     pub journal: RouteJournal,
-    pub rate_limit: Option<crate::limits::RouteLimit>,
+    /// Position in [`Config::routes`]: the runtime keeps each route's live limiter there.
+    pub index: usize,
+    pub rate_limit: Option<crate::limits::InboundSettings>,
     /// At most this many requests in flight (HTTP routes).
     pub concurrency: Option<crate::limits::ConcurrencyLimit>,
 }

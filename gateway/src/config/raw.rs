@@ -143,6 +143,9 @@ pub struct RawSystem {
     /// a condition over the answer body that holds on success. Absent: every `2xx` is a
     /// success. See docs/configuration.md#success.
     pub success: Option<Spanned<RawSuccess>>,
+    /// At most this many deliveries a second to this system, from every route together
+    /// (docs/limits.md). A delivery waits for its turn; none is dropped.
+    pub rate_limit: Option<Spanned<RawSystemRateLimit>>,
 }
 
 /// A success rule: a preset's name, or a condition of one's own.
@@ -325,7 +328,7 @@ pub struct RawRoute {
     /// What the journal keeps of this route's messages (docs/journal.md).
     pub journal: Option<RawRouteJournal>,
     /// At most this many messages a second on this route (docs/configuration.md#rate-limits).
-    pub rate_limit: Option<RawRateLimit>,
+    pub rate_limit: Option<Spanned<RawRateLimit>>,
     /// HTTP routes: at most this many requests of the route in flight at once; one more
     /// gets 503 with `Retry-After`. Default: no limit.
     pub concurrency_limit: Option<usize>,
@@ -338,8 +341,55 @@ pub struct RawRateLimit {
     pub per_second: u32,
     /// Messages allowed at once above the rate. Default: `per_second`.
     pub burst: Option<u32>,
-    /// `route` (default): one budget for everyone; `client`: one per client IP.
+    /// `route` (default): one budget for everyone; `client`: one per client (the
+    /// authenticated client's name, or the IP of an anonymous one). HTTP routes only.
     pub per: Option<Text>,
+    /// With `per: client`: clients with a budget of their own, by client name or IP address,
+    /// e.g. `partner-a: { per_second: 500, burst: 100 }`.
+    #[serde(default)]
+    pub clients: IndexMap<Text, RawClientRate>,
+    /// Share the budget between replicas through Redis.
+    pub cluster: Option<RawCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientRate {
+    /// Sustained rate, messages per second.
+    pub per_second: u32,
+    /// Messages allowed at once above the rate. Default: `per_second`.
+    pub burst: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// `redis://host:6379[/db]`. Accepts `${ENV}`.
+    pub redis: Text,
+    /// Longest wait for Redis's answer before the fallback applies. Default 50.
+    pub timeout_ms: Option<u64>,
+    /// Replicas sharing the limit: when Redis does not answer, each applies the rate
+    /// divided by this. Default 1.
+    pub replicas: Option<u32>,
+    /// `local` (default): the local budget divided by `replicas`; `refuse`: 503 with
+    /// `Retry-After`.
+    pub on_unreachable: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSystemRateLimit {
+    /// Deliveries a second to this system, from all routes together.
+    pub per_second: u32,
+    /// Deliveries allowed at once above the rate. Default: `per_second`.
+    pub burst: Option<u32>,
+    /// Longest time a delivery of an HTTP route waits for its turn before the sender gets
+    /// 503 `destination-busy`. Default 1000.
+    pub max_wait_ms: Option<u64>,
+    /// Most deliveries of HTTP routes waiting at once; one more gets 503 at once. Default 100.
+    pub queue: Option<usize>,
+    /// Share the budget between replicas through Redis.
+    pub cluster: Option<RawCluster>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -132,16 +132,33 @@ pub trait Deliver: Sync {
     ) -> impl Future<Output = Result<Option<HttpReply>, Failure>> + Send;
 }
 
-/// Sends through the runtime's clients and brokers.
+/// Sends through the runtime's clients and brokers, each delivery in its turn under the
+/// destination system's outbound rate limit.
 #[derive(Clone, Copy, Debug)]
 pub struct Live<'a> {
     pub runtime: &'a Runtime,
+    /// How a delivery waits for its turn under the system's outbound limit.
+    pub turn: Turn,
+}
+
+/// How a delivery waits when the receiving system's outbound limit has no room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Turn {
+    /// In a bounded queue for a bounded time, then 503 `destination-busy`: a sender waits
+    /// for the answer.
+    Bounded,
+    /// As long as it takes: the message came from a queue, and the messages behind it wait
+    /// in the broker. Never refused for this.
+    Patient,
 }
 
 impl Deliver for Live<'_> {
     async fn send(&self, dest: &Destination, request: &Outbound) -> Result<Option<HttpReply>, Failure> {
         let system = &dest.system;
         let links = self.runtime.links(system);
+        if let Some(limit) = &links.limit {
+            take_turn(limit, &system.name, self.turn).await?;
+        }
         match request {
             Outbound::Http(r) => {
                 let sink = links.http.as_ref().ok_or_else(|| no_transport(&system.name, "HTTP"))?;
@@ -167,6 +184,47 @@ impl Deliver for Live<'_> {
                 })
             }
         }
+    }
+}
+
+/// Waits for the delivery's turn under `system`'s outbound limit.
+async fn take_turn(limit: &crate::limits::OutboundLimiter, system: &str, turn: Turn) -> Result<(), Failure> {
+    let m = metrics::get();
+    match turn {
+        Turn::Patient => {
+            limit.wait().await;
+            Ok(())
+        }
+        Turn::Bounded => match limit.admit().await {
+            Ok(()) => Ok(()),
+            Err(busy) => {
+                m.destination_busy.with_label_values(&[system]).inc();
+                let retry = crate::error::whole_seconds(busy.retry_after());
+                let why = match busy {
+                    crate::limits::Busy::QueueFull { .. } => {
+                        format!("{} deliveries already wait for their turn", limit.settings.queue)
+                    }
+                    crate::limits::Busy::TooLong { .. } => {
+                        format!(
+                            "its turn would come after the {} ms a delivery may wait",
+                            limit.settings.max_wait.as_millis()
+                        )
+                    }
+                    crate::limits::Busy::Unavailable { .. } => {
+                        "its shared rate limit cannot reach Redis and refuses then".to_string()
+                    }
+                };
+                Err(Failure::new(
+                    ErrorKind::DestinationBusy,
+                    format!(
+                        "{system} takes at most {} messages a second: {why}; retry in {retry} s",
+                        limit.settings.rate.per_second
+                    ),
+                )
+                .at_system(system)
+                .with_retry_after(std::time::Duration::from_secs(retry)))
+            }
+        },
     }
 }
 

@@ -10,7 +10,7 @@
 mod drive;
 mod proxy;
 
-pub use drive::{Attempt, Capture, Deliver, Delivered, Inbound, Live, Outbound, Run, drive};
+pub use drive::{Attempt, Capture, Deliver, Delivered, Inbound, Live, Outbound, Run, Turn, drive};
 pub use proxy::{ProxyTarget, proxy_target};
 
 use std::sync::Arc;

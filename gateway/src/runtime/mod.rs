@@ -1,5 +1,7 @@
 //! The live parts built from a compiled config: one HTTP client per system (its connection
-//! pool and circuit breaker), one supervised broker per AMQP URL, the publishers on them.
+//! pool and circuit breaker), one supervised broker per AMQP URL, the publishers on them,
+//! and the rate limiters of routes and systems (their budgets are state: a reload that
+//! leaves a limit's settings alone keeps its budget as it is).
 //!
 //! A [`Runtime`] pairs a config snapshot with these parts. Each message reads the current
 //! runtime once (it sits in an `ArcSwap`), so a reload never splits a message across two
@@ -18,7 +20,8 @@ use indexmap::IndexMap;
 use qiao_connectors::amqp::{AmqpSink, Broker, BrokerConfig};
 use qiao_connectors::http::HttpSink;
 
-use crate::config::{Config, System};
+use crate::config::{Config, Route, System};
+use crate::limits::{OutboundLimiter, RouteLimiter};
 
 /// The runtime every request and delivery reads; swapped whole on a reload.
 pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
@@ -28,6 +31,8 @@ pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
 pub struct Links {
     pub http: Option<HttpSink>,
     pub amqp: Option<AmqpSink>,
+    /// The system's outbound rate limit, shared by every route that delivers to it.
+    pub limit: Option<Arc<OutboundLimiter>>,
 }
 
 #[derive(Debug)]
@@ -37,6 +42,8 @@ pub struct Runtime {
     links: Vec<Links>,
     /// One supervised pair of connections (consuming, publishing) per broker URL.
     pub brokers: IndexMap<String, Broker>,
+    /// By [`Route::index`].
+    route_limits: Vec<Option<Arc<RouteLimiter>>>,
 }
 
 impl Runtime {
@@ -83,9 +90,32 @@ impl Runtime {
                 confirm_timeout: a.confirm_timeout,
                 declare: a.declare,
             });
-            links.push(Links { http, amqp });
+            let limit = system.rate_limit.as_ref().map(|settings| {
+                match before.and_then(|b| b.limit.as_ref()).filter(|l| l.settings == *settings) {
+                    Some(kept) => kept.clone(),
+                    None => Arc::new(OutboundLimiter::new(&system.name, settings)),
+                }
+            });
+            links.push(Links { http, amqp, limit });
         }
-        Ok(Runtime { config, links, brokers })
+        let route_limits = config
+            .routes
+            .iter()
+            .map(|route| {
+                let settings = route.rate_limit.as_ref()?;
+                let before = previous.and_then(|p| {
+                    let r = p.config.route(&route.name)?;
+                    p.route_limit(r).filter(|l| l.settings == *settings).cloned()
+                });
+                Some(before.unwrap_or_else(|| Arc::new(RouteLimiter::new(&route.name, settings))))
+            })
+            .collect();
+        Ok(Runtime { config, links, brokers, route_limits })
+    }
+
+    /// The inbound rate limit of a route of this runtime's config.
+    pub fn route_limit(&self, route: &Route) -> Option<&Arc<RouteLimiter>> {
+        self.route_limits.get(route.index).and_then(Option::as_ref)
     }
 
     /// The live parts of a system of this runtime's config.
@@ -133,5 +163,51 @@ mod tests {
         assert!(wms(&first).same_client(&wms(&second)), "the WMS did not change: same pool and circuit");
         let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
         assert!(first.brokers[url].same_broker(&second.brokers[url]), "a broker in both configs is kept");
+    }
+
+    fn limited(route_rate: u32, erp_rate: u32, path: &str) -> Arc<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("systems.yaml"),
+            format!(
+                "systems:\n  erp:\n    kind: erp\n    http: {{ base_url: http://127.0.0.1:9 }}\n    \
+                 rate_limit: {{ per_second: {erp_rate}, burst: 1 }}\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("routes.yaml"),
+            format!(
+                "routes:\n  r:\n    from: {{ http: {{ path: /r }} }}\n    map: {{ a: b }}\n    \
+                 rate_limit: {{ per_second: {route_rate}, burst: 1 }}\n    to: {{ system: erp, path: {path} }}\n"
+            ),
+        )
+        .unwrap();
+        Arc::new(crate::config::load(dir.path(), &OfflineEnv).unwrap())
+    }
+
+    /// Limiters are state: a reload that changes something else keeps a drained budget
+    /// drained; one that changes the limit starts it anew.
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_keeps_the_budgets_of_unchanged_limits() {
+        use crate::limits::Verdict;
+        let route = |r: &Runtime| r.route_limit(&r.config.routes[0]).unwrap().clone();
+        let erp = |r: &Runtime| r.links(&r.config.systems["erp"]).limit.clone().unwrap();
+        let first = Runtime::build(limited(1, 1, "/a"), None).unwrap();
+        assert!(matches!(route(&first).check(None, None).await.0, Verdict::Allowed { .. }));
+        assert!(matches!(route(&first).check(None, None).await.0, Verdict::Limited { .. }));
+        assert_eq!(erp(&first).admit().await, Ok(()));
+
+        let second = Runtime::build(limited(1, 1, "/b"), Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(&route(&first), &route(&second)));
+        assert!(matches!(route(&second).check(None, None).await.0, Verdict::Limited { .. }), "still drained");
+        assert!(Arc::ptr_eq(&erp(&first), &erp(&second)), "the ERP's outbound budget is kept too");
+
+        let third = Runtime::build(limited(2, 3, "/b"), Some(&second)).unwrap();
+        assert!(
+            matches!(route(&third).check(None, None).await.0, Verdict::Allowed { .. }),
+            "a new limit, a new budget"
+        );
+        assert!(!Arc::ptr_eq(&erp(&second), &erp(&third)));
     }
 }

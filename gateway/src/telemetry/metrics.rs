@@ -27,6 +27,12 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     /// Requests refused by a rate limit.
     pub rate_limited: IntCounterVec,
+    /// Checks of a cluster-wide limit that Redis could not answer in time, by limit and by
+    /// what was done instead (`local` or `refused`).
+    pub rate_limit_fallback: IntCounterVec,
+    /// Deliveries of HTTP routes refused by a system's outbound limit (503
+    /// `destination-busy`: the wait or the queue was too long).
+    pub destination_busy: IntCounterVec,
     /// AMQP deliveries being processed right now, by route.
     pub amqp_in_flight: IntGaugeVec,
     /// What became of AMQP deliveries (delivered, retried, dead_lettered, requeued).
@@ -111,6 +117,18 @@ pub fn get() -> &'static Metrics {
                 &["route", "error_kind"],
             ),
             rate_limited: counter(&r, "qiao_rate_limited_total", "Requests refused by a rate limit", &["route"]),
+            rate_limit_fallback: counter(
+                &r,
+                "qiao_rate_limit_fallback_total",
+                "Cluster-wide limit checks Redis did not answer, by limit and what was done instead",
+                &["limit", "fallback"],
+            ),
+            destination_busy: counter(
+                &r,
+                "qiao_destination_busy_total",
+                "Deliveries refused because a system's outbound rate limit had no turn in time",
+                &["system"],
+            ),
             amqp_in_flight: gauge(&r, "qiao_amqp_in_flight", "AMQP deliveries being processed", &["route"]),
             amqp_messages: counter(
                 &r,

@@ -3,6 +3,7 @@
 //! `systems.rs` compiles the server section and the systems (HTTP clients, AMQP brokers);
 //! `routes.rs` compiles routes: sources, schemas, maps and destinations.
 
+mod limits;
 mod routes;
 mod systems;
 
@@ -116,6 +117,8 @@ pub fn compile(dir: &Path, files: &[(PathBuf, RawFile)], env: &dyn EnvSource) ->
             if !path_ok {
                 continue;
             }
+            let mut compiled = compiled;
+            compiled.index = routes.len();
             routes.push(Arc::new(compiled));
         }
     }

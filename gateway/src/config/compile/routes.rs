@@ -202,23 +202,7 @@ pub(super) fn compile_route(
     );
     let rate_limit = match &raw.rate_limit {
         None => None,
-        Some(r) => {
-            let per_client = match r.per.as_ref().map(|p| p.value.as_str()) {
-                None | Some("route") => false,
-                Some("client") => true,
-                Some(other) => {
-                    let place = Place::at(file, &r.per.as_ref().expect("set").referenced);
-                    cx.error(place, format!("`per: {other}`: a limit is per `route` or per `client`"), None);
-                    return None;
-                }
-            };
-            let limit = crate::limits::RouteLimit::new(r.per_second, r.burst.unwrap_or(r.per_second), per_client);
-            if limit.is_none() {
-                cx.error(from_place.clone(), "`rate_limit.per_second` must be at least 1", None);
-                return None;
-            }
-            limit
-        }
+        Some(r) => Some(super::limits::inbound(cx, file, r, matches!(source, Some(Source::Amqp(_)))).ok()?),
     };
     let concurrency = match raw.concurrency_limit {
         None => None,
@@ -252,6 +236,7 @@ pub(super) fn compile_route(
         }
     });
     Some(Route {
+        index: 0,
         redactor,
         journal,
         rate_limit,

@@ -56,6 +56,7 @@ pub(super) fn compile_systems(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) ->
                 cx.broken.insert(name.value.clone());
             }
             let success = sys.success.as_ref().and_then(|s| compile_success(cx, file, s));
+            let rate_limit = sys.rate_limit.as_ref().and_then(|r| super::limits::outbound(cx, file, r));
             let index = systems.len();
             systems.insert(
                 name.value.clone(),
@@ -68,6 +69,7 @@ pub(super) fn compile_systems(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) ->
                     proxy,
                     amqp,
                     success,
+                    rate_limit,
                 }),
             );
         }

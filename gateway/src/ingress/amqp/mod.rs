@@ -37,7 +37,7 @@ use crate::headers::{
     ATTEMPTS, DELIVERED, ERROR_DETAIL, ERROR_KIND, ERROR_POINTERS, FAILED_AT, LAST_ERROR, LAST_ERROR_KIND,
     ORIGINAL_QUEUE, ROUTE,
 };
-use crate::pipeline::{self, Inbound, Live};
+use crate::pipeline::{self, Inbound, Live, Turn};
 use crate::runtime::Runtime;
 use crate::telemetry::{access, metrics, trace};
 
@@ -77,7 +77,7 @@ pub async fn handle(runtime: Arc<Runtime>, route: Arc<Route>, mut delivery: Deli
         return Fate::Requeued;
     };
     // A route's rate limit protects its receivers: messages wait in the queue.
-    if let Some(limit) = &route.rate_limit {
+    if let Some(limit) = runtime.route_limit(&route) {
         limit.wait().await;
     }
     // A delivery prefetched on a channel that has closed since (the connection was lost) is
@@ -313,7 +313,7 @@ async fn process(
     cx: &opentelemetry::Context,
 ) -> Result<(), Failure> {
     let inbound = Inbound { message, params: &[], done: delivered.as_slice() };
-    let run = pipeline::drive(route, inbound, &Live { runtime }, cx).await;
+    let run = pipeline::drive(route, inbound, &Live { runtime, turn: Turn::Patient }, cx).await;
     if let Some(disk) = crate::journal::wants(route)
         && let Some(mut scrub) = crate::journal::scrub()
     {

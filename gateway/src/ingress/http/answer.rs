@@ -36,6 +36,11 @@ pub async fn write(
     for (name, value) in extra {
         header.insert_header(*name, value.as_str())?;
     }
+    if let Some(fields) = &ctx.rate_fields {
+        for (name, value) in fields.iter() {
+            header.insert_header(*name, value.as_str())?;
+        }
+    }
     if super::draining() {
         header.insert_header(http::header::CONNECTION, "close")?;
         session.set_keepalive(None);

@@ -153,7 +153,7 @@ pub async fn handle(
 
     let trace = ctx.otel.clone();
     let inbound = Inbound { message: &message, params, done: &[] };
-    let run = pipeline::drive(route, inbound, &Live { runtime }, &trace).await;
+    let run = pipeline::drive(route, inbound, &Live { runtime, turn: pipeline::Turn::Bounded }, &trace).await;
     if let Some(disk) = crate::journal::wants(route)
         && let Some(mut scrub) = crate::journal::scrub()
     {

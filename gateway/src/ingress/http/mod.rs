@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 use crate::config::{Route, RouteKind};
 use crate::error::{ErrorKind, Failure};
+use crate::limits::{self, Verdict};
 use crate::routing::Found;
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::telemetry::access;
@@ -77,6 +78,8 @@ pub struct Ctx {
     body_deadline: Instant,
     /// The request's place under its route's `concurrency_limit`.
     permit: Option<crate::limits::Permit>,
+    /// `RateLimit-Policy` and `RateLimit` for the answer, on a route with a rate limit.
+    rate_fields: Option<Box<[(&'static str, String); 2]>>,
     /// The request's server span; phases and deliveries are its children.
     otel: opentelemetry::Context,
     /// The span that gives every log line of this request its trace and message ids.
@@ -139,6 +142,7 @@ impl ProxyHttp for Edge {
             body_seen: 0,
             body_deadline: Instant::now(),
             permit: None,
+            rate_fields: None,
             otel: opentelemetry::Context::new(),
             log_span: tracing::Span::none(),
             journal: None,
@@ -202,19 +206,51 @@ impl ProxyHttp for Edge {
             answer::problem(session, ctx, &f).await?;
             return Ok(true);
         }
-        if let Some(limit) = &route.rate_limit
-            && let Err(wait) = limit.check(session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
-        {
-            crate::telemetry::metrics::get().rate_limited.with_label_values(&[&*route.name]).inc();
-            answer::discard_body(session, route.max_body_bytes, ctx.body_deadline).await;
-            let secs = crate::error::whole_seconds(wait);
-            let f = Failure::new(
-                ErrorKind::RateLimited,
-                format!("route {} takes no more messages right now; retry in {secs} s", route.name),
-            )
-            .with_retry_after(std::time::Duration::from_secs(secs));
-            answer::problem(session, ctx, &f).await?;
-            return Ok(true);
+        if let Some(limit) = runtime.route_limit(&route) {
+            let ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+            // The authenticated client's name goes here once ingress authentication runs
+            // before admission; until then every client is keyed by its IP.
+            let (verdict, policy) = limit.check(None, ip).await;
+            let wait = match verdict {
+                Verdict::Allowed { remaining, reset } => {
+                    ctx.rate_fields = Some(Box::new([
+                        ("ratelimit-policy", limits::policy_field(policy)),
+                        ("ratelimit", limits::limit_field(policy, remaining, reset)),
+                    ]));
+                    None
+                }
+                Verdict::Limited { wait } => Some(Ok((wait, policy))),
+                Verdict::Unavailable => Some(Err(())),
+            };
+            if let Some(refused) = wait {
+                answer::discard_body(session, route.max_body_bytes, ctx.body_deadline).await;
+                let f = match refused {
+                    Ok((wait, policy)) => {
+                        crate::telemetry::metrics::get().rate_limited.with_label_values(&[&*route.name]).inc();
+                        let secs = crate::error::whole_seconds(wait);
+                        ctx.rate_fields = Some(Box::new([
+                            ("ratelimit-policy", limits::policy_field(policy)),
+                            ("ratelimit", limits::limit_field(policy, 0, std::time::Duration::from_secs(secs))),
+                        ]));
+                        Failure::new(
+                            ErrorKind::RateLimited,
+                            format!("route {} takes no more messages right now; retry in {secs} s", route.name),
+                        )
+                        .with_retry_after(std::time::Duration::from_secs(secs))
+                    }
+                    Err(()) => Failure::new(
+                        ErrorKind::RateLimitUnavailable,
+                        format!(
+                            "route {}'s rate limit is shared through Redis, which does not answer, and refuses \
+                             then; retry in 1 s",
+                            route.name
+                        ),
+                    )
+                    .with_retry_after(std::time::Duration::from_secs(1)),
+                };
+                answer::problem(session, ctx, &f).await?;
+                return Ok(true);
+            }
         }
         if let Some(limit) = &route.concurrency {
             match limit.try_acquire() {
@@ -312,6 +348,11 @@ impl ProxyHttp for Edge {
         ctx.status = upstream_response.status.as_u16();
         if let Some(id) = &ctx.message_id {
             upstream_response.insert_header(crate::headers::MESSAGE_ID, id.as_str())?;
+        }
+        if let Some(fields) = &ctx.rate_fields {
+            for (name, value) in fields.iter() {
+                upstream_response.insert_header(*name, value.as_str())?;
+            }
         }
         if draining() {
             upstream_response.insert_header(http::header::CONNECTION, "close")?;
