@@ -59,12 +59,17 @@ pub enum ErrorKind {
     HeadersTooLarge,
     /// The route is already serving as many requests as its `concurrency_limit`.
     ConcurrencyLimited,
+    /// The route needs credentials and the request has none, or none that hold (an unknown
+    /// API key, a bad or expired token).
+    Unauthenticated,
+    /// The client is known, but the route is not among those it may call.
+    Forbidden,
     /// A fault in Qiao itself.
     Internal,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 23] = [
+    pub const ALL: [ErrorKind; 25] = [
         Self::RouteNotFound,
         Self::MethodNotAllowed,
         Self::UnsupportedMediaType,
@@ -87,6 +92,8 @@ impl ErrorKind {
         Self::RequestTimeout,
         Self::HeadersTooLarge,
         Self::ConcurrencyLimited,
+        Self::Unauthenticated,
+        Self::Forbidden,
         Self::Internal,
     ];
 
@@ -116,6 +123,8 @@ impl ErrorKind {
             Self::RequestTimeout => "request-timeout",
             Self::HeadersTooLarge => "headers-too-large",
             Self::ConcurrencyLimited => "concurrency-limited",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
             Self::Internal => "internal",
         }
     }
@@ -144,6 +153,8 @@ impl ErrorKind {
             Self::RequestTimeout => "The request was not received in time",
             Self::HeadersTooLarge => "The request's header fields are too large",
             Self::ConcurrencyLimited => "The route is serving as many requests as it may",
+            Self::Unauthenticated => "Valid credentials are needed",
+            Self::Forbidden => "The client may not call this route",
             Self::Internal => "Internal error",
         }
     }
@@ -175,6 +186,8 @@ impl ErrorKind {
             Self::RequestTimeout => 408,
             Self::HeadersTooLarge => 431,
             Self::ConcurrencyLimited => 503,
+            Self::Unauthenticated => 401,
+            Self::Forbidden => 403,
             Self::Internal => 500,
         }
     }
@@ -281,6 +294,8 @@ pub struct FailureFields {
     pub max_body_bytes: Option<u64>,
     /// Each destination's outcome, when some of several failed.
     pub deliveries: Option<Vec<serde_json::Value>>,
+    /// The `WWW-Authenticate` challenge of a 401.
+    pub www_authenticate: Option<String>,
     /// The error underneath, for logs; never sent to a client.
     pub cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
@@ -320,6 +335,7 @@ impl Failure {
             routing_key: None,
             max_body_bytes: None,
             deliveries: None,
+            www_authenticate: None,
             cause: None,
         }))
     }
@@ -435,6 +451,8 @@ mod tests {
     fn statuses_match_the_contract() {
         let expected = [
             (ErrorKind::MalformedJson, 400),
+            (ErrorKind::Unauthenticated, 401),
+            (ErrorKind::Forbidden, 403),
             (ErrorKind::RouteNotFound, 404),
             (ErrorKind::MethodNotAllowed, 405),
             (ErrorKind::PayloadTooLarge, 413),

@@ -37,6 +37,9 @@ pub struct Runtime {
     links: Vec<Links>,
     /// One supervised pair of connections (consuming, publishing) per broker URL.
     pub brokers: IndexMap<String, Broker>,
+    /// Checks the credentials of callers of routes with `auth:`; built anew on every load,
+    /// so a changed JWKS file or key takes effect with the reload.
+    pub verifier: crate::auth::Verifier,
 }
 
 impl Runtime {
@@ -85,7 +88,8 @@ impl Runtime {
             });
             links.push(Links { http, amqp });
         }
-        Ok(Runtime { config, links, brokers })
+        let verifier = crate::auth::Verifier::new(config.auth.clone())?;
+        Ok(Runtime { config, links, brokers, verifier })
     }
 
     /// The live parts of a system of this runtime's config.

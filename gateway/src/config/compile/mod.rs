@@ -3,6 +3,7 @@
 //! `systems.rs` compiles the server section and the systems (HTTP clients, AMQP brokers);
 //! `routes.rs` compiles routes: sources, schemas, maps and destinations.
 
+mod clients;
 mod routes;
 mod systems;
 
@@ -121,6 +122,7 @@ pub fn compile(dir: &Path, files: &[(PathBuf, RawFile)], env: &dyn EnvSource) ->
     }
 
     warn_unused_shared_lookups(&mut cx, files);
+    let auth = clients::compile_auth(&mut cx, files, &routes);
     if cx.error_count() > 0 {
         return Err(cx.diags);
     }
@@ -132,6 +134,7 @@ pub fn compile(dir: &Path, files: &[(PathBuf, RawFile)], env: &dyn EnvSource) ->
         systems,
         routes,
         router,
+        auth: Arc::new(auth),
         brokers: cx.brokers,
         warnings: cx.diags,
     })

@@ -14,6 +14,7 @@
 //!   `x-qiao-route` names the consuming route: a message moved to another route's queue
 //!   is delivered there in full.
 
+pub mod progress;
 mod service;
 
 pub use service::AmqpService;

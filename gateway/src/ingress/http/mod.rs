@@ -77,10 +77,20 @@ pub struct Ctx {
     body_deadline: Instant,
     /// The request's place under its route's `concurrency_limit`.
     permit: Option<crate::limits::Permit>,
+    /// The authenticated client (routes with `auth:`); `None`: anonymous.
+    client: Option<Arc<str>>,
     /// The request's server span; phases and deliveries are its children.
     otel: opentelemetry::Context,
     /// The span that gives every log line of this request its trace and message ids.
     log_span: tracing::Span,
+}
+
+impl Ctx {
+    /// The authenticated client's name, for the journal's `Record.client` and per-client
+    /// limits; `None` for anonymous callers and routes without `auth:`.
+    pub fn client(&self) -> Option<&str> {
+        self.client.as_deref()
+    }
 }
 
 /// Starts the server span, from the caller's trace context when it sent one.
@@ -137,6 +147,7 @@ impl ProxyHttp for Edge {
             body_seen: 0,
             body_deadline: Instant::now(),
             permit: None,
+            client: None,
             otel: opentelemetry::Context::new(),
             log_span: tracing::Span::none(),
         }
@@ -198,6 +209,29 @@ impl ProxyHttp for Edge {
             );
             answer::problem(session, ctx, &f).await?;
             return Ok(true);
+        }
+        // Admission: who is calling, then whether the limits let it in (they key on the
+        // client). A route without `auth:` reads no header here.
+        if route.auth != crate::auth::Mode::None {
+            match runtime.verifier.admit(&session.req_header().headers, &route.name, route.auth) {
+                Ok(client) => {
+                    if let Some(name) = &client {
+                        use opentelemetry::trace::TraceContextExt;
+                        ctx.otel.span().set_attribute(KeyValue::new("qiao.client", name.to_string()));
+                    }
+                    ctx.client = client;
+                }
+                Err(denied) => {
+                    answer::discard_body(session, route.max_body_bytes, ctx.body_deadline).await;
+                    let kind = if denied.forbidden { ErrorKind::Forbidden } else { ErrorKind::Unauthenticated };
+                    let mut f = Failure::new(kind, denied.detail.clone());
+                    if !denied.forbidden {
+                        f.www_authenticate = Some(denied.challenge());
+                    }
+                    answer::problem(session, ctx, &f).await?;
+                    return Ok(true);
+                }
+            }
         }
         if let Some(limit) = &route.rate_limit
             && let Err(wait) = limit.check(session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
@@ -362,6 +396,7 @@ impl ProxyHttp for Edge {
                     path: req.uri.path(),
                     status,
                     client: session.client_addr().map(|a| a as &dyn std::fmt::Display),
+                    client_name: ctx.client.as_deref(),
                     transport_error: e.map(|e| e as &dyn std::fmt::Display),
                 },
                 route: ctx.route.as_ref().map(|r| &*r.name).unwrap_or("-"),
