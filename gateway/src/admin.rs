@@ -70,10 +70,11 @@ fn json_response(status: u16, body: &serde_json::Value) -> Response<Vec<u8>> {
 }
 
 /// One check per broker, naming the routes that consume from it and the HTTP routes that
-/// publish to it. A broker that is down makes the instance unready only when nothing it
-/// serves over HTTP works without a broker that is down: readiness steers HTTP traffic,
-/// consumers go on either way, and every replica meets the same broker, so taking all of
-/// them out would only stop the HTTP routes that never needed it.
+/// publish to it. A broker not reached since the start makes the instance unready (a new
+/// replica waits for it while the others serve). One lost later makes it unready only when
+/// nothing it serves over HTTP works without a broker that is down: readiness steers HTTP
+/// traffic, consumers go on either way, and every replica meets the same broker, so taking
+/// all of them out would only stop the HTTP routes that never needed it.
 fn broker_checks(runtime: &crate::runtime::Runtime) -> Vec<serde_json::Value> {
     use crate::config::{Source, Via};
     let config = &runtime.config;
@@ -100,7 +101,7 @@ fn broker_checks(runtime: &crate::runtime::Runtime) -> Vec<serde_json::Value> {
         checks.push(json!({
             "name": format!("amqp {}", broker.display()),
             "ok": ok,
-            "required": ok || !some_http_route_works,
+            "required": ok || !broker.has_connected() || !some_http_route_works,
             "detail": match (ok, broker.publishing_blocked()) {
                 // Still ready: consumers go on, and another instance would meet
                 // the same broker; HTTP routes that publish answer 503 meanwhile.
@@ -108,7 +109,7 @@ fn broker_checks(runtime: &crate::runtime::Runtime) -> Vec<serde_json::Value> {
                 (true, None) => "connected".to_string(),
                 (false, _) => {
                     let why = broker.last_error().map_or("connecting".to_string(), |e| format!("not connected: {e}"));
-                    if some_http_route_works {
+                    if some_http_route_works && broker.has_connected() {
                         format!("{why}; still ready: HTTP routes that do not publish to it keep serving")
                     } else {
                         why
