@@ -6,6 +6,7 @@ mod common;
 
 use std::path::Path;
 
+use common::otlp::{self, Collector};
 use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -82,6 +83,10 @@ clients:
 }
 
 async fn start() -> (Stubs, Qiao, tempfile::TempDir) {
+    start_exporting(None).await
+}
+
+async fn start_exporting(collector: Option<&Collector>) -> (Stubs, Qiao, tempfile::TempDir) {
     let stubs = Stubs::start().await;
     let dir = tempfile::tempdir().unwrap();
     config(dir.path());
@@ -93,6 +98,9 @@ async fn start() -> (Stubs, Qiao, tempfile::TempDir) {
         ("QIAO_LOG_FORMAT".into(), "json".into()),
         ("QIAO_ADMIN_TOKEN".into(), "admin-token-for-tests".into()),
     ]);
+    if let Some(c) = collector {
+        env.push(("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into(), c.endpoint()));
+    }
     let qiao = Qiao::run(dir.path(), &env).await;
     (stubs, qiao, dir)
 }
@@ -141,8 +149,9 @@ fn assert_401(r: &Reply, detail: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_keys_401_403_and_the_access_line_names_the_client_never_the_key() {
-    let (stubs, qiao, _dir) = start().await;
+async fn api_keys_401_403_and_the_access_line_and_span_name_the_client_never_the_key() {
+    let collector = Collector::start().await;
+    let (stubs, qiao, _dir) = start_exporting(Some(&collector)).await;
 
     let r = call(&qiao, "/orders", &[]).await;
     assert_401(&r, "needs credentials");
@@ -207,6 +216,28 @@ async fn api_keys_401_403_and_the_access_line_names_the_client_never_the_key() {
     assert!(errors.contains(&"unauthenticated") && errors.contains(&"forbidden"), "{errors:?}");
     for secret in [CRM_KEY, CRM_KEY_2, OA_KEY, "crm-key-wrong"] {
         assert!(!logs.contains(secret), "a key in the logs: {secret}\n{logs}");
+    }
+
+    // The server spans: `qiao.client` where a client was admitted, no key in any attribute.
+    eventually(std::time::Duration::from_secs(10), "the server spans", || async {
+        collector.spans().iter().filter(|s| s.kind == otlp::SERVER).count() >= 9
+    })
+    .await;
+    let spans = collector.spans();
+    let client_of = |route: &str, status: &str| {
+        spans
+            .iter()
+            .filter(|s| s.kind == otlp::SERVER && s.attr("qiao.route") == Some(route))
+            .find(|s| s.attr("http.response.status_code") == Some(status))
+            .map(|s| s.attr("qiao.client").map(str::to_string))
+            .unwrap_or_else(|| panic!("a {status} span of {route}:\n{}", otlp::tree(&spans)))
+    };
+    assert_eq!(client_of("orders", "200").as_deref(), Some("crm"));
+    assert_eq!(client_of("passthrough", "200").as_deref(), Some("crm"));
+    assert_eq!(client_of("orders", "403"), None);
+    let all = format!("{spans:?}");
+    for secret in [CRM_KEY, CRM_KEY_2, OA_KEY, "crm-key-wrong"] {
+        assert!(!all.contains(secret), "a key in a span: {secret}");
     }
 }
 
