@@ -197,3 +197,69 @@ fn compile_jwt(cx: &mut Ctx<'_>, file: &Path, place: &Place, raw: &RawIngressAut
         hs256_secret,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{OfflineEnv, load};
+
+    fn errors(files: &[(&str, &str)]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("systems.yaml"),
+            "systems:\n  erp: { kind: erp, http: { base_url: http://127.0.0.1:9 } }\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("routes.yaml"),
+            "routes:\n  orders:\n    from: { http: { path: /orders } }\n    auth: required\n    to: { system: erp }\n",
+        )
+        .unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        match load(dir.path(), &OfflineEnv) {
+            Ok(c) => format!("OK {:?}", c.auth),
+            Err(d) => d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"),
+        }
+    }
+
+    #[test]
+    fn clients_resolve_their_scopes_and_keep_only_digests() {
+        let out = errors(&[(
+            "clients.yaml",
+            "clients:\n  crm:\n    api_key: a-key-of-sixteen-chars\n    routes: [\"ord*\", missing]\n",
+        )]);
+        assert!(out.starts_with("OK"), "{out}");
+        assert!(out.contains("\"orders\"") && !out.contains("a-key-of-sixteen-chars"), "{out}");
+    }
+
+    #[test]
+    fn broken_clients_and_auth_sections_are_errors_with_their_place() {
+        let out = errors(&[(
+            "clients.yaml",
+            "auth:\n  algorithms: [HS512]\nclients:\n  a:\n    api_key: short\n    routes: [orders]\n  \
+             b:\n    routes: [orders]\n  c:\n    jwt: { subject: s }\n    api_key_file: nowhere.keys\n    routes: [orders]\n",
+        )]);
+        for expected in [
+            "unknown token algorithm `HS512`",
+            "the `auth` section has no keys",
+            "client `a`: an API key is shorter than 16 characters",
+            "client `b` has no credentials",
+            "cannot read `api_key_file`",
+        ] {
+            assert!(out.contains(expected), "{expected:?} in:\n{out}");
+        }
+        assert!(out.contains("clients.yaml:"), "{out}");
+        let out = errors(&[(
+            "amqp.yaml",
+            "systems:\n  mes: { kind: mes, amqp: { url: \"amqp://x\", exchange: e } }\nroutes:\n  intake:\n    \
+             from: { amqp: { system: mes, queue: q } }\n    auth: optional\n    to: { system: erp }\n",
+        )]);
+        assert!(out.contains("`auth` is for HTTP routes"), "{out}");
+        let out = errors(&[(
+            "x.yaml",
+            "routes:\n  other:\n    from: { http: { path: /o } }\n    auth: maybe\n    to: { system: erp }\n",
+        )]);
+        assert!(out.contains("`auth: maybe`"), "{out}");
+    }
+}
