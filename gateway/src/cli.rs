@@ -141,6 +141,72 @@ enum Command {
         #[arg(long, default_value = "qiao.wms.stockout")]
         amqp_queue: String,
     },
+    /// Read the journal: every message's journey (docs/journal.md).
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
+    /// Follow live messages through a route, from a running Qiao's admin listener.
+    Tap {
+        /// The route.
+        route: String,
+        /// The admin listener of the running Qiao.
+        #[arg(long, env = "QIAO_ADMIN_URL", default_value = "http://127.0.0.1:9090")]
+        admin: String,
+        /// Print each record as a JSON line.
+        #[arg(long)]
+        json: bool,
+        /// Share of the route's messages to show, 0.0 to 1.0.
+        #[arg(long, default_value_t = 1.0)]
+        sample: f64,
+    },
+}
+
+#[derive(Clone, Debug, clap::Args)]
+struct JournalQuery {
+    /// The journal directory (all processes' directories under it), or segment files.
+    #[arg(long = "dir", env = "QIAO_JOURNAL_DIR")]
+    dirs: Vec<PathBuf>,
+    /// Only this route's messages.
+    #[arg(long)]
+    route: Option<String>,
+    /// Only messages received at or after this time: RFC 3339, YYYY-MM-DD, or back from now
+    /// (30m, 2h, 7d).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only messages received before this time (same forms as --since).
+    #[arg(long)]
+    until: Option<String>,
+    /// Print records as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OutcomeArg {
+    Delivered,
+    Rejected,
+    Failed,
+    Partial,
+}
+
+#[derive(Debug, Subcommand)]
+enum JournalCommand {
+    /// List recorded messages, one line each: time, id, route, source, outcome, status, duration.
+    Ls {
+        #[command(flatten)]
+        query: JournalQuery,
+        /// Only messages that ended this way.
+        #[arg(long, value_enum)]
+        outcome: Option<OutcomeArg>,
+    },
+    /// Show one message's journey (every pass of it) as a timeline.
+    Show {
+        /// A message id or a trace id.
+        id: String,
+        #[command(flatten)]
+        query: JournalQuery,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -164,6 +230,34 @@ pub fn main() -> ExitCode {
         Command::Run { config, serve, print_config: false } => run(&config, &serve, &ProcessEnv),
         Command::Demo { config, serve, stub_base_port } => demo(&config, &serve, stub_base_port),
         Command::Stub { kind, listen, amqp_url, amqp_queue } => stub(kind, listen, amqp_url, amqp_queue),
+        Command::Journal { command } => journal(command),
+        Command::Tap { route, admin, json, sample } => crate::journal::cli::tap(&admin, &route, json, sample),
+    }
+}
+
+fn journal(command: JournalCommand) -> ExitCode {
+    use crate::journal::{cli, record::Verdict};
+    let query = |q: JournalQuery, outcome: Option<OutcomeArg>| cli::Query {
+        paths: q.dirs,
+        route: q.route,
+        outcome: outcome.map(|o| match o {
+            OutcomeArg::Delivered => Verdict::Delivered,
+            OutcomeArg::Rejected => Verdict::Rejected,
+            OutcomeArg::Failed => Verdict::Failed,
+            OutcomeArg::Partial => Verdict::Partial,
+        }),
+        since: q.since,
+        until: q.until,
+    };
+    match command {
+        JournalCommand::Ls { query: q, outcome } => {
+            let json = q.json;
+            cli::ls(&query(q, outcome), json)
+        }
+        JournalCommand::Show { id, query: q } => {
+            let json = q.json;
+            cli::show(&query(q, None), &id, json)
+        }
     }
 }
 
@@ -323,6 +417,9 @@ fn load_with_flags(dir: &Path, serve: &ServeArgs, env: &dyn EnvSource) -> Result
     }
     if let Some(t) = serve.threads {
         config.server.threads = usize::from(t);
+    }
+    if let Some(dir) = env.var(crate::journal::cli::DIR_ENV) {
+        config.server.journal.dir = Some(dir.trim()).filter(|d| !d.is_empty()).map(PathBuf::from);
     }
     Ok(config)
 }

@@ -136,6 +136,8 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
+    // Before any ingress: a message's record has somewhere to go from the first one.
+    crate::journal::start(&settings.journal)?;
     let routes = config.routes.len();
     let systems = config.systems.len();
     let shared = Runtime::build(Arc::new(config), None)?.shared();
@@ -176,6 +178,9 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), String> {
     );
     exit_when_a_listener_fails();
     server.run(RunArgs { shutdown_signal: Box::new(Signals { drain: Duration::from_secs(settings.drain_seconds) }) });
+    // Every ingress has stopped: what the journal still holds goes to disk, the last
+    // segment is closed and compressed.
+    crate::journal::shutdown(Duration::from_secs(10));
     drop(telemetry);
     tracing::info!("qiao stopped");
     Ok(())

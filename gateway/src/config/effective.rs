@@ -34,6 +34,14 @@ pub fn effective(config: &Config) -> Value {
             "sample_ratio": t.sample_ratio.unwrap_or(1.0),
             "service_name": t.service_name.clone().unwrap_or_else(|| "qiao".into()),
         },
+        "journal": {
+            "dir": s.journal.dir.as_ref().map(|d| d.display().to_string()),
+            "segment_bytes": s.journal.segment_bytes,
+            "segment_age_seconds": s.journal.segment_age.as_secs(),
+            "retention_age_hours": s.journal.retention_age.as_secs() / 3600,
+            "retention_bytes": s.journal.retention_bytes,
+            "channel": s.journal.channel,
+        },
     });
     let systems: serde_json::Map<String, Value> = config
         .systems

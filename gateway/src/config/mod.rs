@@ -21,7 +21,8 @@ pub use env::{EnvSource, OfflineEnv, Overlay, ProcessEnv};
 pub use kind::SystemKind;
 pub use load::{hash_dir, load_dir};
 pub use model::{
-    AmqpSettings, AmqpSource, Config, Destination, ProxyTarget, Route, RouteKind, ServerSettings, Source, System, Via,
+    AmqpSettings, AmqpSource, Config, Destination, JournalSettings, ProxyTarget, Route, RouteJournal, RouteKind,
+    ServerSettings, Source, System, Via,
 };
 
 use std::path::Path;

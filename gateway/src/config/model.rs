@@ -64,6 +64,51 @@ pub struct ServerSettings {
     /// Largest request header (request line and fields, as sent), in bytes.
     pub max_header_bytes: usize,
     pub telemetry: crate::telemetry::TelemetrySettings,
+    pub journal: JournalSettings,
+}
+
+/// Where and how the journal is written (docs/journal.md).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JournalSettings {
+    /// `None`: the journal is off (the tap still works).
+    pub dir: Option<std::path::PathBuf>,
+    pub segment_bytes: u64,
+    pub segment_age: Duration,
+    pub retention_age: Duration,
+    pub retention_bytes: u64,
+    /// Records waiting for the writer, at most; past it they are dropped and counted.
+    pub channel: usize,
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            segment_bytes: 64 * 1024 * 1024,
+            segment_age: Duration::from_secs(3600),
+            retention_age: Duration::from_secs(7 * 24 * 3600),
+            retention_bytes: 1024 * 1024 * 1024,
+            channel: 8192,
+        }
+    }
+}
+
+/// What the journal keeps of one route's messages.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RouteJournal {
+    pub enabled: bool,
+    /// Share of the route's messages recorded, 0.0 to 1.0.
+    pub sample: f64,
+    /// Whether received and mapped bodies are kept.
+    pub bodies: bool,
+    /// Whether receivers' answers are kept.
+    pub answers: bool,
+}
+
+impl Default for RouteJournal {
+    fn default() -> Self {
+        Self { enabled: true, sample: 1.0, bodies: true, answers: true }
+    }
 }
 
 impl Default for ServerSettings {
@@ -83,6 +128,7 @@ impl Default for ServerSettings {
             max_header_count: 100,
             max_header_bytes: 60 * 1024,
             telemetry: crate::telemetry::TelemetrySettings::default(),
+            journal: JournalSettings::default(),
         }
     }
 }
@@ -155,6 +201,8 @@ pub struct Route {
     pub uses: Uses,
     /// What must never appear in logs, traces or answers.
     pub redactor: crate::redact::Redactor,
+    /// What the journal keeps of this route's messages.
+    pub journal: RouteJournal,
     pub rate_limit: Option<crate::limits::RouteLimit>,
     /// At most this many requests in flight (HTTP routes).
     pub concurrency: Option<crate::limits::ConcurrencyLimit>,
@@ -232,6 +280,8 @@ pub struct Destination {
     pub when: Option<crate::condition::Condition>,
     /// What the receiver accepts; the mapped message is checked before delivery.
     pub schema: Option<Arc<Schema>>,
+    /// The fields the receiver's schema marks `x-pii: true`: tokens in the journal.
+    pub redactor: crate::redact::Redactor,
     /// Where the config names the destination's system.
     pub place: super::Place,
 }

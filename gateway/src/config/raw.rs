@@ -124,6 +124,42 @@ pub struct RawServer {
     pub max_header_bytes: Option<usize>,
     /// Traces: where spans are exported (docs/observability.md).
     pub telemetry: Option<RawTelemetry>,
+    /// The journal of every message's journey (docs/journal.md).
+    pub journal: Option<RawJournal>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJournal {
+    /// Directory of the journal; each process writes in a directory of its own under it.
+    /// Absent or empty: the journal is off. `QIAO_JOURNAL_DIR` overrides it. Accepts `${ENV}`.
+    pub dir: Option<Text>,
+    /// A segment is closed (and compressed) once it holds this many bytes. Default 67108864
+    /// (64 MiB).
+    pub segment_bytes: Option<u64>,
+    /// A segment is closed once it is this old, in seconds. Default 3600.
+    pub segment_age_seconds: Option<u64>,
+    /// Closed segments older than this, in hours, are deleted. Default 168 (7 days).
+    pub retention_age_hours: Option<u64>,
+    /// The oldest closed segments are deleted while all segments together hold more bytes
+    /// than this. Default 1073741824 (1 GiB).
+    pub retention_bytes: Option<u64>,
+    /// Records waiting for the writer, at most; more are dropped (and counted), never
+    /// waited for. Default 8192.
+    pub channel: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteJournal {
+    /// Whether the route's messages are recorded. Default `true` (when the journal is on).
+    pub enabled: Option<bool>,
+    /// Share of the route's messages recorded, 0.0 to 1.0. Default 1.0.
+    pub sample: Option<f64>,
+    /// Whether received and mapped bodies are kept. Default `true`.
+    pub bodies: Option<bool>,
+    /// Whether the receivers' answers are kept. Default `true`.
+    pub answers: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -337,6 +373,8 @@ pub struct RawRoute {
     /// logs, traces, dead-letter headers or error answers.
     #[serde(default)]
     pub redact: Vec<Text>,
+    /// What the journal keeps of this route's messages (docs/journal.md).
+    pub journal: Option<RawRouteJournal>,
     /// At most this many messages a second on this route (docs/configuration.md#rate-limits).
     pub rate_limit: Option<RawRateLimit>,
     /// HTTP routes: at most this many requests of the route in flight at once; one more

@@ -94,7 +94,7 @@ pub enum Body {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Validation {
     pub ok: bool,
-    /// The error kind's slug (`schema_violation`, `malformed_json`, ...) when not ok.
+    /// The error kind's slug (`schema-violation`, `malformed-json`, ...) when not ok.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

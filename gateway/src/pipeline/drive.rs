@@ -70,6 +70,8 @@ pub struct Attempt {
     /// The destination's index in the route.
     pub index: usize,
     pub request: Outbound,
+    /// From the start of the delivery to its answer (the client's own retries included).
+    pub latency: std::time::Duration,
     /// `Err` when the destination did not take the message at all (no answer, broker down);
     /// an HTTP answer of any status is `Ok`, with [`Delivered::failure`] telling whether
     /// the receiver took the message.
@@ -223,8 +225,8 @@ pub async fn drive<D: Deliver>(route: &Route, inbound: Inbound<'_>, seam: &D, cx
     let one = |(index, request): (usize, Outbound)| {
         let dest = &route.destinations[index];
         async move {
-            let (request, result) = deliver(route, dest, message, request, seam, cx).await;
-            Attempt { index, request, result }
+            let (request, result, latency) = deliver(route, dest, message, request, seam, cx).await;
+            Attempt { index, request, latency, result }
         }
     };
     run.attempts = if requests.len() == 1 {
@@ -271,7 +273,7 @@ async fn deliver<D: Deliver>(
     mut request: Outbound,
     seam: &D,
     parent: &opentelemetry::Context,
-) -> (Outbound, Result<Delivered, Failure>) {
+) -> (Outbound, Result<Delivered, Failure>, std::time::Duration) {
     let started = Instant::now();
     let system = &dest.system;
     let cx = start_span(route, dest, message, &request, parent);
@@ -304,9 +306,10 @@ async fn deliver<D: Deliver>(
         cx.span().set_attribute(KeyValue::new("http.request.resend_count", i64::from(attempts - 1)));
     }
     let phase = if matches!(dest.via, Via::Amqp { .. }) { "publish" } else { "deliver" };
-    m.phase_seconds.with_label_values(&[&*route.name, phase]).observe(started.elapsed().as_secs_f64());
+    let latency = started.elapsed();
+    m.phase_seconds.with_label_values(&[&*route.name, phase]).observe(latency.as_secs_f64());
     trace::end(&cx, failure.map(|f| (f.kind.slug(), f.detail.as_str())));
-    (request, result)
+    (request, result, latency)
 }
 
 /// Whether the receiver took the message, by its answer: the status, then for a `2xx` the

@@ -36,6 +36,10 @@ pub struct Metrics {
     /// 1 while a system's circuit breaker is open.
     pub circuit_open: IntGaugeVec,
     pub config_reloads: IntCounterVec,
+    /// Journal records not written, by reason (docs/journal.md).
+    pub journal_dropped: IntCounterVec,
+    /// Journal records written.
+    pub journal_records: prometheus::IntCounter,
 }
 
 const LATENCY: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -122,6 +126,18 @@ pub fn get() -> &'static Metrics {
                 "Configuration reloads, applied (`ok`) or refused (`error`)",
                 &["result"],
             ),
+            journal_dropped: counter(
+                &r,
+                "qiao_journal_dropped_total",
+                "Journal records dropped: the writer fell behind (`channel_full`) or could not write",
+                &["reason"],
+            ),
+            journal_records: {
+                let c = prometheus::IntCounter::new("qiao_journal_records_total", "Journal records written")
+                    .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("registered once");
+                c
+            },
             registry: r,
         }
     })

@@ -189,6 +189,9 @@ pub(super) fn compile_route(
             let mut d = d?;
             d.mapping = map;
             d.when = when;
+            if schema.is_some() {
+                d.redactor = crate::redact::Redactor::new(schema.as_deref(), &[]);
+            }
             d.schema = schema;
             Some(d)
         })
@@ -257,9 +260,23 @@ pub(super) fn compile_route(
             Some(mode) => mode,
         },
     };
+    let journal = raw.journal.as_ref().map_or_else(crate::config::model::RouteJournal::default, |j| {
+        let d = crate::config::model::RouteJournal::default();
+        let sample = j.sample.unwrap_or(d.sample);
+        if !(0.0..=1.0).contains(&sample) {
+            cx.error(from_place.clone(), format!("`journal.sample: {sample}` is not between 0.0 and 1.0"), None);
+        }
+        crate::config::model::RouteJournal {
+            enabled: j.enabled.unwrap_or(d.enabled),
+            sample: sample.clamp(0.0, 1.0),
+            bodies: j.bodies.unwrap_or(d.bodies),
+            answers: j.answers.unwrap_or(d.answers),
+        }
+    });
     Some(Route {
         auth,
         redactor,
+        journal,
         rate_limit,
         concurrency,
         name: Arc::from(name),
@@ -634,6 +651,7 @@ fn compile_destination(
         mapping: None,
         when: None,
         schema: None,
+        redactor: crate::redact::Redactor::default(),
         place: Place::at(file, &raw.system.referenced),
     })
 }

@@ -208,7 +208,11 @@ pub(super) fn compile_server(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) -> 
             max_header_count,
             max_header_bytes,
             telemetry,
+            journal,
         } = &server.value;
+        if let Some(j) = journal {
+            compile_journal(cx, file, &place, j, &mut settings.journal);
+        }
         if let Some(t) = telemetry {
             let s = &mut settings.telemetry;
             if let Some(e) = &t.otlp_endpoint
@@ -307,6 +311,42 @@ pub(super) fn compile_server(cx: &mut Ctx<'_>, files: &[(PathBuf, RawFile)]) -> 
         }
     }
     settings
+}
+
+fn compile_journal(
+    cx: &mut Ctx<'_>,
+    file: &Path,
+    place: &Place,
+    raw: &super::super::raw::RawJournal,
+    s: &mut super::super::model::JournalSettings,
+) {
+    if let Some(d) = &raw.dir
+        && let Some(v) = cx.env_value(file, d)
+    {
+        s.dir = Some(v.trim()).filter(|v| !v.is_empty()).map(PathBuf::from);
+    }
+    let positive = |cx: &mut Ctx<'_>, key: &str, v: Option<u64>| match v {
+        Some(0) => {
+            cx.error(place.clone(), format!("`journal.{key}` must be at least 1"), None);
+            None
+        }
+        v => v,
+    };
+    if let Some(b) = positive(cx, "segment_bytes", raw.segment_bytes) {
+        s.segment_bytes = b;
+    }
+    if let Some(v) = positive(cx, "segment_age_seconds", raw.segment_age_seconds) {
+        s.segment_age = Duration::from_secs(v);
+    }
+    if let Some(v) = positive(cx, "retention_age_hours", raw.retention_age_hours) {
+        s.retention_age = Duration::from_secs(v.saturating_mul(3600));
+    }
+    if let Some(v) = positive(cx, "retention_bytes", raw.retention_bytes) {
+        s.retention_bytes = v;
+    }
+    if let Some(v) = positive(cx, "channel", raw.channel.map(|c| c as u64)) {
+        s.channel = v as usize;
+    }
 }
 
 fn compile_http(

@@ -146,8 +146,10 @@ pub async fn handle(runtime: Arc<Runtime>, route: Arc<Route>, mut delivery: Deli
     let in_flight = m.amqp_in_flight.with_label_values(&[&*route.name]);
     in_flight.inc();
     let incoming = Incoming { delivery: &delivery, original: &original, message: &message };
-    let (fate, failure) =
-        settle(&runtime, &route, src, &incoming, attempt, delivered, &cx).instrument(log_span.clone()).await;
+    let mut journal = None;
+    let (fate, failure) = settle(&runtime, &route, src, &incoming, attempt, delivered, &mut journal, &cx)
+        .instrument(log_span.clone())
+        .await;
     in_flight.dec();
 
     let fate_name = fate.as_str();
@@ -174,6 +176,27 @@ pub async fn handle(runtime: Arc<Runtime>, route: Arc<Route>, mut delivery: Deli
         &cx,
         &log_span,
     );
+    if let Some((pending, disk)) = journal {
+        let trace_id = trace::ids(&cx).0;
+        let end = crate::journal::End {
+            source: Some(crate::journal::record::Source::Amqp { queue: src.queue.clone(), attempt }),
+            headers: string_headers(delivery.properties.headers().as_ref())
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
+            trace_id: if trace_id == opentelemetry::trace::TraceId::INVALID {
+                String::new()
+            } else {
+                trace_id.to_string()
+            },
+            config: &runtime.config.hash,
+            status: None,
+            fate: Some(fate_name),
+            failure: access::failure_of(failure),
+            elapsed: started.elapsed(),
+        };
+        crate::journal::submit(pending, disk, end);
+    }
     fate
 }
 
@@ -185,8 +208,12 @@ struct Incoming<'a> {
     message: &'a Message,
 }
 
+/// A message's record for the journal, when it keeps one (`true`: to disk).
+type Journaled = Option<(Box<crate::journal::Pending>, bool)>;
+
 /// Processes the message, then acknowledges it, sends it to a retry queue, or
 /// dead-letters it — or returns it to its queue when that cannot be done safely.
+#[allow(clippy::too_many_arguments)]
 async fn settle(
     runtime: &Runtime,
     route: &Route,
@@ -194,10 +221,11 @@ async fn settle(
     incoming: &Incoming<'_>,
     attempt: u32,
     mut delivered: Vec<usize>,
+    journal: &mut Journaled,
     cx: &opentelemetry::Context,
 ) -> (Fate, Option<Failure>) {
     let Incoming { delivery, message, .. } = *incoming;
-    let result = process(runtime, route, message, &mut delivered, cx).await;
+    let result = process(runtime, route, message, &mut delivered, journal, cx).await;
     if result.is_err() && !delivery.acker.usable() {
         // The delivery's channel is gone (the connection dropped while it was processed):
         // the broker already gave the message back to the queue. A retry or dead-letter
@@ -282,10 +310,16 @@ async fn process(
     route: &Route,
     message: &Message,
     delivered: &mut Vec<usize>,
+    journal: &mut Journaled,
     cx: &opentelemetry::Context,
 ) -> Result<(), Failure> {
     let inbound = Inbound { message, params: &[], done: delivered.as_slice() };
     let run = pipeline::drive(route, inbound, &Live { runtime }, cx).await;
+    if let Some(disk) = crate::journal::wants(route)
+        && let Some(mut scrub) = crate::journal::scrub()
+    {
+        *journal = Some((crate::journal::Pending::from_run(route, message, &run, &mut scrub), disk));
+    }
     if let Some(f) = run.refused {
         return Err(f);
     }

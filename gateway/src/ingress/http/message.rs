@@ -154,6 +154,18 @@ pub async fn handle(
     let trace = ctx.otel.clone();
     let inbound = Inbound { message: &message, params, done: &[] };
     let run = pipeline::drive(route, inbound, &Live { runtime }, &trace).await;
+    if let Some(disk) = crate::journal::wants(route)
+        && let Some(mut scrub) = crate::journal::scrub()
+    {
+        let req = session.req_header();
+        let source = crate::journal::record::Source::Http {
+            method: req.method.to_string(),
+            path: req.uri.path_and_query().map_or_else(|| req.uri.path().to_string(), |p| p.to_string()),
+            params: params.to_vec(),
+        };
+        ctx.journal =
+            Some((crate::journal::Pending::from_run(route, &message, &run, &mut scrub).with_source(source), disk));
+    }
     match outcome(route, run) {
         Ok(Outcome::Relay(d)) => {
             if let Some(f) = &d.failure {

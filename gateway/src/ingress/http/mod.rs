@@ -83,6 +83,8 @@ pub struct Ctx {
     otel: opentelemetry::Context,
     /// The span that gives every log line of this request its trace and message ids.
     log_span: tracing::Span,
+    /// The journal's record of the message, when it keeps one (`true`: to disk).
+    journal: Option<(Box<crate::journal::Pending>, bool)>,
 }
 
 impl Ctx {
@@ -150,6 +152,7 @@ impl ProxyHttp for Edge {
             client: None,
             otel: opentelemetry::Context::new(),
             log_span: tracing::Span::none(),
+            journal: None,
         }
     }
 
@@ -381,6 +384,7 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let pending = ctx.journal.take();
         let req = session.req_header();
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(ctx.status);
         let failure = ctx.error.map(|k| (k.slug(), ctx.error_detail.as_deref().unwrap_or("-")));
@@ -408,12 +412,61 @@ impl ProxyHttp for Edge {
             &ctx.otel,
             &ctx.log_span,
         );
+        if let Some(route) = ctx.route.as_ref().filter(|r| r.kind == RouteKind::Message) {
+            journal(session, ctx, route, status, failure, pending);
+        }
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
         // Proxy failures are already answered with problem+json and logged on the access line.
         ctx.error.is_some()
     }
+}
+
+/// Hands the message's record to the journal: the one made from its run, or one for a
+/// message refused before it ran. Proxy routes are not journaled.
+fn journal(
+    session: &Session,
+    ctx: &Ctx,
+    route: &Route,
+    status: u16,
+    failure: Option<(&str, &str)>,
+    pending: Option<(Box<crate::journal::Pending>, bool)>,
+) {
+    let elapsed = ctx.started.elapsed();
+    let req = session.req_header();
+    let source = || crate::journal::record::Source::Http {
+        method: req.method.to_string(),
+        path: req.uri.path_and_query().map_or_else(|| req.uri.path().to_string(), |p| p.to_string()),
+        params: Vec::new(),
+    };
+    let (pending, disk) = match pending {
+        Some(p) => p,
+        None => match crate::journal::wants(route) {
+            Some(disk) => {
+                let id = ctx.message_id.as_ref().map_or("-", MessageId::as_str);
+                let at = std::time::SystemTime::now() - elapsed;
+                (crate::journal::Pending::refused_early(route, id, at).with_source(source()), disk)
+            }
+            None => return,
+        },
+    };
+    let trace_id = crate::telemetry::trace::ids(&ctx.otel).0;
+    let end = crate::journal::End {
+        source: None,
+        headers: req
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+        trace_id: if trace_id == opentelemetry::trace::TraceId::INVALID { String::new() } else { trace_id.to_string() },
+        config: ctx.runtime.as_ref().map_or("", |r| r.config.hash.as_str()),
+        status: Some(status),
+        fate: None,
+        failure,
+        elapsed,
+    };
+    crate::journal::submit(pending, disk, end);
 }
 
 /// The failure of a body that did not arrive in time.
