@@ -69,6 +69,60 @@ fn json_response(status: u16, body: &serde_json::Value) -> Response<Vec<u8>> {
         .expect("static response parts are valid")
 }
 
+/// One check per broker, naming the routes that consume from it and the HTTP routes that
+/// publish to it. A broker not reached since the start makes the instance unready (a new
+/// replica waits for it while the others serve). One lost later makes it unready only when
+/// nothing it serves over HTTP works without a broker that is down: readiness steers HTTP
+/// traffic, consumers go on either way, and every replica meets the same broker, so taking
+/// all of them out would only stop the HTTP routes that never needed it.
+fn broker_checks(runtime: &crate::runtime::Runtime) -> Vec<serde_json::Value> {
+    use crate::config::{Source, Via};
+    let config = &runtime.config;
+    let down = |url: &str| runtime.broker(url).is_some_and(|b| !b.is_connected());
+    let publishes_to = |route: &crate::config::Route, url: &str| {
+        route
+            .destinations
+            .iter()
+            .any(|d| matches!(d.via, Via::Amqp { .. }) && d.system.amqp.as_ref().is_some_and(|a| a.url == url))
+    };
+    let http_routes = || config.routes.iter().filter(|r| matches!(r.source, Source::Http { .. }));
+    let some_http_route_works =
+        http_routes().any(|r| !runtime.brokers.keys().any(|url| down(url) && publishes_to(r, url)));
+    let mut checks = Vec::new();
+    for (url, broker) in &runtime.brokers {
+        let ok = broker.is_connected();
+        let consumers: Vec<&str> = config
+            .routes
+            .iter()
+            .filter(|r| matches!(&r.source, Source::Amqp(s) if s.broker == *url))
+            .map(|r| &*r.name)
+            .collect();
+        let publishers: Vec<&str> = http_routes().filter(|r| publishes_to(r, url)).map(|r| &*r.name).collect();
+        checks.push(json!({
+            "name": format!("amqp {}", broker.display()),
+            "ok": ok,
+            "required": ok || !broker.has_connected() || !some_http_route_works,
+            "detail": match (ok, broker.publishing_blocked()) {
+                // Still ready: consumers go on, and another instance would meet
+                // the same broker; HTTP routes that publish answer 503 meanwhile.
+                (true, Some(reason)) => format!("connected; the broker blocks publishing: {reason}"),
+                (true, None) => "connected".to_string(),
+                (false, _) => {
+                    let why = broker.last_error().map_or("connecting".to_string(), |e| format!("not connected: {e}"));
+                    if some_http_route_works && broker.has_connected() {
+                        format!("{why}; still ready: HTTP routes that do not publish to it keep serving")
+                    } else {
+                        why
+                    }
+                }
+            },
+            "consumed_by": consumers,
+            "published_to_by": publishers,
+        }));
+    }
+    checks
+}
+
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -141,21 +195,18 @@ impl ServeHttp for Admin {
                     checks.push(json!({"name": "shutdown", "ok": false,
                         "detail": "draining after SIGTERM: finishing what is in progress, taking no new work"}));
                 }
-                for broker in runtime.brokers.values() {
-                    let ok = broker.is_connected();
-                    checks.push(json!({
-                        "name": format!("amqp {}", broker.display()),
-                        "ok": ok,
-                        "detail": match (ok, broker.publishing_blocked()) {
-                            // Still ready: consumers go on, and another instance would meet
-                            // the same broker; HTTP routes that publish answer 503 meanwhile.
-                            (true, Some(reason)) => format!("connected; the broker blocks publishing: {reason}"),
-                            (true, None) => "connected".to_string(),
-                            (false, _) => broker.last_error().map_or("connecting".to_string(), |e| format!("not connected: {e}")),
-                        },
-                    }));
+                checks.extend(broker_checks(&runtime));
+                for route in &config.routes {
+                    if let crate::config::Source::Amqp(src) = &route.source
+                        && let Some(after) = src.stall_after
+                        && let Some(why) = crate::ingress::amqp::progress::stalled(&route.name, after)
+                    {
+                        checks.push(json!({"name": format!("consumer {}", route.name), "ok": false,
+                            "detail": format!("route {} on queue {} is stalled: {why}", route.name, src.queue)}));
+                    }
                 }
-                let ready = checks.iter().all(|c| c["ok"] == true);
+                // A check marked `"required": false` is reported but keeps the instance ready.
+                let ready = checks.iter().all(|c| c["ok"] == true || c["required"] == false);
                 // An open circuit is one failing receiver, not a gateway that cannot work:
                 // it is reported, and does not make the whole instance unready.
                 let circuits: Vec<serde_json::Value> = config

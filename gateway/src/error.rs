@@ -64,12 +64,17 @@ pub enum ErrorKind {
     DestinationBusy,
     /// A cluster-wide rate limit could not reach its Redis and is set to refuse then.
     RateLimitUnavailable,
+    /// The route needs credentials and the request has none, or none that hold (an unknown
+    /// API key, a bad or expired token).
+    Unauthenticated,
+    /// The client is known, but the route is not among those it may call.
+    Forbidden,
     /// A fault in Qiao itself.
     Internal,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 25] = [
+    pub const ALL: [ErrorKind; 27] = [
         Self::RouteNotFound,
         Self::MethodNotAllowed,
         Self::UnsupportedMediaType,
@@ -94,6 +99,8 @@ impl ErrorKind {
         Self::ConcurrencyLimited,
         Self::DestinationBusy,
         Self::RateLimitUnavailable,
+        Self::Unauthenticated,
+        Self::Forbidden,
         Self::Internal,
     ];
 
@@ -125,6 +132,8 @@ impl ErrorKind {
             Self::ConcurrencyLimited => "concurrency-limited",
             Self::DestinationBusy => "destination-busy",
             Self::RateLimitUnavailable => "rate-limit-unavailable",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
             Self::Internal => "internal",
         }
     }
@@ -155,6 +164,8 @@ impl ErrorKind {
             Self::ConcurrencyLimited => "The route is serving as many requests as it may",
             Self::DestinationBusy => "The receiving system takes no more messages right now",
             Self::RateLimitUnavailable => "The shared rate limit cannot be checked right now",
+            Self::Unauthenticated => "Valid credentials are needed",
+            Self::Forbidden => "The client may not call this route",
             Self::Internal => "Internal error",
         }
     }
@@ -188,6 +199,8 @@ impl ErrorKind {
             Self::ConcurrencyLimited => 503,
             Self::DestinationBusy => 503,
             Self::RateLimitUnavailable => 503,
+            Self::Unauthenticated => 401,
+            Self::Forbidden => 403,
             Self::Internal => 500,
         }
     }
@@ -296,6 +309,8 @@ pub struct FailureFields {
     pub max_body_bytes: Option<u64>,
     /// Each destination's outcome, when some of several failed.
     pub deliveries: Option<Vec<serde_json::Value>>,
+    /// The `WWW-Authenticate` challenge of a 401.
+    pub www_authenticate: Option<String>,
     /// The error underneath, for logs; never sent to a client.
     pub cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
@@ -335,6 +350,7 @@ impl Failure {
             routing_key: None,
             max_body_bytes: None,
             deliveries: None,
+            www_authenticate: None,
             cause: None,
         }))
     }
@@ -450,6 +466,8 @@ mod tests {
     fn statuses_match_the_contract() {
         let expected = [
             (ErrorKind::MalformedJson, 400),
+            (ErrorKind::Unauthenticated, 401),
+            (ErrorKind::Forbidden, 403),
             (ErrorKind::RouteNotFound, 404),
             (ErrorKind::MethodNotAllowed, 405),
             (ErrorKind::PayloadTooLarge, 413),

@@ -5,6 +5,7 @@
 //! function in [`pipeline`], each testable alone.
 
 pub mod admin;
+pub mod auth;
 pub mod check;
 pub mod cli;
 pub mod condition;

@@ -162,6 +162,22 @@ mod tests {
     }
 
     #[test]
+    fn international_hostnames_and_emails_are_checked() {
+        // jsonschema's `idna` feature: without it these formats pass anything.
+        let d = dir();
+        let f = d.write(
+            "s.json",
+            r#"{"type":"object","properties":{"mail":{"format":"idn-email"},"host":{"format":"idn-hostname"}}}"#,
+        );
+        let s = Schema::load(&f, d.path(), true).unwrap();
+        assert!(s.check(&json!({"mail": "用户@例子.公司", "host": "例子.公司"})).is_ok());
+        let bad = s.check(&json!({"mail": "用户@@例子.公司"})).unwrap_err();
+        assert_eq!((bad[0].pointer.as_str(), bad[0].keyword.as_str()), ("/mail", "format"), "{bad:?}");
+        let bad = s.check(&json!({"host": "例子..公司"})).unwrap_err();
+        assert_eq!(bad[0].pointer, "/host", "{bad:?}");
+    }
+
+    #[test]
     fn formats_are_annotations_when_turned_off() {
         let d = dir();
         let f = d.write("s.json", r#"{"type":"string","format":"date"}"#);

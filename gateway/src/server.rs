@@ -146,6 +146,12 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), String> {
     let mut edge = crate::ingress::http::service(&server.configuration, shared.clone());
     edge.add_tcp(&settings.listen);
     let admin_token = std::env::var("QIAO_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+    let loopback = settings.admin_listen.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback());
+    if admin_token.is_none() && !loopback {
+        // Said once at start: whoever reaches the admin listener may reload the config.
+        tracing::warn!(admin_listen = %settings.admin_listen,
+            "the admin listener is not on loopback and QIAO_ADMIN_TOKEN is not set: POST /admin/reload is open to whoever reaches it");
+    }
     let mut admin = Service::new(
         "qiao-admin".to_string(),
         Admin { runtime: shared.clone(), started: Instant::now(), reloader: reloader.clone(), token: admin_token },

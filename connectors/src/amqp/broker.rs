@@ -155,6 +155,9 @@ struct Inner {
     last_error: std::sync::Mutex<Option<String>>,
     /// Why the broker blocks the publishing connection (a memory or disk alarm), while it does.
     blocked: std::sync::Mutex<Option<String>>,
+    /// Whether a connection was ever made: readiness tells a broker not reached yet (a new
+    /// replica waits) from one lost later (every replica meets it).
+    ever_connected: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Broker {
@@ -223,6 +226,7 @@ impl Broker {
             live,
             last_error: std::sync::Mutex::new(None),
             blocked: std::sync::Mutex::new(None),
+            ever_connected: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -268,6 +272,11 @@ impl Broker {
     /// Why the broker blocks Qiao's publishing (a memory or disk alarm), while it does.
     pub fn publishing_blocked(&self) -> Option<String> {
         self.0.blocked.lock().ok().and_then(|b| b.clone())
+    }
+
+    /// Whether this broker was connected at some time since it was created.
+    pub fn has_connected(&self) -> bool {
+        self.0.ever_connected.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn last_error(&self) -> Option<String> {
@@ -346,6 +355,7 @@ impl Broker {
                     backoff = cfg.reconnect_initial;
                     *self.0.last_error.lock().expect("lock") = None;
                     tracing::info!(broker = %self.0.display, generation, "connected to the AMQP broker");
+                    self.0.ever_connected.store(true, std::sync::atomic::Ordering::Relaxed);
                     self.0.live.send_replace(Some(live.clone()));
                     // RabbitMQ blocks a publishing connection during a resource alarm only once it
                     // publishes, and says so then: a tiny publish every few seconds (to the default

@@ -111,6 +111,7 @@ pub fn effective(config: &Config) -> Value {
                 Source::Amqp(a) => json!({"amqp": {
                     "broker": qiao_connectors::amqp::redact_url(&a.broker), "queue": a.queue,
                     "prefetch": a.prefetch, "concurrency": a.concurrency,
+                    "stall_after_ms": a.stall_after.map(|d| d.as_millis() as u64),
                     "max_attempts": a.policy.max_attempts, "dead_letter_queue": a.dead_letter_queue}}),
             };
             let to: Vec<Value> = r
@@ -140,11 +141,31 @@ pub fn effective(config: &Config) -> Value {
                 r.name.to_string(),
                 json!({"kind": kind, "from": from, "schema": r.schema.as_ref().map(|s| s.file.display().to_string()),
                        "max_body_bytes": r.max_body_bytes,
-                       "concurrency_limit": r.concurrency.as_ref().map(|c| c.max()), "to": to}),
+                       "concurrency_limit": r.concurrency.as_ref().map(|c| c.max()), "to": to,
+                       "auth": format!("{:?}", r.auth).to_lowercase()}),
             )
         })
         .collect();
-    json!({"dir": config.dir.display().to_string(), "server": server, "systems": systems, "routes": routes})
+    // Clients by name and scope; their keys never (not even as digests).
+    let clients: serde_json::Map<String, Value> = config
+        .auth
+        .clients
+        .iter()
+        .map(|c| {
+            let mut routes: Vec<&str> = c.routes.iter().map(|r| &**r).collect();
+            routes.sort_unstable();
+            (c.name.to_string(), json!({"api_keys": c.key_digests.len(), "jwt_subject": c.subject, "routes": routes}))
+        })
+        .collect();
+    let auth = config.auth.jwt.as_ref().map(|j| {
+        json!({"issuer": j.issuer, "audience": j.audience, "leeway_s": j.leeway_s,
+               "algorithms": j.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
+               "jwks_file": j.jwks_file.as_ref().map(|p| p.display().to_string()),
+               "jwks_keys": j.jwks.as_ref().map_or(0, |s| s.keys.len()),
+               "hs256_secret": j.hs256_secret.as_ref().map(|_| "***")})
+    });
+    json!({"dir": config.dir.display().to_string(), "server": server, "systems": systems, "routes": routes,
+           "auth": auth, "clients": clients})
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ pub struct Config {
     pub systems: IndexMap<String, Arc<System>>,
     pub routes: Vec<Arc<Route>>,
     pub router: Router,
+    /// The clients of HTTP routes and how their credentials are checked.
+    pub auth: Arc<crate::auth::Settings>,
     /// Every broker URL in use, with the exchanges, queues and bindings its systems and
     /// routes need declared (or verified).
     pub brokers: IndexMap<String, Topology>,
@@ -208,6 +210,8 @@ pub struct Route {
     pub rate_limit: Option<crate::limits::InboundSettings>,
     /// At most this many requests in flight (HTTP routes).
     pub concurrency: Option<crate::limits::ConcurrencyLimit>,
+    /// Whether callers must say who they are (HTTP routes).
+    pub auth: crate::auth::Mode,
 }
 
 /// Where a route's messages come from.
@@ -230,6 +234,9 @@ pub struct AmqpSource {
     pub queue: String,
     pub prefetch: u16,
     pub concurrency: usize,
+    /// How long every slot may be busy with nothing finishing before `/readyz` calls the
+    /// consumer stalled; `None`: never.
+    pub stall_after: Option<Duration>,
     /// Attempts and backoff of retryable failures (`retry_statuses` unused).
     pub policy: RetryPolicy,
     /// `<queue>.retry.<n>` for attempt n = 1 .. max_attempts-1.

@@ -33,6 +33,57 @@ pub struct RawFile {
     /// The routes, by name.
     #[serde(default)]
     pub routes: IndexMap<Text, RawRoute>,
+    /// How clients' bearer tokens (JWTs) are checked. At most one file may have this
+    /// section. See docs/security.md.
+    pub auth: Option<Spanned<RawIngressAuth>>,
+    /// The clients that may call routes with `auth: required` or `optional`, by name.
+    #[serde(default)]
+    pub clients: IndexMap<Text, RawClient>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIngressAuth {
+    /// The `iss` a token must carry. Absent: not checked.
+    pub issuer: Option<Text>,
+    /// The `aud` a token must carry (one of these). Absent: not checked.
+    pub audience: Option<Vec<Text>>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds. Default 30.
+    pub leeway_s: Option<u64>,
+    /// Signature algorithms accepted: `HS256`, `RS256`, `ES256`. Default: those the
+    /// configured keys can check.
+    pub algorithms: Option<Vec<Text>>,
+    /// A JWKS (RFC 7517) JSON file with the public keys of the issuer, relative to the config
+    /// directory; read at start and on every reload. Accepts `${ENV}`.
+    pub jwks_file: Option<Text>,
+    /// The shared secret of HS256 tokens. Accepts `${ENV}`; write `${NAME}`, never the secret.
+    pub hs256_secret: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    /// Free text for people reading the config.
+    pub description: Option<String>,
+    /// An API key of the client. Accepts `${ENV}`; write `${NAME}`, never the key itself.
+    pub api_key: Option<Text>,
+    /// More API keys, all valid at once (key rotation). Each accepts `${ENV}`.
+    #[serde(default)]
+    pub api_keys: Vec<Text>,
+    /// A file with API keys, one a line (a mounted secret). Accepts `${ENV}`; read at start
+    /// and on every reload.
+    pub api_key_file: Option<Text>,
+    /// Bearer tokens whose `sub` is this identify the client.
+    pub jwt: Option<RawClientJwt>,
+    /// The routes the client may call: names, or globs with `*` (`crm-*`).
+    pub routes: Vec<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientJwt {
+    /// The token's `sub` claim.
+    pub subject: Text,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -332,6 +383,9 @@ pub struct RawRoute {
     /// HTTP routes: at most this many requests of the route in flight at once; one more
     /// gets 503 with `Retry-After`. Default: no limit.
     pub concurrency_limit: Option<usize>,
+    /// HTTP routes: `required` (only known clients, see `clients:`), `optional` (anonymous
+    /// callers too, but credentials sent must be valid) or `none` (default).
+    pub auth: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -428,6 +482,9 @@ pub struct RawAmqpSource {
     pub prefetch: Option<u16>,
     /// Messages processed at once. Default 16.
     pub concurrency: Option<usize>,
+    /// `/readyz` fails when every processing slot has been busy this long with no message
+    /// finishing (a stalled consumer). 0 turns the check off. Default 120000.
+    pub stall_after_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

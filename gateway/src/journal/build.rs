@@ -31,6 +31,8 @@ pub struct End<'a> {
     /// What went wrong, as the ingress saw it, already redacted (kind, detail).
     pub failure: Option<(&'a str, &'a str)>,
     pub elapsed: Duration,
+    /// The authenticated client's name (HTTP routes with `auth:`).
+    pub client: Option<&'a str>,
 }
 
 /// A record being made: everything the run told, the ingress's part still to come.
@@ -256,6 +258,7 @@ impl Pending {
         }
         record.headers = end.headers.iter().map(|(k, v)| (k.clone(), scrub.header(k, v))).collect();
         record.trace_id = end.trace_id;
+        record.client = end.client.map(str::to_string);
         record.config = end.config.to_string();
         record.duration_ms = end.elapsed.as_micros() as f64 / 1000.0;
         record.outcome.status = end.status;

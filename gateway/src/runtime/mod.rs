@@ -44,6 +44,9 @@ pub struct Runtime {
     pub brokers: IndexMap<String, Broker>,
     /// By [`Route::index`].
     route_limits: Vec<Option<Arc<RouteLimiter>>>,
+    /// Checks the credentials of callers of routes with `auth:`; built anew on every load,
+    /// so a changed JWKS file or key takes effect with the reload.
+    pub verifier: crate::auth::Verifier,
 }
 
 impl Runtime {
@@ -110,7 +113,8 @@ impl Runtime {
                 Some(before.unwrap_or_else(|| Arc::new(RouteLimiter::new(&route.name, settings))))
             })
             .collect();
-        Ok(Runtime { config, links, brokers, route_limits })
+        let verifier = crate::auth::Verifier::new(config.auth.clone())?;
+        Ok(Runtime { config, links, brokers, route_limits, verifier })
     }
 
     /// The inbound rate limit of a route of this runtime's config.

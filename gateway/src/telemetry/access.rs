@@ -20,6 +20,8 @@ pub enum Way<'a> {
         /// Formatted only when the line is written: an address formatted for every request
         /// cost 2% of a proxied request's instructions with the access line off.
         client: Option<&'a dyn std::fmt::Display>,
+        /// The authenticated client's name (routes with `auth:`); `client` is its address.
+        client_name: Option<&'a str>,
         /// The connection failed under the request (pingora's error), if it did.
         transport_error: Option<&'a dyn std::fmt::Display>,
     },
@@ -77,7 +79,7 @@ pub fn finish(f: Finished<'_>, cx: &opentelemetry::Context, log_span: &tracing::
     let duration_ms = f.elapsed.as_micros() as f64 / 1000.0;
     let _in_message = log_span.enter();
     match f.way {
-        Way::Http { method, path, status, client, transport_error } => tracing::info!(
+        Way::Http { method, path, status, client, client_name, transport_error } => tracing::info!(
             target: "qiao::access",
             transport = "http",
             method,
@@ -89,6 +91,7 @@ pub fn finish(f: Finished<'_>, cx: &opentelemetry::Context, log_span: &tracing::
             message_id = f.message_id,
             duration_ms,
             client = client.map(tracing::field::display),
+            client_name,
             transport_error = transport_error.map(tracing::field::display),
             "request"
         ),

@@ -3,6 +3,7 @@
 //! `systems.rs` compiles the server section and the systems (HTTP clients, AMQP brokers);
 //! `routes.rs` compiles routes: sources, schemas, maps and destinations.
 
+mod clients;
 mod limits;
 mod routes;
 mod systems;
@@ -124,6 +125,7 @@ pub fn compile(dir: &Path, files: &[(PathBuf, RawFile)], env: &dyn EnvSource) ->
     }
 
     warn_unused_shared_lookups(&mut cx, files);
+    let auth = clients::compile_auth(&mut cx, files, &routes);
     if cx.error_count() > 0 {
         return Err(cx.diags);
     }
@@ -135,6 +137,7 @@ pub fn compile(dir: &Path, files: &[(PathBuf, RawFile)], env: &dyn EnvSource) ->
         systems,
         routes,
         router,
+        auth: Arc::new(auth),
         brokers: cx.brokers,
         warnings: cx.diags,
     })

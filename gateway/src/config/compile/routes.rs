@@ -222,6 +222,28 @@ pub(super) fn compile_route(
             }
         },
     };
+    let auth = match &raw.auth {
+        None => crate::auth::Mode::None,
+        Some(text) => match crate::auth::Mode::parse(&text.value) {
+            None => {
+                cx.error(
+                    Place::at(file, &text.referenced),
+                    format!("`auth: {}`: a route's auth is `required`, `optional` or `none`", text.value),
+                    None,
+                );
+                return None;
+            }
+            Some(mode) if mode != crate::auth::Mode::None && matches!(source, Some(Source::Amqp(_))) => {
+                cx.error(
+                    Place::at(file, &text.referenced),
+                    "`auth` is for HTTP routes",
+                    Some("who may publish to a queue is the broker's to decide (its users and permissions)".into()),
+                );
+                return None;
+            }
+            Some(mode) => mode,
+        },
+    };
     let journal = raw.journal.as_ref().map_or_else(crate::config::model::RouteJournal::default, |j| {
         let d = crate::config::model::RouteJournal::default();
         let sample = j.sample.unwrap_or(d.sample);
@@ -237,6 +259,7 @@ pub(super) fn compile_route(
     });
     Some(Route {
         index: 0,
+        auth,
         redactor,
         journal,
         rate_limit,
@@ -357,6 +380,10 @@ fn compile_amqp_source(
         queue,
         prefetch: raw.prefetch.unwrap_or(64).max(1),
         concurrency: raw.concurrency.unwrap_or(16).max(1),
+        stall_after: match raw.stall_after_ms.unwrap_or(120_000) {
+            0 => None,
+            ms => Some(std::time::Duration::from_millis(ms)),
+        },
         policy,
         retry_queues,
         circuit_queue,

@@ -14,6 +14,7 @@
 //!   `x-qiao-route` names the consuming route: a message moved to another route's queue
 //!   is delivered there in full.
 
+pub mod progress;
 mod service;
 
 pub use service::AmqpService;
@@ -193,6 +194,7 @@ pub async fn handle(runtime: Arc<Runtime>, route: Arc<Route>, mut delivery: Deli
             fate: Some(fate_name),
             failure: access::failure_of(failure),
             elapsed: started.elapsed(),
+            client: None,
         };
         crate::journal::submit(pending, disk, end);
     }

@@ -69,6 +69,7 @@ type Settings = (String, String, u16, usize);
 
 struct Consumer {
     settings: Settings,
+    progress: Arc<super::progress::Progress>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -119,6 +120,7 @@ impl Supervisor {
             let keep = wanted.get(&name).is_some_and(|(_, s)| *s == self.consumers[&name].settings);
             if !keep {
                 let c = self.consumers.remove(&name).expect("listed");
+                super::progress::unregister(&name, &c.progress);
                 tracing::info!(route = %name, queue = %c.settings.1, "stopping the consumer");
                 let _ = c.stop.send(true);
                 self.draining.push((c.settings.0.clone(), c.task));
@@ -142,7 +144,10 @@ impl Supervisor {
             // settings are not the ones this consumer started with (it is being stopped or
             // replaced), on the runtime it started with.
             let (shared, own, route, mine) = (self.shared.clone(), runtime.clone(), route.clone(), settings.clone());
+            let progress = super::progress::register(&name, settings.3);
+            let slots = progress.clone();
             let handler = move |d| {
+                let busy = slots.begin();
                 let now = shared.load_full();
                 let (runtime, route) = match now.config.route(&route.name) {
                     Some(r) if same_settings(r, &mine) => (now.clone(), r.clone()),
@@ -150,10 +155,11 @@ impl Supervisor {
                 };
                 async move {
                     super::handle(runtime, route, d).await;
+                    drop(busy);
                 }
             };
             let task = tokio::spawn(async move { broker.consume(spec, handler, stopped).await });
-            self.consumers.insert(name, Consumer { settings, stop, task });
+            self.consumers.insert(name, Consumer { settings, progress, stop, task });
         }
 
         // Brokers no route or system uses any more close once their consumers drained.

@@ -102,6 +102,9 @@ pub async fn problem(session: &mut Session, ctx: &mut Ctx, failure: &Failure) ->
     if !failure.allow.is_empty() {
         extra.push(("allow", failure.allow.join(", ")));
     }
+    if let Some(challenge) = &failure.www_authenticate {
+        extra.push(("www-authenticate", challenge.clone()));
+    }
     if let Some(wait) = failure.retry_after {
         extra.push(("retry-after", crate::error::whole_seconds(wait).to_string()));
     }

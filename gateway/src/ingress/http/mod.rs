@@ -80,12 +80,22 @@ pub struct Ctx {
     permit: Option<crate::limits::Permit>,
     /// `RateLimit-Policy` and `RateLimit` for the answer, on a route with a rate limit.
     rate_fields: Option<Box<[(&'static str, String); 2]>>,
+    /// The authenticated client (routes with `auth:`); `None`: anonymous.
+    client: Option<Arc<str>>,
     /// The request's server span; phases and deliveries are its children.
     otel: opentelemetry::Context,
     /// The span that gives every log line of this request its trace and message ids.
     log_span: tracing::Span,
     /// The journal's record of the message, when it keeps one (`true`: to disk).
     journal: Option<(Box<crate::journal::Pending>, bool)>,
+}
+
+impl Ctx {
+    /// The authenticated client's name, for the journal's `Record.client` and per-client
+    /// limits; `None` for anonymous callers and routes without `auth:`.
+    pub fn client(&self) -> Option<&str> {
+        self.client.as_deref()
+    }
 }
 
 /// Starts the server span, from the caller's trace context when it sent one.
@@ -143,6 +153,7 @@ impl ProxyHttp for Edge {
             body_deadline: Instant::now(),
             permit: None,
             rate_fields: None,
+            client: None,
             otel: opentelemetry::Context::new(),
             log_span: tracing::Span::none(),
             journal: None,
@@ -206,11 +217,32 @@ impl ProxyHttp for Edge {
             answer::problem(session, ctx, &f).await?;
             return Ok(true);
         }
+        // Admission: who is calling, then whether the limits let it in (they key on the
+        // client). A route without `auth:` reads no header here.
+        if route.auth != crate::auth::Mode::None {
+            match runtime.verifier.admit(&session.req_header().headers, &route.name, route.auth) {
+                Ok(client) => {
+                    if let Some(name) = &client {
+                        use opentelemetry::trace::TraceContextExt;
+                        ctx.otel.span().set_attribute(KeyValue::new("qiao.client", name.to_string()));
+                    }
+                    ctx.client = client;
+                }
+                Err(denied) => {
+                    answer::discard_body(session, route.max_body_bytes, ctx.body_deadline).await;
+                    let kind = if denied.forbidden { ErrorKind::Forbidden } else { ErrorKind::Unauthenticated };
+                    let mut f = Failure::new(kind, denied.detail.clone());
+                    if !denied.forbidden {
+                        f.www_authenticate = Some(denied.challenge());
+                    }
+                    answer::problem(session, ctx, &f).await?;
+                    return Ok(true);
+                }
+            }
+        }
         if let Some(limit) = runtime.route_limit(&route) {
             let ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-            // The authenticated client's name goes here once ingress authentication runs
-            // before admission; until then every client is keyed by its IP.
-            let (verdict, policy) = limit.check(None, ip).await;
+            let (verdict, policy) = limit.check(ctx.client.as_deref(), ip).await;
             let wait = match verdict {
                 Verdict::Allowed { remaining, reset } => {
                     ctx.rate_fields = Some(Box::new([
@@ -407,6 +439,7 @@ impl ProxyHttp for Edge {
                     path: req.uri.path(),
                     status,
                     client: session.client_addr().map(|a| a as &dyn std::fmt::Display),
+                    client_name: ctx.client.as_deref(),
                     transport_error: e.map(|e| e as &dyn std::fmt::Display),
                 },
                 route: ctx.route.as_ref().map(|r| &*r.name).unwrap_or("-"),
@@ -471,6 +504,7 @@ fn journal(
         fate: None,
         failure,
         elapsed,
+        client: ctx.client(),
     };
     crate::journal::submit(pending, disk, end);
 }
