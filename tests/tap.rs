@@ -263,10 +263,10 @@ async fn sigterm_ends_a_connected_tap_and_the_process_stops_within_the_drain() {
     assert!(tap.lines(1, Duration::from_secs(20))[0].contains("tap-before-stop"));
 
     let started = Instant::now();
-    // drain 2 s + grace 1 s; the runtimes' 5 s timeout must not be needed.
+    // drain 2 s + grace 1 s; a tap that held on would add the runtimes' 5 s timeout (8 s).
     assert!(qiao.terminate(Duration::from_secs(15)).await.success());
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(6), "the tap held the process: it stopped after {took:?}");
+    assert!(took < Duration::from_secs(7), "the tap held the process: it stopped after {took:?}");
     assert!(tap.wait(Duration::from_secs(5)).success(), "{:?}", tap.seen_err);
     assert!(tap.seen_err.iter().any(|l| l.contains("the tap ended: the gateway is stopping")), "{:?}", tap.seen_err);
 }

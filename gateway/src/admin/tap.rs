@@ -26,6 +26,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const CHECK_EVERY: Duration = Duration::from_millis(200);
 
 /// What the query asks for.
+#[derive(Debug)]
 struct Ask {
     route: String,
     sample: f64,
@@ -81,7 +82,7 @@ pub async fn serve(admin: &Admin, mut http: ServerSession, shutdown: &ShutdownWa
         Ok(a) => a,
         Err(detail) => return refuse(&mut http, problem(400, "bad-request", "Bad tap request", detail)).await,
     };
-    if !admin.runtime.load().config.route(&ask.route).is_some() {
+    if admin.runtime.load().config.route(&ask.route).is_none() {
         let detail = format!("no route named `{}` in the configuration being served", ask.route);
         return refuse(&mut http, problem(404, "unknown-route", "No such route", detail)).await;
     }
