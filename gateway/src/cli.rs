@@ -153,12 +153,15 @@ enum Command {
         /// The admin listener of the running Qiao.
         #[arg(long, env = "QIAO_ADMIN_URL", default_value = "http://127.0.0.1:9090")]
         admin: String,
-        /// Print each record as a JSON line.
+        /// Print each record as a JSON line (the journal's format); notes go to stderr.
         #[arg(long)]
         json: bool,
         /// Share of the route's messages to show, 0.0 to 1.0.
         #[arg(long, default_value_t = 1.0)]
         sample: f64,
+        /// The environment variable that holds the admin token.
+        #[arg(long, default_value = "QIAO_ADMIN_TOKEN")]
+        token_env: String,
     },
 }
 
@@ -231,7 +234,10 @@ pub fn main() -> ExitCode {
         Command::Demo { config, serve, stub_base_port } => demo(&config, &serve, stub_base_port),
         Command::Stub { kind, listen, amqp_url, amqp_queue } => stub(kind, listen, amqp_url, amqp_queue),
         Command::Journal { command } => journal(command),
-        Command::Tap { route, admin, json, sample } => crate::journal::cli::tap(&admin, &route, json, sample),
+        Command::Tap { route, admin, json, sample, token_env } => {
+            let token = std::env::var(&token_env).ok().filter(|t| !t.is_empty());
+            crate::journal::cli::tap(&admin, &route, token.as_deref(), json, sample)
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, AdminApp};
 use crate::config::Config;
 use crate::ingress::amqp::AmqpService;
 use crate::runtime::Runtime;
@@ -154,7 +154,12 @@ pub fn serve(config: Config, reload: Reload) -> Result<(), String> {
     }
     let mut admin = Service::new(
         "qiao-admin".to_string(),
-        Admin { runtime: shared.clone(), started: Instant::now(), reloader: reloader.clone(), token: admin_token },
+        AdminApp(Admin {
+            runtime: shared.clone(),
+            started: Instant::now(),
+            reloader: reloader.clone(),
+            token: admin_token,
+        }),
     );
     admin.threads = Some(1);
     admin.add_tcp(&settings.admin_listen);

@@ -232,9 +232,163 @@ pub fn timeline(records: &[Record]) -> String {
     o
 }
 
-/// `qiao tap`: follows a route's live messages from the admin listener.
-pub fn tap(admin: &str, route: &str, json: bool, sample: f64) -> ExitCode {
-    let _ = (admin, route, json, sample);
-    eprintln!("qiao: tap is not built yet");
-    ExitCode::FAILURE
+/// One record as `qiao tap` prints it: the `journal ls` line, then each attempt's system
+/// and status (or error kind).
+pub fn tap_line(r: &Record) -> String {
+    let mut line = summary_line(r);
+    for a in &r.attempts {
+        let status = match (a.status, &a.error_kind) {
+            (Some(s), _) => s.to_string(),
+            (None, Some(k)) => k.clone(),
+            (None, None) => "ok".into(),
+        };
+        line.push_str(&format!("  → #{} {} {status} {:.1} ms", a.index, a.system, a.latency_ms));
+    }
+    line
+}
+
+/// What one line of the tap stream asks of the terminal.
+#[derive(Debug, PartialEq)]
+enum Shown {
+    /// For stdout.
+    Out(String),
+    /// For stderr.
+    Note(String),
+    Nothing,
+    /// The gateway ended the stream.
+    End(String),
+}
+
+fn shown(line: &[u8], json: bool) -> Shown {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(line) else {
+        return Shown::Note(format!("qiao: not a tap line: {}", String::from_utf8_lossy(line)));
+    };
+    if let Some(kind) = value.get("tap").and_then(|t| t.as_str()) {
+        return match kind {
+            "open" => Shown::Note(format!(
+                "qiao: tapping route {} (sample {}); Ctrl-C stops",
+                value["route"].as_str().unwrap_or("?"),
+                value["sample"]
+            )),
+            "lost" => Shown::Note(format!(
+                "qiao: this reader fell behind: {} records skipped ({} in all); traffic was not slowed",
+                value["records"], value["lost_total"]
+            )),
+            "end" => Shown::End(format!("qiao: the tap ended: {}", value["reason"].as_str().unwrap_or("?"))),
+            _ => Shown::Nothing,
+        };
+    }
+    if json {
+        return Shown::Out(String::from_utf8_lossy(line).into_owned());
+    }
+    match serde_json::from_value::<Record>(value) {
+        Ok(r) => Shown::Out(tap_line(&r)),
+        Err(e) => Shown::Note(format!("qiao: a record this version cannot read ({e})")),
+    }
+}
+
+/// `qiao tap`: follows a route's live messages from the admin listener's `/admin/tap`.
+pub fn tap(admin: &str, route: &str, token: Option<&str>, json: bool, sample: f64) -> ExitCode {
+    if !(0.0..=1.0).contains(&sample) {
+        eprintln!("qiao: --sample must be from 0.0 to 1.0");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("qiao: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(follow(admin, route, token, json, sample)) {
+        Ok(end) => {
+            eprintln!("{end}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("qiao: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn follow(admin: &str, route: &str, token: Option<&str>, json: bool, sample: f64) -> Result<String, String> {
+    use http_body_util::{BodyExt, Empty};
+    let base = admin.trim_end_matches('/');
+    let base = if base.contains("://") { base.to_string() } else { format!("http://{base}") };
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("route", route)
+        .append_pair("sample", &sample.to_string())
+        .finish();
+    let uri: http::Uri =
+        format!("{base}/admin/tap?{query}").parse().map_err(|e| format!("--admin {admin} is not a URL: {e}"))?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let mut request = http::Request::get(uri).header("accept", "application/x-ndjson");
+    if let Some(t) = token {
+        request = request.header("authorization", format!("Bearer {t}"));
+    }
+    let request = request.body(Empty::new()).map_err(|e| e.to_string())?;
+    let answer =
+        client.request(request).await.map_err(|e| format!("cannot reach the admin listener at {base}: {e}"))?;
+    let status = answer.status();
+    let mut body = answer.into_body();
+    if status != http::StatusCode::OK {
+        let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let problem: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let detail = match (problem["title"].as_str(), problem["detail"].as_str()) {
+            (Some(t), Some(d)) => format!("{t}: {d}"),
+            _ => String::from_utf8_lossy(&bytes).into_owned(),
+        };
+        let hint = if status == http::StatusCode::UNAUTHORIZED && token.is_none() {
+            " (no token given: set QIAO_ADMIN_TOKEN or name the variable with --token-env)"
+        } else {
+            ""
+        };
+        return Err(format!("the tap was refused ({}): {detail}{hint}", status.as_u16()));
+    }
+    let mut pending = Vec::new();
+    let mut out = std::io::stdout();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("the tap broke off: {e}"))?;
+        let Ok(data) = frame.into_data() else { continue };
+        pending.extend_from_slice(&data);
+        while let Some(at) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=at).collect();
+            match shown(&line[..at], json) {
+                Shown::Out(s) => {
+                    // A closed pipe (`| head`) ends the tap.
+                    if writeln!(out, "{s}").and_then(|()| out.flush()).is_err() {
+                        return Ok(String::new());
+                    }
+                }
+                Shown::Note(s) => eprintln!("{s}"),
+                Shown::Nothing => {}
+                Shown::End(s) => return Ok(s),
+            }
+        }
+    }
+    Err("the admin listener closed the tap without ending it".into())
+}
+
+#[cfg(test)]
+mod tap_tests {
+    use super::*;
+
+    #[test]
+    fn control_lines_are_notes_and_records_lines() {
+        assert!(
+            matches!(shown(br#"{"tap":"open","route":"r","sample":1.0}"#, false), Shown::Note(n) if n.contains("route r"))
+        );
+        assert!(
+            matches!(shown(br#"{"tap":"lost","records":7,"lost_total":9}"#, true), Shown::Note(n) if n.contains("7 records"))
+        );
+        assert_eq!(shown(br#"{"tap":"alive"}"#, false), Shown::Nothing);
+        assert!(
+            matches!(shown(br#"{"tap":"end","reason":"the gateway is stopping"}"#, false), Shown::End(e) if e.contains("stopping"))
+        );
+        assert!(matches!(shown(b"{\"id\":1}", true), Shown::Out(o) if o == "{\"id\":1}"));
+        assert!(matches!(shown(b"{\"id\":1}", false), Shown::Note(_)));
+        assert!(matches!(shown(b"nonsense", false), Shown::Note(_)));
+    }
 }

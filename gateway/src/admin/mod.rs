@@ -1,15 +1,22 @@
 //! The admin listener: `/healthz` (the process is alive), `/readyz` (it can do its job),
-//! `/metrics` (Prometheus text) and `POST /admin/reload`.
+//! `/metrics` (Prometheus text), `POST /admin/reload` and `GET /admin/tap` ([`tap`]).
 //!
 //! It listens on 127.0.0.1 by default. What changes state (a reload) needs the admin token
-//! when `QIAO_ADMIN_TOKEN` is set (`Authorization: Bearer <token>`).
+//! when `QIAO_ADMIN_TOKEN` is set (`Authorization: Bearer <token>`); the tap, which shows
+//! message content, is served only when it is set.
 
+mod tap;
+
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
 use serde_json::json;
 
 use crate::runtime::SharedRuntime;
@@ -40,6 +47,51 @@ impl Admin {
             diff |= usize::from(x ^ a.get(i).copied().unwrap_or(0));
         }
         diff == 0
+    }
+}
+
+/// The admin listener as pingora runs it: the tap streams its answer, which [`ServeHttp`]
+/// cannot; every other path is answered whole by [`Admin`]'s [`ServeHttp`].
+pub struct AdminApp(pub Admin);
+
+#[async_trait]
+impl HttpServerApp for AdminApp {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut http: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        // As pingora's own `ServeHttp` driver does, with the tap branching off.
+        match http.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                tracing::debug!(error = %e, "admin: cannot read a request");
+                return None;
+            }
+        }
+        if http.req_header().uri.path() == "/admin/tap" {
+            tap::serve(&self.0, http, shutdown).await;
+            return None;
+        }
+        http.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        let (parts, body) = self.0.response(&mut http).await.into_parts();
+        let header: ResponseHeader = parts.into();
+        if let Err(e) = http.write_response_header(Box::new(header)).await {
+            tracing::debug!(error = %e, "admin: cannot write an answer");
+            return None;
+        }
+        if !body.is_empty()
+            && let Err(e) = http.write_response_body(body.into(), true).await
+        {
+            tracing::debug!(error = %e, "admin: cannot write an answer");
+            return None;
+        }
+        let persistent = HttpPersistentSettings::for_session(&http);
+        match http.finish().await {
+            Ok(c) => c.map(|s| ReusedHttpStream::from_reusable_stream(s, persistent)),
+            Err(_) => None,
+        }
     }
 }
 
@@ -237,7 +289,7 @@ impl ServeHttp for Admin {
             _ => json_response(
                 404,
                 &json!({"type": "urn:qiao:problem:route-not-found", "title": "No route for this path", "status": 404,
-                        "detail": format!("the admin listener serves /healthz, /readyz, /metrics and POST /admin/reload, not {path}")}),
+                        "detail": format!("the admin listener serves /healthz, /readyz, /metrics, POST /admin/reload and GET /admin/tap, not {path}")}),
             ),
         }
     }
