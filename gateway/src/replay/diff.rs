@@ -77,11 +77,12 @@ impl Ignore {
         self.patterns.is_empty()
     }
 
-    /// Whether `pointer` (escaped, as in [`FieldChange::pointer`]) is left out.
+    /// Whether `pointer` (escaped, as in [`FieldChange::pointer`]) is left out: it, or a
+    /// pointer above it, matches.
     pub fn matches(&self, pointer: &str) -> bool {
         let segments = split(pointer);
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-        self.matches_segments(&segments)
+        (0..=segments.len()).any(|n| self.matches_segments(&segments[..n]))
     }
 
     fn matches_segments(&self, segments: &[&str]) -> bool {
