@@ -247,16 +247,14 @@ fn send_live(args: &ReplayArgs, paths: &[PathBuf], filter: &Filter) -> ExitCode 
         }
     }
     let (mut ok, mut failed) = (0usize, 0usize);
-    let result = send::send(config, records, args.rate, |s| {
-        match &s.failure {
-            None => {
-                ok += 1;
-                println!("sent {} as {} ({})", s.original, s.id, s.route);
-            }
-            Some(f) => {
-                failed += 1;
-                println!("FAILED {} as {} ({}): {f}", s.original, s.id, s.route);
-            }
+    let result = send::send(config, records, args.rate, |s| match &s.failure {
+        None => {
+            ok += 1;
+            println!("sent {} as {} ({})", s.original, s.id, s.route);
+        }
+        Some(f) => {
+            failed += 1;
+            println!("FAILED {} as {} ({}): {f}", s.original, s.id, s.route);
         }
     });
     if let Err(e) = result {

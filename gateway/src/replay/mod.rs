@@ -4,12 +4,12 @@
 //! destinations). `--send` re-delivers them live instead ([`send`]); `qiao journal to-test`
 //! turns one into a `qiao test` case ([`to_test`]). docs/replay.md walks through them.
 
+pub mod cli;
 pub mod diff;
 pub mod read;
 pub mod report;
 pub mod send;
 pub mod to_test;
-pub mod cli;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -23,7 +23,8 @@ impl Filter {
         if self.route.as_deref().is_some_and(|route| route != r.route) {
             return false;
         }
-        if !self.ids.is_empty() && !self.ids.iter().any(|id| *id == r.id || (!r.trace_id.is_empty() && *id == r.trace_id))
+        if !self.ids.is_empty()
+            && !self.ids.iter().any(|id| *id == r.id || (!r.trace_id.is_empty() && *id == r.trace_id))
         {
             return false;
         }

@@ -52,7 +52,8 @@ pub fn noise(noise: &BTreeMap<String, usize>) -> String {
     if noise.is_empty() {
         return "noise: none found (two runs of every message gave the same outputs)\n".into();
     }
-    let mut s = String::from("noise: these fields differ between two runs of the same message (a clock, a generated id):\n");
+    let mut s =
+        String::from("noise: these fields differ between two runs of the same message (a clock, a generated id):\n");
     for (p, n) in noise {
         let _ = writeln!(s, "    {p}   ({n} message{})", if *n == 1 { "" } else { "s" });
     }

@@ -65,7 +65,12 @@ fn link_to(record: &Record) -> Option<Link> {
 
 /// Re-delivers `records` (already filtered, one per message, bodies kept) through `config`'s
 /// live systems, at most `rate` a second. `each` hears of every one as it is done.
-pub fn send(config: Config, records: Vec<Record>, rate: Option<f64>, mut each: impl FnMut(&Sent)) -> Result<(), String> {
+pub fn send(
+    config: Config,
+    records: Vec<Record>,
+    rate: Option<f64>,
+    mut each: impl FnMut(&Sent),
+) -> Result<(), String> {
     let telemetry = crate::telemetry::init(&config.server.telemetry.clone().with_env())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
