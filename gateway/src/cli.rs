@@ -19,6 +19,7 @@ Examples:
   qiao map --route crm-order-to-erp --param order_id=801J000000k3QpRIAU routes/examples/crm-order.json
                                          what one route makes of one message (offline)
   qiao run --config routes/              serve the routes in routes/
+  qiao replay journal/ --config routes/  yesterday's traffic through today's routes: what changes
   qiao run --listen 0.0.0.0:8080         listen on all interfaces
   qiao stub erp --listen 127.0.0.1:9101  run one stub system on its own
   qiao --log-format json run             one JSON object per log line
@@ -141,6 +142,10 @@ enum Command {
         #[arg(long, default_value = "qiao.wms.stockout")]
         amqp_queue: String,
     },
+    /// Run recorded messages again through a configuration, offline, and show what changed
+    /// field by field (docs/replay.md). Exit status: 0, or 1 with --fail-on-change when
+    /// anything changed; 2 when the replay could not run.
+    Replay(crate::replay::cli::ReplayArgs),
     /// Read the journal: every message's journey (docs/journal.md).
     Journal {
         #[command(subcommand)]
@@ -210,6 +215,9 @@ enum JournalCommand {
         #[command(flatten)]
         query: JournalQuery,
     },
+    /// Write a `qiao test` case from one recorded message, beside its route
+    /// (`<config>/tests/`): the input as recorded, the output today's config makes of it.
+    ToTest(crate::replay::cli::ToTestArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -233,6 +241,7 @@ pub fn main() -> ExitCode {
         Command::Run { config, serve, print_config: false } => run(&config, &serve, &ProcessEnv),
         Command::Demo { config, serve, stub_base_port } => demo(&config, &serve, stub_base_port),
         Command::Stub { kind, listen, amqp_url, amqp_queue } => stub(kind, listen, amqp_url, amqp_queue),
+        Command::Replay(args) => crate::replay::cli::replay(&args),
         Command::Journal { command } => journal(command),
         Command::Tap { route, admin, json, sample, token_env } => {
             let token = std::env::var(&token_env).ok().filter(|t| !t.is_empty());
@@ -264,6 +273,7 @@ fn journal(command: JournalCommand) -> ExitCode {
             let json = q.json;
             cli::show(&query(q, None), &id, json)
         }
+        JournalCommand::ToTest(args) => crate::replay::cli::to_test(&args),
     }
 }
 

@@ -26,3 +26,5 @@ pub const ERROR_DETAIL: &str = "x-qiao-error-detail";
 pub const ERROR_POINTERS: &str = "x-qiao-error-pointers";
 pub const FAILED_AT: &str = "x-qiao-failed-at";
 pub const ORIGINAL_QUEUE: &str = "x-qiao-original-queue";
+/// On a message `qiao replay --send` re-delivers: the id of the recorded message it repeats.
+pub const REPLAY_OF: &str = "x-qiao-replay-of";

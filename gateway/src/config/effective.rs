@@ -142,6 +142,7 @@ pub fn effective(config: &Config) -> Value {
                 json!({"kind": kind, "from": from, "schema": r.schema.as_ref().map(|s| s.file.display().to_string()),
                        "max_body_bytes": r.max_body_bytes,
                        "concurrency_limit": r.concurrency.as_ref().map(|c| c.max()), "to": to,
+                       "replay": {"ignore": r.replay_ignore},
                        "auth": format!("{:?}", r.auth).to_lowercase()}),
             )
         })

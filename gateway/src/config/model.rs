@@ -212,6 +212,8 @@ pub struct Route {
     pub concurrency: Option<crate::limits::ConcurrencyLimit>,
     /// Whether callers must say who they are (HTTP routes).
     pub auth: crate::auth::Mode,
+    /// Output pointers (globs) `qiao replay` leaves out of its diffs (`replay.ignore`).
+    pub replay_ignore: Vec<String>,
 }
 
 /// Where a route's messages come from.

@@ -386,6 +386,17 @@ pub struct RawRoute {
     /// HTTP routes: `required` (only known clients, see `clients:`), `optional` (anonymous
     /// callers too, but credentials sent must be valid) or `none` (default).
     pub auth: Option<Text>,
+    /// How `qiao replay` compares this route's outputs (docs/replay.md).
+    pub replay: Option<RawReplay>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReplay {
+    /// Output fields `qiao replay` leaves out of its diffs, as JSON Pointer globs
+    /// (`/data/Model/FDate`, `/**/timestamp`): fields filled from the clock or generated ids.
+    #[serde(default)]
+    pub ignore: Vec<Text>,
 }
 
 #[derive(Debug, Deserialize)]

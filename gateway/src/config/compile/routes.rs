@@ -257,6 +257,18 @@ pub(super) fn compile_route(
             answers: j.answers.unwrap_or(d.answers),
         }
     });
+    let mut replay_ignore = Vec::new();
+    for p in raw.replay.iter().flat_map(|r| &r.ignore) {
+        if p.value.is_empty() || p.value.starts_with('/') {
+            replay_ignore.push(p.value.clone());
+        } else {
+            cx.error(
+                Place::at(file, &p.referenced),
+                format!("`replay.ignore`: `{}` is not a JSON Pointer pattern", p.value),
+                Some("write it from the output's root, e.g. `/data/Model/FDate` or `/**/timestamp`".into()),
+            );
+        }
+    }
     Some(Route {
         index: 0,
         auth,
@@ -264,6 +276,7 @@ pub(super) fn compile_route(
         journal,
         rate_limit,
         concurrency,
+        replay_ignore,
         name: Arc::from(name),
         description: raw.description.clone(),
         file: file.to_path_buf(),
