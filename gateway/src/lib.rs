@@ -10,6 +10,7 @@ pub mod cli;
 pub mod condition;
 pub mod config;
 pub mod diag;
+pub mod dlq;
 pub mod error;
 pub mod headers;
 pub mod ingress;
