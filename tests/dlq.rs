@@ -250,8 +250,20 @@ async fn selected_ids_are_redriven_and_the_others_stay_in_order() {
     assert!(err.contains("--yes"), "{err}");
     assert_eq!(s.amqp.queue_len(&s.dlq()).await, Some(8));
 
-    let (code, out, err) =
-        s.dlq_cmd(&["replay", "--route", ROUTE, "--id", "m-3", "--id", "m-6", "--id", "m-99", "--yes"]);
+    let (code, out, err) = s.dlq_cmd(&[
+        "replay",
+        "--route",
+        ROUTE,
+        "--id",
+        "m-3",
+        "--id",
+        "m-6",
+        "--id",
+        "m-99",
+        "--yes",
+        "--in-flight",
+        "4",
+    ]);
     assert_eq!(code, 1, "an id that is not there fails the command\n{out}{err}");
     assert!(out.contains("re-driven m-3\nre-driven m-6\n"), "{out}");
     assert!(out.contains("2 re-driven; 6 not selected left in place") && out.contains("not found: m-99"), "{out}");
@@ -331,11 +343,18 @@ async fn a_redrive_killed_half_way_loses_nothing() {
         assert!(std::time::Instant::now() < deadline, "{dlq} dead letters and {distinct} delivered after the kill");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(left > 0 && left < N - 300, "killed half way: {left} left in the dead-letter queue");
+    assert!(left > 0 && left <= N - 300, "killed half way: {left} left in the dead-letter queue");
     eprintln!("first run: killed after {said} confirmed re-drives; {left} left in the dead-letter queue");
 
-    let (code, out2, err) = s.dlq_cmd(&["replay", "--route", ROUTE, "--all", "--yes"]);
+    let started = std::time::Instant::now();
+    // Many copies in flight at once this time: a run that is not cut off duplicates nothing.
+    let (code, out2, err) = s.dlq_cmd(&["replay", "--route", ROUTE, "--all", "--yes", "--in-flight", "64"]);
     assert_eq!(code, 0, "{err}");
+    let took = started.elapsed();
+    eprintln!(
+        "second run: {left} re-driven in {took:?} ({:.0}/s, the process's start included)",
+        left as f64 / took.as_secs_f64()
+    );
     assert!(out2.contains(&format!("{left} re-driven; 0 not selected")), "{out2}");
     eventually(Duration::from_secs(60), "every message at the ERP", || {
         let erp = erp.clone();

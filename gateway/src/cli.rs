@@ -190,6 +190,10 @@ enum DlqCommand {
         /// At most this many messages per second.
         #[arg(long, value_parser = rate)]
         rate: Option<f64>,
+        /// Copies published at once before their confirms are awaited: faster, but a
+        /// re-drive cut off may then deliver up to this many messages twice.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        in_flight: u16,
         /// Run them through the current config offline and say whether each would pass;
         /// moves nothing.
         #[arg(long)]
@@ -247,12 +251,12 @@ fn dlq(command: DlqCommand) -> ExitCode {
     let result = match command {
         DlqCommand::Ls { route, limit, .. } => crate::dlq::ls(&config, route.as_deref(), limit).map(|s| (s, true)),
         DlqCommand::Show { route, id, .. } => crate::dlq::show(&config, &route, &id).map(|s| (s, true)),
-        DlqCommand::Replay { route, ids, all, rate, preview, yes, .. } => {
+        DlqCommand::Replay { route, ids, all, rate, in_flight, preview, yes, .. } => {
             let selection = if all { crate::dlq::Selection::All } else { crate::dlq::Selection::Ids(ids) };
             if preview {
                 crate::dlq::preview(&config, &route, &selection)
             } else {
-                let ask = crate::dlq::Redrive { selection, rate, yes };
+                let ask = crate::dlq::Redrive { selection, rate, in_flight: usize::from(in_flight), yes };
                 crate::dlq::redrive(&config, &route, &ask, &mut out).map(|done| {
                     let mut s = format!("{} re-driven; {} not selected left in place\n", done.moved, done.kept);
                     if !done.missing.is_empty() {

@@ -65,31 +65,52 @@ impl QueueSession {
         Ok(Reader { channel, queue: queue.to_string() })
     }
 
-    /// Publishes one persistent message, `mandatory`, and waits for the broker's confirm:
-    /// `Ok` only when the broker took it and some queue holds it.
+    /// Publishes the messages to one routing key, `mandatory`, all at once, and waits for
+    /// the broker's confirms: `Ok` only when the broker took every one and a queue holds
+    /// each. A returned message names no delivery tag (lapin pairs it with whichever
+    /// confirm of the channel completes next), so one return fails the whole batch: some
+    /// of it may be published, none of it counts as done.
     pub async fn publish_confirmed(
         &self,
         exchange: &str,
         routing_key: &str,
-        body: &[u8],
-        properties: BasicProperties,
+        messages: Vec<(&[u8], BasicProperties)>,
         timeout: Duration,
     ) -> Result<(), String> {
         let options = BasicPublishOptions { mandatory: true, immediate: false };
-        // One publish in flight on the channel at a time: a return then belongs to it.
-        let confirm = tokio::time::timeout(timeout, async {
-            self.publisher.basic_publish(exchange.into(), routing_key.into(), options, body, properties).await?.await
+        let confirms = tokio::time::timeout(timeout, async {
+            let mut pending = Vec::with_capacity(messages.len());
+            for (body, properties) in messages {
+                pending.push(
+                    self.publisher
+                        .basic_publish(exchange.into(), routing_key.into(), options, body, properties)
+                        .await?,
+                );
+            }
+            let mut out = Vec::with_capacity(pending.len());
+            for p in pending {
+                out.push(p.await?);
+            }
+            Ok::<_, lapin::Error>(out)
         })
         .await;
-        match confirm {
-            Err(_) => Err(format!("the broker did not confirm within {} ms", timeout.as_millis())),
-            Ok(Err(e)) => Err(format!("publishing failed: {e}")),
-            Ok(Ok(Confirmation::Ack(None))) | Ok(Ok(Confirmation::NotRequested)) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(format!(
-                "no queue takes routing key `{routing_key}` on exchange `{exchange}`; the broker returned the message"
-            )),
-            Ok(Ok(Confirmation::Nack(_))) => Err("the broker refused the message (nack)".to_string()),
+        let confirms = match confirms {
+            Err(_) => return Err(format!("the broker did not confirm within {} ms", timeout.as_millis())),
+            Ok(Err(e)) => return Err(format!("publishing failed: {e}")),
+            Ok(Ok(c)) => c,
+        };
+        for c in confirms {
+            match c {
+                Confirmation::Ack(None) | Confirmation::NotRequested => {}
+                Confirmation::Ack(Some(_)) => {
+                    return Err(format!(
+                        "no queue takes routing key `{routing_key}` on exchange `{exchange}`; the broker returned a message"
+                    ));
+                }
+                Confirmation::Nack(_) => return Err("the broker refused a message (nack)".to_string()),
+            }
         }
+        Ok(())
     }
 
     pub async fn close(self) {

@@ -50,6 +50,9 @@ pub struct Redrive {
     pub selection: Selection,
     /// Messages per second at most; `None`: as fast as the broker confirms.
     pub rate: Option<f64>,
+    /// Copies published before their confirms are awaited. A re-drive cut off can deliver
+    /// at most this many messages twice.
+    pub in_flight: usize,
     /// Skip the confirmation prompt.
     pub yes: bool,
 }
@@ -362,42 +365,63 @@ async fn redrive_on(
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
+    let in_flight = ask.in_flight.max(1);
     let mut done = Redriven::default();
     let mut found: Vec<String> = Vec::new();
+    let mut failure = None;
+    let mut seen = 0;
+    let mut batch: Vec<Delivery> = Vec::with_capacity(in_flight);
     // Only the messages there at the start: one that fails again while the re-drive runs
     // comes back behind them and waits for the next run instead of going round.
-    let mut failure = None;
-    for _ in 0..count {
-        let Some(d) = reader.next().await? else { break };
-        let id = letter::message_id(&d);
-        if !ask.selection.takes(id.as_deref()) {
-            // Left unacked: back at its place when the reader closes.
-            done.kept += 1;
-            continue;
+    while seen < count && failure.is_none() {
+        batch.clear();
+        while batch.len() < in_flight && seen < count {
+            let Some(d) = reader.next().await? else {
+                seen = count;
+                break;
+            };
+            seen += 1;
+            let id = letter::message_id(&d);
+            if !ask.selection.takes(id.as_deref()) {
+                // Left unacked: back at its place when the reader closes.
+                done.kept += 1;
+                continue;
+            }
+            if let Some(id) = id {
+                found.push(id);
+            }
+            batch.push(d);
         }
-        if let Some(id) = &id {
-            found.push(id.clone());
+        if batch.is_empty() {
+            break;
         }
         if let Some(p) = pace.as_mut() {
-            p.tick().await;
+            for _ in 0..batch.len() {
+                p.tick().await;
+            }
         }
-        let shown = id.as_deref().unwrap_or("(no message id)");
-        let props = redrive_properties(&d.properties, dlq, &now());
-        if let Err(e) = session.publish_confirmed("", &src.queue, &d.data, props, CONFIRM_TIMEOUT).await {
-            failure = Some(format!("{shown}: not re-driven, it stays in {dlq}: {e}"));
+        let at = now();
+        let copies = batch.iter().map(|d| (d.data.as_slice(), redrive_properties(&d.properties, dlq, &at))).collect();
+        let shown = |d: &Delivery| letter::message_id(d).unwrap_or_else(|| "(no message id)".into());
+        if let Err(e) = session.publish_confirmed("", &src.queue, copies, CONFIRM_TIMEOUT).await {
+            let ids: Vec<String> = batch.iter().map(shown).collect();
+            failure = Some(format!("{}: not re-driven, they stay in {dlq}: {e}", ids.join(", ")));
             break;
         }
-        // The window: the copy is in the route's queue and the dead letter not yet taken
-        // out. Cut off here, the message would be in both.
-        if let Err(e) = reader.take(&d).await {
-            failure = Some(format!(
-                "{shown}: re-driven into {}, but could not be taken out of {dlq} ({e}): it is in both now",
-                src.queue
-            ));
-            break;
+        // The window: the copies are in the route's queue and the dead letters not yet
+        // taken out. Cut off here, a message would be in both.
+        for d in &batch {
+            if let Err(e) = reader.take(d).await {
+                failure = Some(format!(
+                    "{}: re-driven into {}, but could not be taken out of {dlq} ({e}): it is in both now",
+                    shown(d),
+                    src.queue
+                ));
+                break;
+            }
+            done.moved += 1;
+            let _ = writeln!(progress, "re-driven {}", shown(d));
         }
-        done.moved += 1;
-        let _ = writeln!(progress, "re-driven {shown}");
     }
     reader.close().await;
     if let Some(f) = failure {
