@@ -164,7 +164,7 @@ mod tests {
         let names: Vec<String> = q.headers().as_ref().unwrap().inner().keys().map(|k| k.as_str().to_string()).collect();
         assert_eq!(
             names,
-            [DELIVERED, ORIGINAL_ROUTING_KEY, REDRIVEN_AT, REDRIVEN_FROM, ROUTE, "traceparent"],
+            ["traceparent", DELIVERED, ORIGINAL_ROUTING_KEY, REDRIVEN_AT, REDRIVEN_FROM, ROUTE],
             "failure headers dropped, the rest kept"
         );
     }
