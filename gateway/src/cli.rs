@@ -19,6 +19,7 @@ Examples:
   qiao map --route crm-order-to-erp --param order_id=801J000000k3QpRIAU routes/examples/crm-order.json
                                          what one route makes of one message (offline)
   qiao run --config routes/              serve the routes in routes/
+  qiao replay journal/ --config routes/  yesterday's traffic through today's routes: what changes
   qiao run --listen 0.0.0.0:8080         listen on all interfaces
   qiao stub erp --listen 127.0.0.1:9101  run one stub system on its own
   qiao dlq ls                            each AMQP route's dead-letter queue and its count
@@ -149,6 +150,22 @@ enum Command {
         #[arg(long, default_value = "qiao.wms.stockout")]
         amqp_queue: String,
     },
+    /// Run recorded messages again through a configuration, offline, and show what changed
+    /// field by field (docs/replay.md). Exit status: 0, or 1 with --fail-on-change when
+    /// anything changed; 2 when the replay could not run.
+    Replay(crate::replay::cli::ReplayArgs),
+    /// Read the journal (docs/journal.md).
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JournalCommand {
+    /// Write a `qiao test` case from one recorded message, beside its route
+    /// (`<config>/tests/`): the input as recorded, the output today's config makes of it.
+    ToTest(crate::replay::cli::ToTestArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +215,10 @@ enum DlqCommand {
         /// moves nothing.
         #[arg(long)]
         preview: bool,
+        /// With --preview: also run them through this config directory (the one they failed
+        /// with) and show, field by field, what changed in each destination's output.
+        #[arg(long, requires = "preview")]
+        against: Option<PathBuf>,
         /// Do not ask before re-driving (needed when standard input is not a terminal).
         #[arg(long)]
         yes: bool,
@@ -232,6 +253,8 @@ pub fn main() -> ExitCode {
         Command::Demo { config, serve, stub_base_port } => demo(&config, &serve, stub_base_port),
         Command::Stub { kind, listen, amqp_url, amqp_queue } => stub(kind, listen, amqp_url, amqp_queue),
         Command::Dlq { command } => dlq(command),
+        Command::Replay(args) => crate::replay::cli::replay(&args),
+        Command::Journal { command: JournalCommand::ToTest(args) } => crate::replay::cli::to_test(&args),
     }
 }
 
@@ -251,10 +274,19 @@ fn dlq(command: DlqCommand) -> ExitCode {
     let result = match command {
         DlqCommand::Ls { route, limit, .. } => crate::dlq::ls(&config, route.as_deref(), limit).map(|s| (s, true)),
         DlqCommand::Show { route, id, .. } => crate::dlq::show(&config, &route, &id).map(|s| (s, true)),
-        DlqCommand::Replay { route, ids, all, rate, in_flight, preview, yes, .. } => {
+        DlqCommand::Replay { route, ids, all, rate, in_flight, preview, against, yes, .. } => {
             let selection = if all { crate::dlq::Selection::All } else { crate::dlq::Selection::Ids(ids) };
             if preview {
-                crate::dlq::preview(&config, &route, &selection)
+                let against = match against.as_deref().map(|d| config::load(d, &ProcessEnv)) {
+                    None => None,
+                    Some(Ok(c)) => Some(c),
+                    Some(Err(diags)) => {
+                        print_diagnostics(&diags);
+                        eprintln!("qiao: the configuration given with --against has errors");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                crate::dlq::preview(&config, &route, &selection, against.as_ref())
             } else {
                 let ask = crate::dlq::Redrive { selection, rate, in_flight: usize::from(in_flight), yes };
                 crate::dlq::redrive(&config, &route, &ask, &mut out).map(|done| {

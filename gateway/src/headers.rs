@@ -32,3 +32,5 @@ pub const ORIGINAL_ROUTING_KEY: &str = "x-qiao-original-routing-key";
 /// On a message `qiao dlq replay` re-drove: when, and from which dead-letter queue.
 pub const REDRIVEN_AT: &str = "x-qiao-redriven-at";
 pub const REDRIVEN_FROM: &str = "x-qiao-redriven-from";
+/// On a message `qiao replay --send` re-delivers: the id of the recorded message it repeats.
+pub const REPLAY_OF: &str = "x-qiao-replay-of";

@@ -21,6 +21,7 @@ pub mod logging;
 pub mod mapping;
 pub mod pipeline;
 pub mod redact;
+pub mod replay;
 pub mod routing;
 pub mod runtime;
 pub mod schema;

@@ -132,7 +132,8 @@ pub fn effective(config: &Config) -> Value {
                 r.name.to_string(),
                 json!({"kind": kind, "from": from, "schema": r.schema.as_ref().map(|s| s.file.display().to_string()),
                        "max_body_bytes": r.max_body_bytes,
-                       "concurrency_limit": r.concurrency.as_ref().map(|c| c.max()), "to": to}),
+                       "concurrency_limit": r.concurrency.as_ref().map(|c| c.max()),
+                       "replay": {"ignore": r.replay_ignore}, "to": to}),
             )
         })
         .collect();

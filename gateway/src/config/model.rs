@@ -156,6 +156,8 @@ pub struct Route {
     pub rate_limit: Option<crate::limits::RouteLimit>,
     /// At most this many requests in flight (HTTP routes).
     pub concurrency: Option<crate::limits::ConcurrencyLimit>,
+    /// Output pointers (globs) `qiao replay` leaves out of its diffs (`replay.ignore`).
+    pub replay_ignore: Vec<String>,
 }
 
 /// Where a route's messages come from.

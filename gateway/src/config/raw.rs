@@ -291,6 +291,17 @@ pub struct RawRoute {
     /// HTTP routes: at most this many requests of the route in flight at once; one more
     /// gets 503 with `Retry-After`. Default: no limit.
     pub concurrency_limit: Option<usize>,
+    /// How `qiao replay` compares this route's outputs (docs/replay.md).
+    pub replay: Option<RawReplay>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReplay {
+    /// Output fields `qiao replay` leaves out of its diffs, as JSON Pointer globs
+    /// (`/data/Model/FDate`, `/**/timestamp`): fields filled from the clock or generated ids.
+    #[serde(default)]
+    pub ignore: Vec<Text>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -233,8 +233,16 @@ fn pretty_body(bytes: &[u8]) -> String {
 
 /// `qiao dlq replay --preview`: runs the selected dead letters through the route of the
 /// current config, offline (deliveries captured), and says whether each would pass now.
-/// Moves nothing. `Ok((report, all_pass))`.
-pub fn preview(config: &Config, route: &str, selection: &Selection) -> Result<(String, bool), String> {
+/// Moves nothing. With `against` (another config, the one the messages failed with, say),
+/// each message that passes both shows the field changes of every destination's output
+/// from that config to this one. `Ok((report, all_pass))`.
+pub fn preview(
+    config: &Config,
+    route: &str,
+    selection: &Selection,
+    against: Option<&Config>,
+) -> Result<(String, bool), String> {
+    let old_route = against.and_then(|c| c.route(route)).map(|r| &**r);
     let (route, src) = source(config, route)?;
     block_on(async {
         let session = QueueSession::connect(&src.broker, CONNECTION_NAME).await?;
@@ -260,6 +268,7 @@ pub fn preview(config: &Config, route: &str, selection: &Selection) -> Result<(S
                 message_id: letter::message_id(d),
                 ..Default::default()
             };
+            let old = old_route.map(|r| crate::simulate::run(r, &input));
             match crate::simulate::run(route, &input) {
                 Ok(captured) => {
                     pass += 1;
@@ -276,6 +285,7 @@ pub fn preview(config: &Config, route: &str, selection: &Selection) -> Result<(S
                         for line in serde_json::to_string_pretty(&c.body).unwrap_or_default().lines() {
                             let _ = writeln!(out, "    {line}");
                         }
+                        compare(&mut out, old.as_ref(), &c);
                     }
                 }
                 Err(f) => {
@@ -293,6 +303,35 @@ pub fn preview(config: &Config, route: &str, selection: &Selection) -> Result<(S
         );
         Ok((out, fail == 0))
     })
+}
+
+/// What changed in one destination's output since the `--against` config.
+fn compare(
+    out: &mut String,
+    old: Option<&Result<Vec<crate::simulate::Captured>, crate::error::Failure>>,
+    new: &crate::simulate::Captured,
+) {
+    use crate::replay::diff;
+    match old {
+        None => {}
+        Some(Err(f)) => {
+            let _ = writeln!(out, "    against the other config: fails with {}: {}", f.kind.slug(), f.detail);
+        }
+        Some(Ok(captured)) => match captured.iter().find(|c| c.system == new.system) {
+            None => {
+                let _ = writeln!(out, "    against the other config: not sent to {}", new.system);
+            }
+            Some(c) => {
+                let changes = diff::diff(&c.body, &new.body, &diff::Ignore::default());
+                if changes.is_empty() {
+                    let _ = writeln!(out, "    against the other config: no field changed");
+                } else {
+                    let _ = writeln!(out, "    against the other config:");
+                    out.push_str(&diff::render(&changes, "      ", false));
+                }
+            }
+        },
+    }
 }
 
 /// The destination keys (`erp`, `erp#2`) a dead letter says took it already, when it was

@@ -235,10 +235,23 @@ pub(super) fn compile_route(
             }
         },
     };
+    let mut replay_ignore = Vec::new();
+    for p in raw.replay.iter().flat_map(|r| &r.ignore) {
+        if p.value.is_empty() || p.value.starts_with('/') {
+            replay_ignore.push(p.value.clone());
+        } else {
+            cx.error(
+                Place::at(file, &p.referenced),
+                format!("`replay.ignore`: `{}` is not a JSON Pointer pattern", p.value),
+                Some("write it from the output's root, e.g. `/data/Model/FDate` or `/**/timestamp`".into()),
+            );
+        }
+    }
     Some(Route {
         redactor,
         rate_limit,
         concurrency,
+        replay_ignore,
         name: Arc::from(name),
         description: raw.description.clone(),
         file: file.to_path_buf(),
