@@ -22,6 +22,9 @@ Examples:
   qiao replay journal/ --config routes/  yesterday's traffic through today's routes: what changes
   qiao run --listen 0.0.0.0:8080         listen on all interfaces
   qiao stub erp --listen 127.0.0.1:9101  run one stub system on its own
+  qiao dlq ls                            each AMQP route's dead-letter queue and its count
+  qiao dlq replay --route R --all --preview
+                                         would the dead letters pass now? (moves nothing)
   qiao --log-format json run             one JSON object per log line
 
 Docs: README.md, docs/configuration.md, docs/mapping.md, docs/errors.md";
@@ -127,6 +130,11 @@ enum Command {
         #[arg(long, default_value_t = 9101)]
         stub_base_port: u16,
     },
+    /// List, inspect, preview and re-drive the dead letters of the AMQP routes.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Run stub systems on their own (for docker-compose and manual tests).
     Stub {
         /// Which system to stand in for; `all` starts five on consecutive ports.
@@ -220,6 +228,65 @@ enum JournalCommand {
     ToTest(crate::replay::cli::ToTestArgs),
 }
 
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// Each AMQP route's dead-letter queue and how many messages wait there; with
+    /// `--route`, one line per message (read without taking it).
+    Ls {
+        #[arg(long, short, env = "QIAO_CONFIG", default_value = "routes")]
+        config: PathBuf,
+        /// One route's messages.
+        #[arg(long, short)]
+        route: Option<String>,
+        /// At most this many messages (with `--route`).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// One dead letter in full: why it failed, its headers, its body.
+    Show {
+        #[arg(long, short, env = "QIAO_CONFIG", default_value = "routes")]
+        config: PathBuf,
+        #[arg(long, short)]
+        route: String,
+        /// The message id.
+        id: String,
+    },
+    /// Re-drive dead letters into the route's queue, or with `--preview` see what the
+    /// current config would make of them.
+    Replay {
+        #[arg(long, short, env = "QIAO_CONFIG", default_value = "routes")]
+        config: PathBuf,
+        #[arg(long, short)]
+        route: String,
+        /// The messages with this id (repeatable); the others stay where they are.
+        #[arg(long = "id", required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Every message of the dead-letter queue.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// At most this many messages per second.
+        #[arg(long, value_parser = rate)]
+        rate: Option<f64>,
+        /// Copies published at once before their confirms are awaited: faster, but a
+        /// re-drive cut off may then deliver up to this many messages twice.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        in_flight: u16,
+        /// Run them through the current config offline and say whether each would pass;
+        /// moves nothing.
+        #[arg(long)]
+        preview: bool,
+        /// Do not ask before re-driving (needed when standard input is not a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// `100`, `100/s` or `0.5/s`: messages per second, more than zero.
+fn rate(s: &str) -> Result<f64, String> {
+    let n: f64 = s.trim_end_matches("/s").parse().map_err(|_| format!("`{s}` is not a rate (write 100 or 100/s)"))?;
+    if n.is_finite() && n > 0.0 { Ok(n) } else { Err(format!("`{s}`: the rate must be more than 0")) }
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum StubKind {
     Erp,
@@ -241,6 +308,7 @@ pub fn main() -> ExitCode {
         Command::Run { config, serve, print_config: false } => run(&config, &serve, &ProcessEnv),
         Command::Demo { config, serve, stub_base_port } => demo(&config, &serve, stub_base_port),
         Command::Stub { kind, listen, amqp_url, amqp_queue } => stub(kind, listen, amqp_url, amqp_queue),
+        Command::Dlq { command } => dlq(command),
         Command::Replay(args) => crate::replay::cli::replay(&args),
         Command::Journal { command } => journal(command),
         Command::Tap { route, admin, json, sample, token_env } => {
@@ -274,6 +342,52 @@ fn journal(command: JournalCommand) -> ExitCode {
             cli::show(&query(q, None), &id, json)
         }
         JournalCommand::ToTest(args) => crate::replay::cli::to_test(&args),
+    }
+}
+
+fn dlq(command: DlqCommand) -> ExitCode {
+    let dir = match &command {
+        DlqCommand::Ls { config, .. } | DlqCommand::Show { config, .. } | DlqCommand::Replay { config, .. } => config,
+    };
+    let config = match config::load(dir, &ProcessEnv) {
+        Ok(c) => c,
+        Err(diags) => {
+            print_diagnostics(&diags);
+            eprintln!("qiao: the configuration in {} has errors (run `qiao check {}`)", dir.display(), dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout();
+    let result = match command {
+        DlqCommand::Ls { route, limit, .. } => crate::dlq::ls(&config, route.as_deref(), limit).map(|s| (s, true)),
+        DlqCommand::Show { route, id, .. } => crate::dlq::show(&config, &route, &id).map(|s| (s, true)),
+        DlqCommand::Replay { route, ids, all, rate, in_flight, preview, yes, .. } => {
+            let selection = if all { crate::dlq::Selection::All } else { crate::dlq::Selection::Ids(ids) };
+            if preview {
+                // A field diff against the config the messages failed with (`against`) is
+                // built but not yet proven by a test: not offered on the command line.
+                crate::dlq::preview(&config, &route, &selection, None)
+            } else {
+                let ask = crate::dlq::Redrive { selection, rate, in_flight: usize::from(in_flight), yes };
+                crate::dlq::redrive(&config, &route, &ask, &mut out).map(|done| {
+                    let mut s = format!("{} re-driven; {} not selected left in place\n", done.moved, done.kept);
+                    if !done.missing.is_empty() {
+                        s.push_str(&format!("not found: {}\n", done.missing.join(", ")));
+                    }
+                    (s, done.missing.is_empty())
+                })
+            }
+        }
+    };
+    match result {
+        Ok((text, ok)) => {
+            let _ = write!(out, "{text}");
+            if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(e) => {
+            eprintln!("qiao: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -26,5 +26,11 @@ pub const ERROR_DETAIL: &str = "x-qiao-error-detail";
 pub const ERROR_POINTERS: &str = "x-qiao-error-pointers";
 pub const FAILED_AT: &str = "x-qiao-failed-at";
 pub const ORIGINAL_QUEUE: &str = "x-qiao-original-queue";
+/// On retry and dead-letter copies: the routing key the message first came with (a retry
+/// comes back with the queue's name as its routing key, so the first copy keeps it).
+pub const ORIGINAL_ROUTING_KEY: &str = "x-qiao-original-routing-key";
+/// On a message `qiao dlq replay` re-drove: when, and from which dead-letter queue.
+pub const REDRIVEN_AT: &str = "x-qiao-redriven-at";
+pub const REDRIVEN_FROM: &str = "x-qiao-redriven-from";
 /// On a message `qiao replay --send` re-delivers: the id of the recorded message it repeats.
 pub const REPLAY_OF: &str = "x-qiao-replay-of";

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod condition;
 pub mod config;
 pub mod diag;
+pub mod dlq;
 pub mod error;
 pub mod headers;
 pub mod ingress;

@@ -8,6 +8,7 @@
 
 mod broker;
 mod headers;
+mod session;
 mod sink;
 mod topology;
 
@@ -17,6 +18,7 @@ pub use lapin::BasicProperties;
 pub use lapin::message::Delivery;
 pub use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 pub use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+pub use session::{QueueSession, Reader};
 pub use sink::{AmqpPublish, AmqpSink};
 pub use topology::{Binding, Exchange, Queue, Topology};
 

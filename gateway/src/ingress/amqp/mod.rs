@@ -36,7 +36,7 @@ use crate::config::{AmqpSource, Route, Source};
 use crate::error::{ErrorKind, Failure};
 use crate::headers::{
     ATTEMPTS, DELIVERED, ERROR_DETAIL, ERROR_KIND, ERROR_POINTERS, FAILED_AT, LAST_ERROR, LAST_ERROR_KIND,
-    ORIGINAL_QUEUE, ROUTE,
+    ORIGINAL_QUEUE, ORIGINAL_ROUTING_KEY, ROUTE,
 };
 use crate::pipeline::{self, Inbound, Live, Turn};
 use crate::runtime::Runtime;
@@ -369,8 +369,15 @@ fn delivered_headers(route: &Route, table: &mut FieldTable, delivered: &[usize])
     table.put_str(ROUTE, &route.name);
 }
 
+/// The delivery's headers, for a retry or dead-letter copy: with the routing key the
+/// message first came with, which `qiao dlq ls` shows (a copy that comes back from a retry
+/// queue has the queue's name as its routing key).
 fn original_headers(delivery: &Delivery) -> FieldTable {
-    delivery.properties.headers().clone().unwrap_or_default()
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    if !headers.contains_key(ORIGINAL_ROUTING_KEY) {
+        headers.put_str(ORIGINAL_ROUTING_KEY, delivery.routing_key.as_str());
+    }
+    headers
 }
 
 /// The attempt a delivery is, from its `x-qiao-attempts` header (attempts made so far): 1
