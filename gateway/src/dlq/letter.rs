@@ -74,39 +74,7 @@ pub fn redrive_properties(p: &BasicProperties, dead_letter_queue: &str, now: &st
     let mut headers = FieldTable::from(kept);
     headers.put_str(REDRIVEN_AT, now);
     headers.put_str(REDRIVEN_FROM, dead_letter_queue);
-    // BasicProperties cannot unset a field: rebuild it without `expiration`.
-    let mut out = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
-    if let Some(v) = p.content_type() {
-        out = out.with_content_type(v.clone());
-    }
-    if let Some(v) = p.content_encoding() {
-        out = out.with_content_encoding(v.clone());
-    }
-    if let Some(v) = p.priority() {
-        out = out.with_priority(*v);
-    }
-    if let Some(v) = p.correlation_id() {
-        out = out.with_correlation_id(v.clone());
-    }
-    if let Some(v) = p.reply_to() {
-        out = out.with_reply_to(v.clone());
-    }
-    if let Some(v) = p.message_id() {
-        out = out.with_message_id(v.clone());
-    }
-    if let Some(v) = p.timestamp() {
-        out = out.with_timestamp(*v);
-    }
-    if let Some(v) = p.kind() {
-        out = out.with_type(v.clone());
-    }
-    if let Some(v) = p.user_id() {
-        out = out.with_user_id(v.clone());
-    }
-    if let Some(v) = p.app_id() {
-        out = out.with_app_id(v.clone());
-    }
-    out
+    crate::ingress::amqp::strip_expiration(p.clone()).with_delivery_mode(2).with_headers(headers)
 }
 
 /// The headers `show` prints: every one that reads as text, in name order.

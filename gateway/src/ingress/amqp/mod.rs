@@ -482,7 +482,9 @@ fn broker_of<'a>(runtime: &'a Runtime, src: &AmqpSource) -> Result<&'a qiao_conn
     runtime.broker(&src.broker).ok_or_else(|| "the route's broker is not in the running configuration".to_string())
 }
 
-fn strip_expiration(p: qiao_connectors::amqp::BasicProperties) -> qiao_connectors::amqp::BasicProperties {
+/// A copy of `p` without `expiration` (retry copies, re-driven dead letters). `user_id` is
+/// not copied: the broker refuses a publish whose `user_id` is not the publishing user.
+pub fn strip_expiration(p: qiao_connectors::amqp::BasicProperties) -> qiao_connectors::amqp::BasicProperties {
     // BasicProperties has no way to unset one field; rebuild without `expiration`.
     let mut out = qiao_connectors::amqp::BasicProperties::default();
     if let Some(v) = p.content_type() {
