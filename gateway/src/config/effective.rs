@@ -141,7 +141,7 @@ pub fn effective(config: &Config) -> Value {
                 r.name.to_string(),
                 json!({"kind": kind, "from": from, "schema": r.schema.as_ref().map(|s| s.file.display().to_string()),
                        "max_body_bytes": r.max_body_bytes,
-                       "concurrency_limit": r.concurrency.as_ref().map(|c| c.max()), "to": to,
+                       "concurrency_limit": r.concurrency, "to": to,
                        "replay": {"ignore": r.replay_ignore},
                        "auth": format!("{:?}", r.auth).to_lowercase()}),
             )

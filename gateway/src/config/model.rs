@@ -208,8 +208,8 @@ pub struct Route {
     /// Position in [`Config::routes`]: the runtime keeps each route's live limiter there.
     pub index: usize,
     pub rate_limit: Option<crate::limits::InboundSettings>,
-    /// At most this many requests in flight (HTTP routes).
-    pub concurrency: Option<crate::limits::ConcurrencyLimit>,
+    /// At most this many requests in flight (HTTP routes); the runtime keeps the count.
+    pub concurrency: Option<usize>,
     /// Whether callers must say who they are (HTTP routes).
     pub auth: crate::auth::Mode,
     /// Output pointers (globs) `qiao replay` leaves out of its diffs (`replay.ignore`).

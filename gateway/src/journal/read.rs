@@ -115,6 +115,31 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What [`read`] found besides records.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Lines that are not a record (a torn last line of a segment still being written, or
+    /// another program's output), with the first one's place.
+    pub unreadable: usize,
+    pub first_unreadable: Option<String>,
+}
+
+/// Calls `each` with every record under `paths` that `filter` keeps, in segment order; lines
+/// that are not records are counted, not fatal (`qiao replay` reports them and goes on).
+pub fn read(paths: &[PathBuf], filter: &Filter, mut each: impl FnMut(Record)) -> Result<Stats, String> {
+    let mut stats = Stats::default();
+    for item in records(paths, filter.clone()).map_err(|e| e.to_string())? {
+        match item {
+            Ok(r) => each(r),
+            Err(bad) => {
+                stats.unreadable += 1;
+                stats.first_unreadable.get_or_insert_with(|| bad.to_string());
+            }
+        }
+    }
+    Ok(stats)
+}
+
 /// A line that is not a record, where it is.
 #[derive(Debug)]
 pub struct BadLine {
@@ -158,9 +183,9 @@ impl Records {
 fn open(path: &Path) -> std::io::Result<Box<dyn BufRead>> {
     let file = File::open(path)?;
     Ok(if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))))
+        Box::new(BufReader::with_capacity(1 << 16, flate2::read::MultiGzDecoder::new(BufReader::new(file))))
     } else {
-        Box::new(BufReader::new(file))
+        Box::new(BufReader::with_capacity(1 << 16, file))
     })
 }
 

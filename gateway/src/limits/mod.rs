@@ -469,7 +469,8 @@ fn sf_string(s: &str) -> String {
     out
 }
 
-/// A route's cap on requests in flight.
+/// A route's cap on requests in flight. A runtime part: the count is of requests, not of
+/// configs, so a reload hands it on (see [`ConcurrencyLimit::with_max`]).
 #[derive(Debug)]
 pub struct ConcurrencyLimit {
     max: usize,
@@ -494,6 +495,17 @@ impl ConcurrencyLimit {
 
     pub fn max(&self) -> usize {
         self.max
+    }
+
+    /// The same count under a new cap: requests that started before a reload still hold
+    /// their places, and a lowered cap admits no more until enough of them have ended.
+    pub fn with_max(&self, max: usize) -> ConcurrencyLimit {
+        ConcurrencyLimit { max, in_flight: self.in_flight.clone() }
+    }
+
+    /// Requests holding a place now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
     }
 
     /// A place, when one is free.

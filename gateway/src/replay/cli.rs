@@ -8,8 +8,8 @@ use crate::config::{self, Config};
 use crate::journal::Record;
 
 use super::diff::Ignore;
-use super::read::{self, Filter};
 use super::{Options, Replayer, Summary, report, send};
+use crate::journal::read::{self, Filter};
 
 /// Where the journal is when `--dir` is not given.
 pub const DIR_ENV: &str = "QIAO_JOURNAL_DIR";
@@ -122,6 +122,7 @@ fn filter(args: &ReplayArgs) -> Result<Filter, String> {
         since: args.since.as_deref().map(|s| read::parse_time(s, now)).transpose()?,
         until: args.until.as_deref().map(|s| read::parse_time(s, now)).transpose()?,
         ids: args.ids.clone(),
+        ..Filter::default()
     })
 }
 

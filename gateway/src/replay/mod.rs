@@ -6,7 +6,6 @@
 
 pub mod cli;
 pub mod diff;
-pub mod read;
 pub mod report;
 pub mod send;
 pub mod to_test;

@@ -21,7 +21,7 @@ use qiao_connectors::amqp::{AmqpSink, Broker, BrokerConfig};
 use qiao_connectors::http::HttpSink;
 
 use crate::config::{Config, Route, System};
-use crate::limits::{OutboundLimiter, RouteLimiter};
+use crate::limits::{ConcurrencyLimit, OutboundLimiter, RouteLimiter};
 
 /// The runtime every request and delivery reads; swapped whole on a reload.
 pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
@@ -44,6 +44,8 @@ pub struct Runtime {
     pub brokers: IndexMap<String, Broker>,
     /// By [`Route::index`].
     route_limits: Vec<Option<Arc<RouteLimiter>>>,
+    /// By [`Route::index`]: each route's requests in flight under its `concurrency_limit`.
+    concurrency: Vec<Option<ConcurrencyLimit>>,
     /// Checks the credentials of callers of routes with `auth:`; built anew on every load,
     /// so a changed JWKS file or key takes effect with the reload.
     pub verifier: crate::auth::Verifier,
@@ -113,13 +115,32 @@ impl Runtime {
                 Some(before.unwrap_or_else(|| Arc::new(RouteLimiter::new(&route.name, settings))))
             })
             .collect();
+        // A route's count goes on across a reload whatever its cap: the requests it counts
+        // are still running.
+        let concurrency = config
+            .routes
+            .iter()
+            .map(|route| {
+                let max = route.concurrency?;
+                let before = previous.and_then(|p| p.concurrency(p.config.route(&route.name)?));
+                Some(match before {
+                    Some(kept) => kept.with_max(max),
+                    None => ConcurrencyLimit::new(max).expect("the config refuses a cap of 0"),
+                })
+            })
+            .collect();
         let verifier = crate::auth::Verifier::new(config.auth.clone())?;
-        Ok(Runtime { config, links, brokers, route_limits, verifier })
+        Ok(Runtime { config, links, brokers, route_limits, concurrency, verifier })
     }
 
     /// The inbound rate limit of a route of this runtime's config.
     pub fn route_limit(&self, route: &Route) -> Option<&Arc<RouteLimiter>> {
         self.route_limits.get(route.index).and_then(Option::as_ref)
+    }
+
+    /// The concurrency cap of a route of this runtime's config, with its count.
+    pub fn concurrency(&self, route: &Route) -> Option<&ConcurrencyLimit> {
+        self.concurrency.get(route.index).and_then(Option::as_ref)
     }
 
     /// The live parts of a system of this runtime's config.
@@ -213,5 +234,45 @@ mod tests {
             "a new limit, a new budget"
         );
         assert!(!Arc::ptr_eq(&erp(&second), &erp(&third)));
+    }
+
+    fn capped(max: usize, path: &str) -> Arc<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("routes.yaml"),
+            format!(
+                "systems:\n  erp:\n    kind: erp\n    http: {{ base_url: http://127.0.0.1:9 }}\n\
+                 routes:\n  r:\n    from: {{ http: {{ path: /r }} }}\n    map: {{ a: b }}\n    \
+                 concurrency_limit: {max}\n    to: {{ system: erp, path: {path} }}\n"
+            ),
+        )
+        .unwrap();
+        Arc::new(crate::config::load(dir.path(), &OfflineEnv).unwrap())
+    }
+
+    /// Requests that started before a reload still hold their places after it, whether the
+    /// reload changed the cap or something else: a reload must not let a route take on
+    /// twice its cap.
+    #[test]
+    fn a_reload_keeps_the_requests_in_flight_under_the_concurrency_cap() {
+        fn cap(r: &Runtime) -> &ConcurrencyLimit {
+            r.concurrency(&r.config.routes[0]).unwrap()
+        }
+        let first = Runtime::build(capped(2, "/a"), None).unwrap();
+        let one = cap(&first).try_acquire().unwrap();
+        let _two = cap(&first).try_acquire().unwrap();
+        assert!(cap(&first).try_acquire().is_none());
+
+        let second = Runtime::build(capped(2, "/b"), Some(&first)).unwrap();
+        assert_eq!(cap(&second).in_flight(), 2);
+        assert!(cap(&second).try_acquire().is_none(), "still full");
+
+        let third = Runtime::build(capped(3, "/b"), Some(&second)).unwrap();
+        let limit = cap(&third);
+        let three = limit.try_acquire().expect("a raised cap has one more place");
+        assert!(limit.try_acquire().is_none());
+        drop((one, three));
+        assert_eq!(limit.in_flight(), 1, "places are given back to the one count");
+        assert!(limit.try_acquire().is_some());
     }
 }

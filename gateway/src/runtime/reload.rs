@@ -132,7 +132,7 @@ impl Reloader {
         if old.config.server != new.config.server {
             tracing::warn!(
                 trigger,
-                "the `server` section changed; listeners, threads and telemetry change at the next start \
+                "the `server` section changed; listeners, threads, telemetry and the journal change at the next start \
                  (its timeouts and limits apply to the connections accepted from now on)"
             );
         }

@@ -44,7 +44,9 @@ fn cluster(cx: &mut Ctx<'_>, file: &Path, place: &Place, raw: &RawCluster) -> Op
             return None;
         }
     };
-    let timeout_ms = raw.timeout_ms.unwrap_or(50);
+    // Long enough that a busy box's Redis round trip (tens of ms at its worst under load) does
+    // not fall back; short beside any request timeout.
+    let timeout_ms = raw.timeout_ms.unwrap_or(150);
     if timeout_ms == 0 {
         cx.error(place.clone(), "`cluster.timeout_ms` must be at least 1", None);
         return None;

@@ -214,13 +214,12 @@ pub(super) fn compile_route(
             );
             return None;
         }
-        Some(n) => match crate::limits::ConcurrencyLimit::new(n) {
-            Some(l) => Some(l),
-            None => {
-                cx.error(from_place.clone(), "`concurrency_limit` must be at least 1", None);
-                return None;
-            }
-        },
+        // A route that takes nothing is a mistake.
+        Some(0) => {
+            cx.error(from_place.clone(), "`concurrency_limit` must be at least 1", None);
+            return None;
+        }
+        Some(n) => Some(n),
     };
     let auth = match &raw.auth {
         None => crate::auth::Mode::None,

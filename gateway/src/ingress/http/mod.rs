@@ -284,7 +284,7 @@ impl ProxyHttp for Edge {
                 return Ok(true);
             }
         }
-        if let Some(limit) = &route.concurrency {
+        if let Some(limit) = runtime.concurrency(&route) {
             match limit.try_acquire() {
                 // Held by the request's context: the place is free again when the request
                 // ends, a proxied answer streamed to its end included.
