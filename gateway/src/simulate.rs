@@ -117,7 +117,7 @@ pub fn run(route: &Route, input: &Input) -> Result<Vec<Captured>, Failure> {
     if route.kind == RouteKind::Proxy {
         return proxy(route, input, &message, &params);
     }
-    let inbound = Inbound { message: &message, params: &params, done: &[] };
+    let inbound = Inbound { message: &message, params: &params, done: &[], pii_tokens: false };
     let run = pipeline::drive(route, inbound, &Capture, &opentelemetry::Context::new())
         .now_or_never()
         .expect("a captured run never waits");

@@ -308,7 +308,7 @@ async fn process(
     journal: &mut Journaled,
     cx: &opentelemetry::Context,
 ) -> Result<(), Failure> {
-    let inbound = Inbound { message, params: &[], done: delivered.as_slice() };
+    let inbound = Inbound { message, params: &[], done: delivered.as_slice(), pii_tokens: false };
     let run = pipeline::drive(route, inbound, &Live { runtime, turn: Turn::Patient }, cx).await;
     if let Some(disk) = crate::journal::wants(route)
         && let Some(mut scrub) = crate::journal::scrub()
