@@ -259,8 +259,9 @@ pub async fn drive<D: Deliver>(route: &Route, inbound: Inbound<'_>, seam: &D, cx
         Err(f) => return run.refuse(f),
     };
     run.parsed = Some(value.clone());
-    let validated = if inbound.pii_tokens { super::validate_recorded(route, &value) } else { validate(route, &value) };
-    if let Err(f) = phase("validate", route, cx, || validated) {
+    let validated =
+        || if inbound.pii_tokens { super::validate_recorded(route, &value) } else { validate(route, &value) };
+    if let Err(f) = phase("validate", route, cx, validated) {
         return run.refuse(f);
     }
     let vars = vars(route, message, inbound.params, false);
