@@ -12,21 +12,12 @@ use std::time::Duration;
 
 use common::*;
 use qiao::config::{Overlay, Source};
-use qiao::simulate::Captured;
-
-/// One message sent to the live Qiao and what it produced, gathered per destination.
-struct Live {
-    /// HTTP routes: the answer.
-    reply: Option<Reply>,
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qiao_test_and_qiao_run_deliver_the_same_bytes_and_refuse_alike() {
     let prefix = unique_prefix("diff");
     let stubs = Stubs::start().await;
-    let mut env = stubs.env();
-    env.retain(|(k, _)| k != "AMQP_PREFIX");
-    env.push(("AMQP_PREFIX".into(), prefix.clone()));
+    let env = shipped_env(&stubs, &prefix);
     // The config both sides run: the shipped routes with this test's stubs and broker names.
     let config = qiao::config::load(&routes_dir(), &Overlay(env.clone())).expect("the shipped routes load");
     let cases = qiao::testing::prepared_cases(&routes_dir(), &config).expect("the route tests load");
@@ -34,17 +25,9 @@ async fn qiao_test_and_qiao_run_deliver_the_same_bytes_and_refuse_alike() {
 
     let qiao = Qiao::run(&routes_dir(), &env).await;
     let amqp = Amqp::connect(AMQP_URL).await;
-    // A tap on the exchange every AMQP destination of the shipped systems publishes to.
-    let exchange = format!("{prefix}.events");
-    let tap = format!("{prefix}.tap");
-    amqp.channel.queue_declare(tap.as_str().into(), Default::default(), Default::default()).await.unwrap();
-    amqp.channel
-        .queue_bind(tap.as_str().into(), exchange.as_str().into(), "#".into(), Default::default(), Default::default())
-        .await
-        .unwrap();
+    let mut tap = EventsTap::open(&amqp, &prefix).await;
 
     let mut compared = 0;
-    let mut tapped = Vec::new();
     for (i, case) in cases.into_iter().enumerate() {
         let mut case = case.unwrap_or_else(|e| panic!("case {i}: {e}"));
         let id = format!("diff-{i}-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
@@ -52,31 +35,11 @@ async fn qiao_test_and_qiao_run_deliver_the_same_bytes_and_refuse_alike() {
         let route = config.route(&case.route).expect("the case's route").clone();
         let offline = qiao::simulate::run(&route, &case.input);
         let what = format!("case `{}` (route {})", case.name, case.route);
-
-        let live = match &route.source {
-            Source::Http { path, .. } => {
-                let path = case.input.path.clone().unwrap_or_else(|| fill(path, &case.input.params));
-                let method = case.input.method.clone().unwrap_or_else(|| "POST".into());
-                let mut headers: Vec<(String, String)> =
-                    case.input.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
-                    headers.push(("content-type".into(), "application/json".into()));
-                }
-                headers.push(("idempotency-key".into(), id.clone()));
-                let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                let reply = request(&method, &qiao.url(&path), &h, case.input.body.to_vec()).await.expect("answer");
-                Live { reply: Some(reply) }
-            }
-            Source::Amqp(src) => {
-                let confirm = amqp.publish("", &src.queue, &case.input.body, &id).await;
-                confirm.await.expect("the broker takes the message");
-                Live { reply: None }
-            }
-        };
+        let reply = send_case(&qiao, &amqp, &route, &case.input, &id).await;
 
         match offline {
             Ok(captured) => {
-                if let Some(reply) = &live.reply {
+                if let Some(reply) = &reply {
                     assert!(
                         reply.status < 300,
                         "{what}: qiao test delivered, qiao run answered {}: {}",
@@ -85,7 +48,7 @@ async fn qiao_test_and_qiao_run_deliver_the_same_bytes_and_refuse_alike() {
                     );
                 }
                 for c in &captured {
-                    let arrived = arrived(&stubs, &amqp, &tap, &mut tapped, &id, c).await;
+                    let arrived = arrived(&stubs, &amqp, &mut tap, &id, c).await;
                     assert_eq!(
                         String::from_utf8_lossy(&arrived),
                         String::from_utf8_lossy(&c.bytes),
@@ -97,7 +60,7 @@ async fn qiao_test_and_qiao_run_deliver_the_same_bytes_and_refuse_alike() {
             }
             Err(f) => {
                 let want_pointers: BTreeSet<String> = f.violations.iter().map(|v| v.pointer.clone()).collect();
-                match &live.reply {
+                match &reply {
                     Some(reply) => {
                         assert_eq!(reply.status, f.kind.status(), "{what}: {}", text(reply));
                         let problem = reply.json();
@@ -128,77 +91,12 @@ async fn qiao_test_and_qiao_run_deliver_the_same_bytes_and_refuse_alike() {
     }
     assert!(compared >= 18, "only {compared} deliveries and rejections compared");
 
-    let mut queues: Vec<String> =
-        config.brokers.values().flat_map(|t| t.queues.iter().map(|q| q.name.clone())).collect();
-    queues.push(tap);
     drop(qiao); // before deleting: a running Qiao would declare its queues again
-    amqp.cleanup(&queues, &[exchange]).await;
-}
-
-/// A route's path pattern with its parameters filled in.
-fn fill(pattern: &str, params: &indexmap::IndexMap<String, String>) -> String {
-    let mut path = pattern.to_string();
-    for (k, v) in params {
-        path = path.replace(&format!("{{{k}}}"), v);
-    }
-    path
+    cleanup_shipped(&amqp, &config, tap).await;
 }
 
 fn text(reply: &Reply) -> String {
     String::from_utf8_lossy(&reply.body).into_owned()
-}
-
-/// The bytes that reached the destination of `c` for message `id`: at the stub system
-/// (HTTP), or on the tap queue (AMQP).
-async fn arrived(
-    stubs: &Stubs,
-    amqp: &Amqp,
-    tap: &str,
-    seen: &mut Vec<lapin::message::BasicGetMessage>,
-    id: &str,
-    c: &Captured,
-) -> bytes::Bytes {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if c.transport == "http" {
-            let kind = stubs.all.iter().find(|s| s.state.kind.as_str() == c.system).expect("a stub per system");
-            let (path, query) = c.path.split_once('?').map_or((c.path.as_str(), None), |(p, q)| (p, Some(q)));
-            let found = kind.state.received().into_iter().find(|r| {
-                r.message_id.as_deref() == Some(id)
-                    && r.path == path
-                    && r.query.as_deref() == query
-                    && r.method == c.method
-            });
-            if let Some(r) = found {
-                return r.raw;
-            }
-        } else {
-            seen.extend(amqp.drain(tap).await);
-            let found = seen.iter().position(|m| {
-                m.delivery.properties.message_id().as_ref().map(|s| s.as_str()) == Some(id)
-                    && Some(m.delivery.routing_key.as_str()) == c.routing_key.as_deref()
-            });
-            if let Some(i) = found {
-                return bytes::Bytes::from(seen.remove(i).delivery.data);
-            }
-        }
-        assert!(std::time::Instant::now() < deadline, "nothing reached {} for message {id} ({c:?})", c.system);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The dead letter of message `id`.
-async fn dead_letter(amqp: &Amqp, queue: &str, id: &str) -> lapin::message::BasicGetMessage {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        for m in amqp.drain(queue).await {
-            if m.delivery.properties.message_id().as_ref().map(|s| s.as_str()) == Some(id) {
-                return m;
-            }
-        }
-        assert!(std::time::Instant::now() < deadline, "no dead letter for message {id} in {queue}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The offline side opens nothing: `qiao check`, `qiao test` and `qiao map` pass with no

@@ -186,6 +186,14 @@ async fn ls_and_show_read_dead_letters_without_taking_them() {
     s.cleanup().await;
 }
 
+/// One message's lines of a preview: its own, then the indented ones.
+fn block(out: &str, id: &str) -> String {
+    let start = out.find(&format!("{id}  dead-lettered as")).unwrap_or_else(|| panic!("no {id}:\n{out}"));
+    let mut lines = out[start..].lines();
+    let head = lines.next().unwrap_or_default();
+    std::iter::once(head).chain(lines.take_while(|l| l.starts_with("  "))).collect::<Vec<_>>().join("\n")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preview_says_what_would_pass_now_and_moves_nothing() {
     let s = Setup::start("dlq-preview").await;
@@ -193,13 +201,6 @@ async fn preview_says_what_would_pass_now_and_moves_nothing() {
 
     let (code, out, err) = s.dlq_cmd(&["replay", "--route", ROUTE, "--all", "--preview"]);
     assert_eq!(code, 1, "some would still fail: exit 1\n{out}{err}");
-    // One message's lines of the preview: its own, then the indented ones.
-    let block = |out: &str, id: &str| -> String {
-        let start = out.find(&format!("{id}  dead-lettered as")).unwrap_or_else(|| panic!("no {id}:\n{out}"));
-        let mut lines = out[start..].lines();
-        let head = lines.next().unwrap_or_default();
-        std::iter::once(head).chain(lines.take_while(|l| l.starts_with("  "))).collect::<Vec<_>>().join("\n")
-    };
     // The receiver is fine again: the refused message would pass, and this is what it gets.
     let rejected = block(&out, "rejected");
     assert!(rejected.contains("dead-lettered as receiver-rejected: erp answered 400"), "{rejected}");
@@ -229,6 +230,129 @@ async fn preview_says_what_would_pass_now_and_moves_nothing() {
 
     assert_eq!(s.amqp.queue_len(&s.dlq()).await, Some(3), "a preview moves nothing");
     assert!(s.stubs.get(SystemKind::Erp).state.received().is_empty(), "and sends nothing");
+    s.cleanup().await;
+}
+
+/// `--preview --against DIR`: each message against the config it failed with (the field
+/// changes of every destination's output, old → new), and the destinations that took a
+/// message before (`x-qiao-delivered`) shown as skipped, which the re-drive then skips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_against_the_old_config_shows_field_changes_and_skips_what_was_delivered() {
+    const FAN: &str = "fan-out";
+    let s = Setup::start("dlq-against").await;
+    let erp = s.stubs.get(SystemKind::Erp).state.clone();
+    let wms = s.stubs.get(SystemKind::Wms).state.clone();
+    let exchange = format!("{}.events", s.prefix);
+    let fan_dlq = s.q("fan.dlq");
+    let dead = |n: u32| {
+        let (amqp, q) = (&s.amqp, fan_dlq.clone());
+        eventually(Duration::from_secs(30), "fan-out dead letters", move || {
+            let q = q.clone();
+            async move { amqp.queue_len(&q).await == Some(n) }
+        })
+    };
+    // fan-1: the ERP refuses it, the WMS takes it: dead-lettered with `x-qiao-delivered: wms`.
+    erp.add_fault(Fault { status: Some(400), times: 1, ..Default::default() });
+    s.amqp.publish(&exchange, "mes.fan.x", br#"{"code":"MO-7"}"#, "fan-1").await.await.unwrap();
+    dead(1).await;
+    // fan-2: both refuse it; no destination took it.
+    erp.add_fault(Fault { status: Some(400), times: 1, ..Default::default() });
+    wms.add_fault(Fault { status: Some(400), times: 1, ..Default::default() });
+    s.amqp.publish(&exchange, "mes.fan.x", br#"{"code":"MO-8"}"#, "fan-2").await.await.unwrap();
+    dead(2).await;
+    fn ids(stub: &qiao::stub::StubState) -> Vec<String> {
+        stub.received().iter().filter_map(|r| r.message_id.clone()).collect()
+    }
+    assert_eq!(ids(&wms), ["fan-1"], "the WMS took fan-1 only");
+    assert!(ids(&erp).is_empty());
+    let (code, out, _) = s.dlq_cmd(&["show", "--route", FAN, "fan-1"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("x-qiao-delivered = wms\n"), "{out}");
+
+    // The fix: the ERP's bill number gets a prefix, the WMS's order type changes.
+    let fixed = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(fixed.path().join("schemas")).unwrap();
+    for f in ["routes.yaml", "systems.yaml", "schemas/code.json"] {
+        std::fs::copy(fixture("amqp").join(f), fixed.path().join(f)).unwrap();
+    }
+    let routes = fixed.path().join("routes.yaml");
+    edit(
+        &routes,
+        "          data.Model.FMoBillNo: code\n      - system: wms",
+        "          data.Model.FMoBillNo: { template: \"MES-{code}\" }\n      - system: wms",
+    );
+    edit(&routes, "entryOrder.orderType: { const: SCRK }", "entryOrder.orderType: { const: SCRK2 }");
+    let old = fixture("amqp").display().to_string();
+    let (code, out, err) =
+        s.dlq_cmd_in(fixed.path(), &["replay", "--route", FAN, "--all", "--preview", "--against", &old]);
+    assert_eq!(code, 0, "both would pass: {out}{err}");
+
+    let one = block(&out, "fan-1");
+    assert!(one.contains("dead-lettered as receiver-rejected: erp answered 400"), "{one}");
+    assert!(one.contains("now: would pass"), "{one}");
+    assert!(one.contains(&format!("against {old}: passes too")), "{one}");
+    assert!(one.contains("\"FMoBillNo\": \"MES-MO-7\""), "the new output:\n{one}");
+    assert!(one.contains("      ~ /data/Model/FMoBillNo: \"MO-7\" → \"MES-MO-7\""), "the field diff:\n{one}");
+    assert!(one.contains("  to wms: skipped: it took the message before (x-qiao-delivered)"), "{one}");
+    // A destination that is skipped gets nothing: neither a body nor a diff.
+    assert!(!one.contains("SCRK") && !one.contains("/qimen/router"), "{one}");
+    assert_eq!(one.matches("against ").count(), 2, "the message, and its one destination sent:\n{one}");
+
+    let two = block(&out, "fan-2");
+    assert!(!two.contains("skipped"), "nothing took fan-2:\n{two}");
+    assert!(two.contains("      ~ /data/Model/FMoBillNo: \"MO-8\" → \"MES-MO-8\""), "{two}");
+    assert!(two.contains("  to wms: POST /qimen/router?method=taobao.qimen.entryorder.create"), "{two}");
+    assert!(two.contains("      ~ /entryOrder/orderType: \"SCRK\" → \"SCRK2\""), "{two}");
+    assert_eq!(two.matches("      ~ ").count(), 2, "two fields changed, one per destination:\n{two}");
+    assert!(out.contains("2 selected: 2 would pass, 0 would fail; nothing was moved"), "{out}");
+
+    // The other way round: what the old config makes of them, against the fixed one.
+    let fixed_dir = fixed.path().display().to_string();
+    let (code, out, _) = s.dlq_cmd(&["replay", "--route", FAN, "--id", "fan-2", "--preview", "--against", &fixed_dir]);
+    assert_eq!(code, 0);
+    assert!(block(&out, "fan-2").contains("~ /entryOrder/orderType: \"SCRK2\" → \"SCRK\""), "{out}");
+
+    // A message that fails now and passed there.
+    edit(&fixed.path().join("schemas/code.json"), r#""qty": { "type": "number" }"#, r#""qty": { "type": "string" }"#);
+    erp.add_fault(Fault { status: Some(400), times: 1, ..Default::default() });
+    wms.add_fault(Fault { status: Some(400), times: 1, ..Default::default() });
+    s.amqp.publish(&exchange, "mes.fan.x", br#"{"code":"MO-9","qty":7}"#, "fan-3").await.await.unwrap();
+    dead(3).await;
+    let (code, out, _) =
+        s.dlq_cmd_in(fixed.path(), &["replay", "--route", FAN, "--id", "fan-3", "--preview", "--against", &old]);
+    assert_eq!(code, 1, "it would fail now: {out}");
+    let three = block(&out, "fan-3");
+    assert!(
+        three.contains("now: would fail with schema-violation")
+            && three.contains(&format!("against {old}: passes there")),
+        "{three}"
+    );
+
+    // The mistakes: --against without --preview, a directory with no config.
+    let (code, _, err) = s.dlq_cmd(&["replay", "--route", FAN, "--all", "--against", &old]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--preview"), "{err}");
+    let none = tempfile::tempdir().unwrap();
+    let (code, _, err) =
+        s.dlq_cmd(&["replay", "--route", FAN, "--all", "--preview", "--against", &none.path().display().to_string()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("(--against) has errors"), "{err}");
+
+    assert_eq!(s.amqp.queue_len(&fan_dlq).await, Some(3), "a preview moves nothing");
+    assert_eq!(ids(&wms), ["fan-1"], "and sends nothing");
+    assert!(ids(&erp).is_empty());
+
+    // The re-drive does what the preview said: fan-1 goes to the ERP, not again to the WMS.
+    let (code, out, err) = s.dlq_cmd(&["replay", "--route", FAN, "--id", "fan-1", "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    eventually(Duration::from_secs(15), "fan-1 at the ERP", || {
+        let erp = erp.clone();
+        async move { erp.received().iter().any(|r| r.message_id.as_deref() == Some("fan-1")) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ids(&erp), ["fan-1"]);
+    assert_eq!(ids(&wms), ["fan-1"], "the WMS, which took it before, got no second copy");
     s.cleanup().await;
 }
 

@@ -445,3 +445,177 @@ fn ten_thousand_records_replay_within_a_minute() {
     // the floor catches a replay that became quadratic or blocks, not a slow neighbour.
     assert!(rate > 150.0, "{rate:.0} messages/s");
 }
+
+/// The issue's proof, live: the shipped route tests' messages sent through the real
+/// `qiao run` (over HTTP, and onto the AMQP route's queue) with the journal on, Qiao stopped
+/// gracefully so that the journal is complete, then `qiao replay` on what that journal
+/// holds: one mapping field changed shows on exactly the messages it touches, the
+/// unchanged config shows nothing, and `--fail-on-change` says so in its exit status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_by_the_live_binary_one_changed_field_shows_on_exactly_its_messages() {
+    use std::collections::BTreeSet;
+    const KEY: &str = "replay-live-key";
+    let prefix = unique_prefix("replay-live");
+    let stubs = Stubs::start().await;
+    let journal = tempfile::tempdir().unwrap();
+    let recorded_with = routes_copy();
+    let mut env = shipped_env(&stubs, &prefix);
+    env.push(("QIAO_JOURNAL_DIR".into(), journal.path().display().to_string()));
+    // The same key for the recording and the replay: PII tokens line up.
+    env.push(("QIAO_JOURNAL_KEY".into(), KEY.into()));
+    let config = config::load(recorded_with.path(), &config::Overlay(env.clone())).expect("the shipped routes load");
+    let cases = prepared_cases(recorded_with.path(), &config).expect("the route tests load");
+    let mut live = Qiao::run(recorded_with.path(), &env).await;
+    let amqp = Amqp::connect(AMQP_URL).await;
+    let mut tap = EventsTap::open(&amqp, &prefix).await;
+
+    // Every (route, id) the journal must hold, and the crm-order-to-erp messages that
+    // reached the ERP: those a change of the ERP's FNote touches.
+    let mut expected: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut to_erp: BTreeSet<String> = BTreeSet::new();
+    let uniq = uuid::Uuid::now_v7().simple().to_string()[20..].to_string();
+    for (i, case) in cases.into_iter().enumerate() {
+        let mut case = case.unwrap_or_else(|e| panic!("case {i}: {e}"));
+        let id = format!("live-{i}-{uniq}");
+        case.input.message_id = Some(id.clone());
+        let route = config.route(&case.route).expect("the case's route").clone();
+        let what = format!("case `{}` (route {})", case.name, case.route);
+        let offline = qiao::simulate::run(&route, &case.input);
+        let reply = send_case(&live, &amqp, &route, &case.input, &id).await;
+        // Wait for each message's end, so that the journal has it when Qiao stops.
+        match &offline {
+            Ok(captured) => {
+                if let Some(r) = &reply {
+                    assert!(r.status < 300, "{what}: answered {}", r.status);
+                }
+                for c in captured {
+                    arrived(&stubs, &amqp, &mut tap, &id, c).await;
+                    if case.route == "crm-order-to-erp" && c.system == "erp" {
+                        to_erp.insert(id.clone());
+                    }
+                    // A message published onto a queue an AMQP route consumes (the MES
+                    // intake's) passes through that route too, under the same id.
+                    for next in consumers_of(&config, c) {
+                        let input = qiao::simulate::Input {
+                            body: c.bytes.clone(),
+                            message_id: Some(id.clone()),
+                            ..Default::default()
+                        };
+                        for d in qiao::simulate::run(&next, &input).expect("the fan-out passes") {
+                            arrived(&stubs, &amqp, &mut tap, &id, &d).await;
+                        }
+                        expected.insert((next.name.to_string(), id.clone()));
+                    }
+                }
+            }
+            Err(f) => match (&reply, &route.source) {
+                (Some(r), _) => assert_eq!(r.status, f.kind.status(), "{what}"),
+                (None, RouteSource::Amqp(src)) => drop(dead_letter(&amqp, &src.dead_letter_queue, &id).await),
+                (None, RouteSource::Http { .. }) => unreachable!(),
+            },
+        }
+        // Proxy routes are not journaled (they map nothing).
+        if route.kind != config::RouteKind::Proxy {
+            expected.insert((case.route.clone(), id));
+        }
+    }
+    assert!(live.terminate(std::time::Duration::from_secs(30)).await.success(), "{}", live.logs());
+    cleanup_shipped(&amqp, &config, tap).await;
+
+    let records: Vec<Record> = qiao::journal::read::records(&[journal.path().to_path_buf()], Default::default())
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    let got: BTreeSet<(String, String)> = records.iter().map(|r| (r.route.clone(), r.id.clone())).collect();
+    assert_eq!(got, expected, "the journal holds every message the live binary handled");
+    assert_eq!(records.len(), expected.len(), "one pass each");
+    assert!(records.iter().any(|r| matches!(r.source, Source::Amqp { .. })), "AMQP messages recorded");
+    assert!(records.iter().any(|r| matches!(r.source, Source::Http { .. })), "HTTP messages recorded");
+    assert!(to_erp.len() >= 2, "orders reached the ERP: {to_erp:?}");
+    // The delivery notice's contact fields are PII (x-pii): on disk they are tokens, and the
+    // replay runs on those.
+    let notice = records.iter().find(|r| r.route == "erp-delivery-to-wms" && r.outcome.result == Verdict::Delivered);
+    let Some(Body::Json(body)) = notice.and_then(|r| r.body.as_ref()) else { panic!("a delivered notice: {notice:?}") };
+    let phone = body.pointer("/Model/FLinkPhone").and_then(Value::as_str).unwrap_or_default();
+    assert!(phone.starts_with("pii:"), "the phone number is a token on disk: {phone}");
+    let n = expected.len();
+    eprintln!("recorded live: {n} messages ({} to the ERP on crm-order-to-erp)", to_erp.len());
+    let key = [("QIAO_JOURNAL_KEY".to_string(), KEY.to_string())];
+    let replay = |config: &Path, extra: &[&str]| {
+        let mut args = vec!["replay", journal.path().to_str().unwrap(), "--config", config.to_str().unwrap()];
+        args.extend(extra);
+        qiao(&args, &key)
+    };
+
+    // The config it was recorded with: every message unchanged, and --fail-on-change passes.
+    let (code, out, err) = replay(recorded_with.path(), &["--json", "--fail-on-change"]);
+    let doc: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
+    let not_unchanged: Vec<&Value> =
+        doc["messages"].as_array().unwrap().iter().filter(|m| m["status"] != "unchanged").collect();
+    assert!(not_unchanged.is_empty(), "{not_unchanged:#?}");
+    assert_eq!(
+        doc["summary"],
+        serde_json::json!({"unchanged": n, "changed": 0, "now_rejected": 0, "now_accepted": 0, "skipped": 0})
+    );
+    assert_eq!(code, 0, "{err}");
+
+    // One mapping field changed in one route.
+    let changed = routes_copy();
+    edit(
+        &changed.path().join("crm-order-to-erp.yaml"),
+        "template: \"CRM订单 {OrderNumber} / 客户PO",
+        "template: \"CRM订单 {OrderNumber} / PO",
+    );
+    let (code, out, err) = replay(changed.path(), &["--json", "--fail-on-change"]);
+    assert_eq!(code, 1, "--fail-on-change fails on a change: {err}");
+    let doc: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
+    let messages = doc["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), n);
+    let changed_ids: BTreeSet<String> =
+        messages.iter().filter(|m| m["status"] != "unchanged").map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(changed_ids, to_erp, "exactly the messages that reached the ERP");
+    for m in messages.iter().filter(|m| m["status"] != "unchanged") {
+        assert_eq!(m["status"], "changed", "{m}");
+        assert_eq!(m["route"], "crm-order-to-erp", "{m}");
+        let dests = m["destinations"].as_array().unwrap();
+        assert_eq!(dests.len(), 1, "{m}");
+        assert_eq!(dests[0]["system"], "erp");
+        let fields = dests[0]["fields"].as_array().unwrap();
+        assert_eq!(fields.len(), 1, "one field and nothing else: {m}");
+        assert_eq!(fields[0]["pointer"], "/data/Model/FNote");
+        assert_eq!(fields[0]["kind"], "changed");
+        assert!(fields[0]["old"].as_str().unwrap().contains("/ 客户PO "), "{m}");
+        assert!(fields[0]["new"].as_str().unwrap().contains("/ PO "), "{m}");
+    }
+    let k = to_erp.len();
+    assert_eq!(
+        doc["summary"],
+        serde_json::json!({"unchanged": n - k, "changed": k, "now_rejected": 0, "now_accepted": 0, "skipped": 0})
+    );
+    // The lines for a person: without --fail-on-change a change is no failure.
+    let (code, out, err) = replay(changed.path(), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with(&format!("{} unchanged, {k} changed, 0 now rejected, 0 now accepted\n", n - k)), "{out}");
+    let (code, out, _) = replay(recorded_with.path(), &["--fail-on-change"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.trim(), format!("{n} unchanged, 0 changed, 0 now rejected, 0 now accepted"));
+}
+
+/// The AMQP routes of `config` whose queue a delivery `c` was published into (by the
+/// brokers' bindings: exchange and routing key).
+fn consumers_of(config: &config::Config, c: &qiao::simulate::Captured) -> Vec<std::sync::Arc<config::Route>> {
+    let Some(key) = c.routing_key.as_deref() else { return Vec::new() };
+    let queues: Vec<&str> = config
+        .brokers
+        .values()
+        .flat_map(|t| &t.bindings)
+        .filter(|b| b.exchange == c.path && b.routing_key == key)
+        .map(|b| b.queue.as_str())
+        .collect();
+    config
+        .routes
+        .iter()
+        .filter(|r| matches!(&r.source, RouteSource::Amqp(a) if queues.contains(&a.queue.as_str())))
+        .cloned()
+        .collect()
+}

@@ -275,6 +275,10 @@ enum DlqCommand {
         /// moves nothing.
         #[arg(long)]
         preview: bool,
+        /// With --preview: also run them through this config directory (the one they failed
+        /// with, say) and show, field by field, what changed in each destination's output.
+        #[arg(long, requires = "preview", value_name = "DIR")]
+        against: Option<PathBuf>,
         /// Do not ask before re-driving (needed when standard input is not a terminal).
         #[arg(long)]
         yes: bool,
@@ -361,12 +365,23 @@ fn dlq(command: DlqCommand) -> ExitCode {
     let result = match command {
         DlqCommand::Ls { route, limit, .. } => crate::dlq::ls(&config, route.as_deref(), limit).map(|s| (s, true)),
         DlqCommand::Show { route, id, .. } => crate::dlq::show(&config, &route, &id).map(|s| (s, true)),
-        DlqCommand::Replay { route, ids, all, rate, in_flight, preview, yes, .. } => {
+        DlqCommand::Replay { route, ids, all, rate, in_flight, preview, against, yes, .. } => {
             let selection = if all { crate::dlq::Selection::All } else { crate::dlq::Selection::Ids(ids) };
             if preview {
-                // A field diff against the config the messages failed with (`against`) is
-                // built but not yet proven by a test: not offered on the command line.
-                crate::dlq::preview(&config, &route, &selection, None)
+                let against = match against.as_deref().map(|d| (d, config::load(d, &ProcessEnv))) {
+                    None => None,
+                    Some((_, Ok(c))) => Some(c),
+                    Some((d, Err(diags))) => {
+                        print_diagnostics(&diags);
+                        eprintln!(
+                            "qiao: the configuration in {} (--against) has errors (run `qiao check {}`)",
+                            d.display(),
+                            d.display()
+                        );
+                        return ExitCode::FAILURE;
+                    }
+                };
+                crate::dlq::preview(&config, &route, &selection, against.as_ref())
             } else {
                 let ask = crate::dlq::Redrive { selection, rate, in_flight: usize::from(in_flight), yes };
                 crate::dlq::redrive(&config, &route, &ask, &mut out).map(|done| {

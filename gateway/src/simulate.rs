@@ -30,6 +30,8 @@ pub struct Input {
 /// What one destination would have been sent.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Captured {
+    /// The destination's index in the route's `to`.
+    pub index: usize,
     pub system: String,
     pub transport: &'static str,
     /// HTTP: the method; AMQP: `PUBLISH`.
@@ -79,6 +81,7 @@ fn proxy(
     let body = serde_json::from_slice(&input.body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&input.body).into_owned()));
     Ok(vec![Captured {
+        index: 0,
         system: route.destinations[0].system.name.clone(),
         transport: "http",
         method: target.method.map(|m| m.to_string()).or(input.method.clone()).unwrap_or_else(|| "POST".into()),
@@ -114,7 +117,7 @@ pub fn run(route: &Route, input: &Input) -> Result<Vec<Captured>, Failure> {
     if route.kind == RouteKind::Proxy {
         return proxy(route, input, &message, &params);
     }
-    let inbound = Inbound { message: &message, params: &params, done: &[] };
+    let inbound = Inbound { message: &message, params: &params, done: &[], pii_tokens: false };
     let run = pipeline::drive(route, inbound, &Capture, &opentelemetry::Context::new())
         .now_or_never()
         .expect("a captured run never waits");
@@ -134,6 +137,7 @@ pub fn run(route: &Route, input: &Input) -> Result<Vec<Captured>, Failure> {
                 // The HTTP transport adds it to every request.
                 headers.insert(crate::headers::MESSAGE_ID.to_string(), message.id.to_string());
                 Captured {
+                    index: attempt.index,
                     system: dest.system.name.clone(),
                     transport: "http",
                     method: req.method.to_string(),
@@ -145,6 +149,7 @@ pub fn run(route: &Route, input: &Input) -> Result<Vec<Captured>, Failure> {
                 }
             }
             Outbound::Amqp { exchange, routing_key, headers, body, .. } => Captured {
+                index: attempt.index,
                 system: dest.system.name.clone(),
                 transport: "amqp",
                 method: "PUBLISH".into(),

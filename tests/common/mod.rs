@@ -17,6 +17,10 @@ use qiao::stub::{self, StubHandle};
 use serde_json::Value;
 
 pub mod otlp;
+mod shipped;
+
+#[allow(unused_imports)] // not every test uses the shipped cases
+pub use shipped::*;
 
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()

@@ -233,17 +233,28 @@ fn pretty_body(bytes: &[u8]) -> String {
 
 /// `qiao dlq replay --preview`: runs the selected dead letters through the route of the
 /// current config, offline (deliveries captured), and says whether each would pass now.
-/// Moves nothing. With `against` (another config, the one the messages failed with, say),
-/// each message that passes both shows the field changes of every destination's output
-/// from that config to this one. `Ok((report, all_pass))`.
+/// Moves nothing. A destination the dead letter says took it already (`x-qiao-delivered`,
+/// read as the AMQP ingress reads it from the re-driven copy) is shown as skipped: a
+/// re-drive does not send it again. With `against` (another config, the one the messages
+/// failed with, say), each message shows how it fared there, and for each destination it
+/// would be sent to, the field changes of its output from that config to this one.
+/// `Ok((report, all_pass))`.
 pub fn preview(
     config: &Config,
     route: &str,
     selection: &Selection,
     against: Option<&Config>,
 ) -> Result<(String, bool), String> {
-    let old_route = against.and_then(|c| c.route(route)).map(|r| &**r);
     let (route, src) = source(config, route)?;
+    let old_route = match against {
+        None => None,
+        Some(other) => Some((
+            other.route(&route.name).map(|r| &**r).ok_or_else(|| {
+                format!("--against {}: it has no route `{}` to compare with", other.dir.display(), route.name)
+            })?,
+            other.dir.display().to_string(),
+        )),
+    };
     block_on(async {
         let session = QueueSession::connect(&src.broker, CONNECTION_NAME).await?;
         let all = browse(&session, &src.dead_letter_queue, None).await;
@@ -262,35 +273,62 @@ pub fn preview(
             let _ = writeln!(out, "{}  dead-lettered as {was}", l.id);
             // What the route would see after a re-drive: the copy's headers, not the dead letter's.
             let props = redrive_properties(&d.properties, &src.dead_letter_queue, &now);
+            let done = crate::ingress::amqp::already_delivered(route, props.headers().as_ref());
             let input = crate::simulate::Input {
                 body: bytes::Bytes::copy_from_slice(&d.data),
                 headers: string_headers(props.headers().as_ref()).into_iter().collect(),
                 message_id: letter::message_id(d),
                 ..Default::default()
             };
-            let old = old_route.map(|r| crate::simulate::run(r, &input));
+            let old = old_route.as_ref().map(|(r, dir)| (*r, dir.as_str(), crate::simulate::run(r, &input)));
             match crate::simulate::run(route, &input) {
                 Ok(captured) => {
                     pass += 1;
                     let _ =
                         writeln!(out, "  now: would pass (parse, validate, map); a preview does not ask the receivers");
-                    let done = delivered(route, d);
+                    match &old {
+                        Some((_, dir, Err(f))) => {
+                            let _ = writeln!(out, "  against {dir}: fails with {}: {}", f.kind.slug(), f.detail);
+                        }
+                        Some((_, dir, Ok(_))) => {
+                            let _ = writeln!(out, "  against {dir}: passes too; what changed per destination below");
+                        }
+                        None => {}
+                    }
                     for c in captured {
+                        if done.contains(&c.index) {
+                            let _ = writeln!(
+                                out,
+                                "  to {}: skipped: it took the message before (x-qiao-delivered); a re-drive does not send it again",
+                                c.system
+                            );
+                            continue;
+                        }
                         let target = match &c.routing_key {
                             Some(key) => format!("publish to `{}` with routing key `{key}`", c.path),
                             None => format!("{} {}", c.method, c.path),
                         };
-                        let skip = if done.contains(&c.system) { " (took it before: a re-drive skips it)" } else { "" };
-                        let _ = writeln!(out, "  to {}: {target}{skip}", c.system);
+                        let _ = writeln!(out, "  to {}: {target}", c.system);
                         for line in serde_json::to_string_pretty(&c.body).unwrap_or_default().lines() {
                             let _ = writeln!(out, "    {line}");
                         }
-                        compare(&mut out, old.as_ref(), &c);
+                        if let Some((old_route, dir, Ok(before))) = &old {
+                            compare(&mut out, dir, route, old_route, before, &c);
+                        }
                     }
                 }
                 Err(f) => {
                     fail += 1;
                     let _ = writeln!(out, "  now: would fail with {}: {}", f.kind.slug(), f.detail);
+                    match &old {
+                        Some((_, dir, Ok(_))) => {
+                            let _ = writeln!(out, "  against {dir}: passes there");
+                        }
+                        Some((_, dir, Err(f))) => {
+                            let _ = writeln!(out, "  against {dir}: fails there too, with {}", f.kind.slug());
+                        }
+                        None => {}
+                    }
                 }
             }
         }
@@ -305,45 +343,33 @@ pub fn preview(
     })
 }
 
-/// What changed in one destination's output since the `--against` config.
+/// What changed in one destination's output since the `--against` config: its output
+/// there is the one to the same destination (by its `x-qiao-delivered` key: the system,
+/// `#n` for its n-th destination in the route), wherever it stands in that route's `to`.
 fn compare(
     out: &mut String,
-    old: Option<&Result<Vec<crate::simulate::Captured>, crate::error::Failure>>,
+    dir: &str,
+    route: &Route,
+    old_route: &Route,
+    before: &[crate::simulate::Captured],
     new: &crate::simulate::Captured,
 ) {
+    use crate::ingress::amqp::destination_key;
     use crate::replay::diff;
-    match old {
-        None => {}
-        Some(Err(f)) => {
-            let _ = writeln!(out, "    against the other config: fails with {}: {}", f.kind.slug(), f.detail);
+    let key = destination_key(route, new.index);
+    match before.iter().find(|c| destination_key(old_route, c.index) == key) {
+        None => {
+            let _ = writeln!(out, "    against {dir}: not sent to {key} there");
         }
-        Some(Ok(captured)) => match captured.iter().find(|c| c.system == new.system) {
-            None => {
-                let _ = writeln!(out, "    against the other config: not sent to {}", new.system);
+        Some(c) => {
+            let changes = diff::diff(&c.body, &new.body, &diff::Ignore::default());
+            if changes.is_empty() {
+                let _ = writeln!(out, "    against {dir}: no field changed");
+            } else {
+                let _ = writeln!(out, "    against {dir}:");
+                out.push_str(&diff::render(&changes, "      ", false));
             }
-            Some(c) => {
-                let changes = diff::diff(&c.body, &new.body, &diff::Ignore::default());
-                if changes.is_empty() {
-                    let _ = writeln!(out, "    against the other config: no field changed");
-                } else {
-                    let _ = writeln!(out, "    against the other config:");
-                    out.push_str(&diff::render(&changes, "      ", false));
-                }
-            }
-        },
-    }
-}
-
-/// The destination keys (`erp`, `erp#2`) a dead letter says took it already, when it was
-/// dead-lettered by this route.
-fn delivered(route: &Route, d: &Delivery) -> Vec<String> {
-    let h = d.properties.headers().as_ref();
-    let by_this_route = qiao_connectors::amqp::header_str(h, crate::headers::ROUTE).as_deref() == Some(&*route.name);
-    match qiao_connectors::amqp::header_str(h, crate::headers::DELIVERED) {
-        Some(keys) if by_this_route => {
-            keys.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect()
         }
-        _ => Vec::new(),
     }
 }
 

@@ -18,6 +18,13 @@ pub const KEY_ENV: &str = "QIAO_JOURNAL_KEY";
 /// The token prefix.
 pub const PREFIX: &str = "pii:";
 
+/// Whether `s` is a token as [`Tokens::token`] makes them: `pii:` and 32 lowercase hex
+/// digits.
+pub fn is_token(s: &str) -> bool {
+    s.strip_prefix(PREFIX)
+        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
 /// Makes tokens with one key.
 #[derive(Clone)]
 pub struct Tokens {
@@ -268,6 +275,16 @@ mod tests {
         std::fs::write(&f, schema.to_string()).unwrap();
         let s = crate::schema::Schema::load(&f, dir.path(), true).unwrap();
         Redactor::new(Some(&s), &pointers.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn tokens_are_told_from_other_strings() {
+        let t = Tokens::new(b"k").token("13800138000");
+        assert!(is_token(&t), "{t}");
+        assert!(!is_token("pii:"));
+        assert!(!is_token(&t[..t.len() - 1]));
+        assert!(!is_token(&t.to_uppercase()));
+        assert!(!is_token("13800138000"));
     }
 
     #[test]

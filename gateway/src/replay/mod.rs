@@ -121,8 +121,10 @@ pub struct Replayer<'a> {
     options: Options,
     /// Per route: `--ignore` and its `replay.ignore` together.
     ignores: HashMap<String, Ignore>,
-    /// An AMQP message retried makes a record per pass: the first is replayed.
-    seen: HashSet<String>,
+    /// An AMQP message retried makes a record per pass: the first is replayed. By route and
+    /// id: one message may pass through two routes under its id (the MES intake publishes
+    /// what the fan-out route consumes), and each is a journey of its own.
+    seen: HashSet<(String, String)>,
     /// Noise found, by pointer pattern: in how many messages.
     pub noise: BTreeMap<String, usize>,
 }
@@ -141,9 +143,9 @@ impl<'a> Replayer<'a> {
         })
     }
 
-    /// Replays `record`; `None` for a later pass of a message already replayed.
+    /// Replays `record`; `None` for a later pass of a message already replayed on its route.
     pub fn replay(&mut self, record: &Record) -> Option<Replayed> {
-        if !self.seen.insert(record.id.clone()) {
+        if !self.seen.insert((record.route.clone(), record.id.clone())) {
             return None;
         }
         let mut out = Replayed {
@@ -271,7 +273,7 @@ fn chosen(run: &Run) -> impl Iterator<Item = usize> + '_ {
 
 /// Runs `route` on a recorded message, capturing every delivery.
 pub fn drive(route: &Route, message: &Message, params: &[(String, String)]) -> Run {
-    let inbound = Inbound { message, params, done: &[] };
+    let inbound = Inbound { message, params, done: &[], pii_tokens: true };
     pipeline::drive(route, inbound, &Capture, &opentelemetry::Context::new())
         .now_or_never()
         .expect("a captured run never waits")

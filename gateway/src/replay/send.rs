@@ -147,7 +147,13 @@ async fn one(runtime: &Runtime, record: &Record) -> Sent {
         .start_with_context(tracer, &Context::new());
     let cx = Context::new().with_span(span);
     let seam = Replaying { live: Live { runtime, turn: crate::pipeline::Turn::Patient }, of: &record.id };
-    let run = pipeline::drive(route, Inbound { message: &message, params: &params, done: &[] }, &seam, &cx).await;
+    let run = pipeline::drive(
+        route,
+        Inbound { message: &message, params: &params, done: &[], pii_tokens: false },
+        &seam,
+        &cx,
+    )
+    .await;
     let failure = run.refused.as_ref().or_else(|| run.failures().next().map(|(_, f)| f));
     sent.failure = failure.map(|f| format!("{} — {}", f.kind.slug(), f.detail));
     trace::end(&cx, failure.map(|f| (f.kind.slug(), f.detail.as_str())));

@@ -92,13 +92,7 @@ pub async fn handle(runtime: Arc<Runtime>, route: Arc<Route>, mut delivery: Deli
     let started = Instant::now();
     let headers = delivery.properties.headers().as_ref();
     let attempt = attempt_of(header_str(headers, ATTEMPTS).as_deref());
-    let delivered: Vec<usize> = match header_str(headers, DELIVERED) {
-        Some(keys) if header_str(headers, ROUTE).as_deref() == Some(&*route.name) => {
-            let keys: Vec<&str> = keys.split(',').map(str::trim).collect();
-            (0..route.destinations.len()).filter(|i| keys.contains(&destination_key(&route, *i).as_str())).collect()
-        }
-        _ => Vec::new(),
-    };
+    let delivered = already_delivered(&route, headers);
     // Retry and dead-letter copies carry the bytes as they came; the pipeline reads them
     // without a byte order mark (json::strip_bom says why).
     let original = Bytes::from(std::mem::take(&mut delivery.data));
@@ -314,7 +308,7 @@ async fn process(
     journal: &mut Journaled,
     cx: &opentelemetry::Context,
 ) -> Result<(), Failure> {
-    let inbound = Inbound { message, params: &[], done: delivered.as_slice() };
+    let inbound = Inbound { message, params: &[], done: delivered.as_slice(), pii_tokens: false };
     let run = pipeline::drive(route, inbound, &Live { runtime, turn: Turn::Patient }, cx).await;
     if let Some(disk) = crate::journal::wants(route)
         && let Some(mut scrub) = crate::journal::scrub()
@@ -349,6 +343,20 @@ async fn process(
         }
     }
     worst.cloned().map_or(Ok(()), Err)
+}
+
+/// The destinations (by index) that a message's `x-qiao-delivered` says took it already,
+/// which this pass skips. Only when `x-qiao-route` names this route: a message moved to
+/// another route's queue is delivered there in full. `qiao dlq replay --preview` reads a
+/// dead letter's headers through this too, so that it shows what a re-drive would skip.
+pub fn already_delivered(route: &Route, headers: Option<&FieldTable>) -> Vec<usize> {
+    match header_str(headers, DELIVERED) {
+        Some(keys) if header_str(headers, ROUTE).as_deref() == Some(&*route.name) => {
+            let keys: Vec<&str> = keys.split(',').map(str::trim).collect();
+            (0..route.destinations.len()).filter(|i| keys.contains(&destination_key(route, *i).as_str())).collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// A destination's name in `x-qiao-delivered`: its system's name, with `#n` for the n-th

@@ -152,7 +152,7 @@ pub async fn handle(
     };
 
     let trace = ctx.otel.clone();
-    let inbound = Inbound { message: &message, params, done: &[] };
+    let inbound = Inbound { message: &message, params, done: &[], pii_tokens: false };
     let run = pipeline::drive(route, inbound, &Live { runtime, turn: pipeline::Turn::Bounded }, &trace).await;
     if let Some(disk) = crate::journal::wants(route)
         && let Some(mut scrub) = crate::journal::scrub()
