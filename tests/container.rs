@@ -839,18 +839,22 @@ async fn compose_brings_the_stack_up_on_the_host_network_in_order_and_the_readme
     assert_eq!(msg["body"]["deliveryOrder"]["deliveryOrderCode"], notice["Model"]["FBillNo"], "{msg}");
     let carried = msg["headers"]["traceparent"].as_str().unwrap_or_default();
     assert!(carried.contains(&trace2), "the trace context travels in the message: {msg}");
-    // The queue is the compose broker's, and the WMS stub consumes it there.
+    // The queue is the compose broker's, and the WMS stub consumes it there (the management
+    // API's queue statistics come every 5 s).
     let auth = format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "qiao:qiao"));
-    let queue = request(
-        "GET",
-        &at("RABBITMQ_MANAGEMENT_PORT", "/api/queues/%2f/qiao.wms.stockout"),
-        &[("authorization", &auth)],
-        vec![],
-    )
-    .await
-    .unwrap();
-    assert_eq!(queue.status, 200, "{}", String::from_utf8_lossy(&queue.body));
-    assert!(queue.json()["consumers"].as_u64() >= Some(1), "{}", String::from_utf8_lossy(&queue.body));
+    let queue_url = at("RABBITMQ_MANAGEMENT_PORT", "/api/queues/%2f/qiao.wms.stockout");
+    let consumers = || {
+        let (url, auth) = (queue_url.clone(), auth.clone());
+        async move {
+            let r = request("GET", &url, &[("authorization", &auth)], vec![]).await.unwrap();
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            r.json()["consumers"].as_u64().unwrap_or_default()
+        }
+    };
+    eventually(Duration::from_secs(20), "the WMS stub consuming qiao.wms.stockout on the compose broker", || async {
+        consumers().await >= 1
+    })
+    .await;
 
     // Both traces reach the trace backend, asked through Jaeger's query API.
     for (t, kind) in [(&trace, "server"), (&trace2, "producer")] {
