@@ -4,9 +4,11 @@
 //! With podman (scripts/container-bases installs it and makes the local base images; CI runs
 //! it from scripts/test), the image is built on those bases and run with host networking on
 //! free ports, against stub systems in this process and the RabbitMQ on 127.0.0.1:5672; the
-//! Deployment and its ConfigMaps are started with `podman kube play`. Without podman those
-//! two tests say why and pass (on CI, where CI=true, they fail instead). The manifests and the
-//! compose file are checked everywhere.
+//! Deployment and its ConfigMaps are started with `podman kube play`; docker-compose.yml runs
+//! whole under podman-compose with deploy/compose/host-network.yml, on free ports and a broker
+//! of its own (RabbitMQ and a trace backend built from deploy/compose/ on the local bases).
+//! Without podman those three tests say why and pass (on CI, where CI=true, they fail
+//! instead). The manifests and the compose file are checked everywhere.
 
 mod common;
 
