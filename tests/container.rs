@@ -882,6 +882,20 @@ async fn compose_brings_the_stack_up_on_the_host_network_in_order_and_the_readme
         assert!(kinds.contains(&kind), "a {kind} span in {found}");
     }
 
+    // What is not OTLP gets a 4xx that says why, and the recorder keeps serving.
+    let otlp = at("OTLP_HTTP_PORT", "/v1/traces");
+    let bad =
+        request("POST", &otlp, &[("content-type", "application/x-protobuf")], b"\x0a\x03abc".to_vec()).await.unwrap();
+    assert_eq!(bad.status, 400, "{}", String::from_utf8_lossy(&bad.body));
+    assert!(bad.json()["error"].is_string());
+    let json = request("POST", &otlp, &[("content-type", "application/json")], b"{}".to_vec()).await.unwrap();
+    assert_eq!(json.status, 400, "OTLP/JSON is refused, not taken as protobuf");
+    let unknown = get(&at("TRACE_UI_PORT", "/api/traces/0123456789abcdef0123456789abcdef")).await.unwrap();
+    assert_eq!(unknown.status, 404);
+    assert_eq!(get(&at("TRACE_UI_PORT", "/api/traces")).await.unwrap().status, 400, "no service named");
+    let services = get(&at("TRACE_UI_PORT", "/api/services")).await.unwrap().json();
+    assert_eq!(services["data"], json!(["qiao"]));
+
     // Down: every container stopped and removed, every port free again.
     let down_started = Instant::now();
     let down = stack.down();

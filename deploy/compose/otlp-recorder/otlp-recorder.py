@@ -177,9 +177,12 @@ class Otlp(BaseHTTPRequestHandler):
     def do_POST(self):
         if urlsplit(self.path).path != "/v1/traces":
             return self.answer(404, {"error": "only POST /v1/traces (OTLP/HTTP traces) is taken here"})
-        length = int(self.headers.get("content-length") or 0)
-        if length > MAX_BODY:
-            return self.answer(413, {"error": f"a body above {MAX_BODY} bytes"})
+        try:
+            length = int(self.headers.get("content-length") or 0)
+        except ValueError:
+            return self.answer(400, {"error": "content-length is not a number"})
+        if length < 0 or length > MAX_BODY:
+            return self.answer(413, {"error": f"a body of 0 to {MAX_BODY} bytes is taken"})
         body = self.rfile.read(length)
         try:
             if self.headers.get("content-encoding", "").lower() == "gzip":
