@@ -4,9 +4,11 @@
 //! With podman (scripts/container-bases installs it and makes the local base images; CI runs
 //! it from scripts/test), the image is built on those bases and run with host networking on
 //! free ports, against stub systems in this process and the RabbitMQ on 127.0.0.1:5672; the
-//! Deployment and its ConfigMaps are started with `podman kube play`. Without podman those
-//! two tests say why and pass (on CI, where CI=true, they fail instead). The manifests and the
-//! compose file are checked everywhere.
+//! Deployment and its ConfigMaps are started with `podman kube play`; docker-compose.yml runs
+//! whole under podman-compose with deploy/compose/host-network.yml, on free ports and a broker
+//! of its own (RabbitMQ and a trace backend built from deploy/compose/ on the local bases).
+//! Without podman those three tests say why and pass (on CI, where CI=true, they fail
+//! instead). The manifests and the compose file are checked everywhere.
 
 mod common;
 
@@ -564,7 +566,8 @@ fn labels(v: &Value) -> BTreeMap<String, String> {
 #[test]
 fn the_compose_file_wires_qiao_to_the_broker_the_stubs_and_the_trace_backend() {
     let file = repo().join("docker-compose.yml");
-    let compose = yaml_doc(&file);
+    // As compose reads it with no variable set: every ${NAME:-default} is its default.
+    let compose = with_defaults(&std::fs::read_to_string(&file).unwrap());
     let services = compose["services"].as_object().unwrap();
     let qiao = &services["qiao"];
     let env = qiao["environment"].as_object().unwrap();
@@ -603,9 +606,11 @@ fn the_compose_file_wires_qiao_to_the_broker_the_stubs_and_the_trace_backend() {
     for s in ["rabbitmq", "erp", "crm", "oa", "wms", "mes"] {
         assert_eq!(qiao["depends_on"][s]["condition"], "service_healthy", "qiao waits for {s}");
     }
-    // Images that cannot be pulled everywhere can be replaced.
+    // Images that cannot be pulled everywhere can be replaced (in the file as written).
+    let raw = yaml_doc(&file);
     for (s, var) in [("qiao", "QIAO_IMAGE"), ("rabbitmq", "RABBITMQ_IMAGE"), ("jaeger", "JAEGER_IMAGE")] {
-        assert!(services[s]["image"].as_str().unwrap().starts_with(&format!("${{{var}:-")), "{s}: ${{{var}:-...}}");
+        let image = raw["services"][s]["image"].as_str().unwrap();
+        assert!(image.starts_with(&format!("${{{var}:-")), "{s}: ${{{var}:-...}}");
     }
 
     // And docker-compose itself accepts it.
@@ -618,6 +623,401 @@ fn the_compose_file_wires_qiao_to_the_broker_the_stubs_and_the_trace_backend() {
             );
         }
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// docker-compose.yml on the host's network (deploy/compose/host-network.yml), under
+// podman-compose
+// ------------------------------------------------------------------------------------------
+
+/// Every listener of the host-network stack, by the variable that moves it.
+const PORT_VARS: [&str; 14] = [
+    "QIAO_PORT",
+    "QIAO_ADMIN_PORT",
+    "ERP_PORT",
+    "CRM_PORT",
+    "OA_PORT",
+    "WMS_PORT",
+    "MES_PORT",
+    "RABBITMQ_PORT",
+    "RABBITMQ_MANAGEMENT_PORT",
+    "RABBITMQ_DIST_PORT",
+    "RABBITMQ_EPMD_PORT",
+    "OTLP_HTTP_PORT",
+    "OTLP_GRPC_PORT",
+    "TRACE_UI_PORT",
+];
+
+/// The ports the two files fall back to: none may remain once every variable is set.
+const DEFAULT_PORTS: [u16; 20] = [
+    8080, 9090, 9101, 9102, 9103, 9104, 9105, 5672, 5682, 15672, 15682, 25672, 25682, 4369, 4379, 4317, 4318, 16686,
+    14268, 6831,
+];
+
+#[test]
+fn the_host_network_override_puts_every_service_on_the_host_and_every_port_in_a_variable() {
+    let Some(podman_compose) = podman_compose() else { return };
+    // Every variable set to a value of its own, each a port no default uses.
+    let ports: BTreeMap<&str, u16> = PORT_VARS.iter().enumerate().map(|(i, v)| (*v, 41001 + i as u16)).collect();
+    let mut cmd = Command::new(&podman_compose);
+    cmd.args(["-p", "qiao-config-check"]).args(compose_files()).arg("config").current_dir(repo());
+    for (var, port) in &ports {
+        cmd.env(var, port.to_string());
+    }
+    cmd.env("BIND_ADDRESS", "127.0.0.9").env("RABBITMQ_NODENAME", "qiaocheck@localhost");
+    let out = cmd.output().expect("podman-compose runs");
+    assert!(out.status.success(), "podman-compose config: {}", text_of(&out));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let config: Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+
+    let services = config["services"].as_object().unwrap();
+    assert_eq!(services.len(), 8, "{text}");
+    for (name, s) in services {
+        assert_eq!(s["network_mode"], "host", "{name} is on the host's network");
+        assert!(s.get("ports").is_none(), "{name} publishes no ports (there is nothing to publish from)");
+    }
+    // Nothing listens on all interfaces or on a fixed port: every number is a variable's.
+    let mut strings = Vec::new();
+    collect_strings(&config["services"], &mut strings);
+    for s in &strings {
+        assert!(!s.contains("0.0.0.0"), "a fixed address: {s}");
+        for n in s.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u16>().ok()) {
+            assert!(!DEFAULT_PORTS.contains(&n), "a fixed port {n} in {s:?}");
+        }
+    }
+    for (var, port) in &ports {
+        assert!(strings.iter().any(|s| s.contains(&port.to_string())), "{var} is used");
+    }
+    let qiao = &services["qiao"]["environment"];
+    assert_eq!(qiao["QIAO_LISTEN"], format!("127.0.0.9:{}", ports["QIAO_PORT"]));
+    assert_eq!(qiao["ERP_URL"], format!("http://127.0.0.1:{}", ports["ERP_PORT"]));
+    assert_eq!(qiao["AMQP_URL"], format!("amqp://qiao:qiao@127.0.0.1:{}/%2f", ports["RABBITMQ_PORT"]));
+    let erp = &services["erp"];
+    assert_eq!(erp["command"][3], format!("127.0.0.9:{}", ports["ERP_PORT"]));
+    assert_eq!(erp["healthcheck"]["test"][3], format!("exec 3<>/dev/tcp/127.0.0.1/{}", ports["ERP_PORT"]));
+    let rabbit = &services["rabbitmq"]["environment"];
+    assert_eq!(rabbit["RABBITMQ_NODENAME"], "qiaocheck@localhost");
+    assert_eq!(rabbit["ERL_EPMD_PORT"], ports["RABBITMQ_EPMD_PORT"].to_string());
+}
+
+fn collect_strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Number(n) => out.push(n.to_string()),
+        Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
+        Value::Object(o) => o.values().for_each(|x| collect_strings(x, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_brings_the_stack_up_on_the_host_network_in_order_and_the_readme_tour_works() {
+    let Some(podman) = Podman::available() else { return };
+    let started = Instant::now();
+    let qiao_image = podman.image();
+    let rabbitmq_image = podman.cached_image("deploy/compose/rabbitmq", "localhost/qiao-compose-rabbitmq");
+    let recorder_image = podman.cached_image("deploy/compose/otlp-recorder", "localhost/qiao-compose-otlp-recorder");
+    eprintln!("images ready in {:.1?}", started.elapsed());
+
+    // Free ports for every listener, all different; a broker node and project of the test's own.
+    let mut ports: BTreeMap<&str, u16> = BTreeMap::new();
+    for var in PORT_VARS {
+        let port = std::iter::repeat_with(free_port).find(|p| !ports.values().any(|q| q == p)).unwrap();
+        ports.insert(var, port);
+    }
+    let project = unique_name("qiao-test-compose");
+    let mut env: Vec<(String, String)> = ports.iter().map(|(k, p)| (k.to_string(), p.to_string())).collect();
+    env.extend([
+        ("QIAO_IMAGE".into(), qiao_image),
+        ("RABBITMQ_IMAGE".into(), rabbitmq_image),
+        ("JAEGER_IMAGE".into(), recorder_image),
+        ("RABBITMQ_NODENAME".into(), format!("qiaocompose{}@localhost", ports["RABBITMQ_PORT"])),
+        ("BIND_ADDRESS".into(), "127.0.0.1".into()),
+    ]);
+    let mut stack = Compose { podman: &podman, project: project.clone(), env, down: false };
+    let at = |var: &str, path: &str| format!("http://127.0.0.1:{}{path}", ports[var]);
+
+    // Up, in depends_on order, health checks run by the helper (podman 4.3 and no systemd here).
+    let up_started = Instant::now();
+    let up = stack.up();
+    assert!(up.status.success(), "deploy/compose/podman-up failed:\n{}\n{}", text_of(&up), stack.logs());
+    eprintln!("stack up in {:.1?}", up_started.elapsed());
+    let names = stack.containers();
+    let services = ["qiao", "rabbitmq", "jaeger", "erp", "crm", "oa", "wms", "mes"];
+    for s in services {
+        let name = names.get(s).unwrap_or_else(|| panic!("no container for {s}: {names:?}"));
+        assert_eq!(podman.ok(&["inspect", "--format", "{{.State.Status}}", name]).trim(), "running", "{s}");
+    }
+
+    // depends_on: service_healthy held: RabbitMQ passed its health check before Qiao and the
+    // WMS stub started, and so did each stub before Qiao.
+    let state = |s: &str| -> Value {
+        serde_json::from_str(&podman.ok(&["inspect", "--format", "{{json .State}}", &names[s]])).unwrap()
+    };
+    let qiao_started = timestamp(state("qiao")["StartedAt"].as_str().unwrap());
+    let wms_started = timestamp(state("wms")["StartedAt"].as_str().unwrap());
+    let first_healthy = |s: &str| -> chrono::DateTime<chrono::FixedOffset> {
+        let st = state(s);
+        let health = if st["Health"].is_object() { &st["Health"] } else { &st["Healthcheck"] };
+        let passes: Vec<_> = health["Log"].as_array().into_iter().flatten().filter(|e| e["ExitCode"] == 0).collect();
+        passes
+            .iter()
+            .map(|e| timestamp(e["End"].as_str().unwrap()))
+            .min()
+            .unwrap_or_else(|| panic!("{s} never passed its health check: {st}"))
+    };
+    let rabbit_healthy = first_healthy("rabbitmq");
+    assert!(
+        rabbit_healthy < qiao_started,
+        "qiao started {qiao_started}, before rabbitmq was healthy ({rabbit_healthy})"
+    );
+    assert!(rabbit_healthy < wms_started, "wms started {wms_started}, before rabbitmq was healthy ({rabbit_healthy})");
+    for s in ["erp", "crm", "oa", "wms", "mes"] {
+        let healthy = first_healthy(s);
+        assert!(healthy < qiao_started, "qiao started {qiao_started}, before {s} was healthy ({healthy})");
+    }
+    assert!(first_healthy("qiao") > qiao_started, "qiao's own health check passed (podman-up --wait)");
+    eventually(Duration::from_secs(30), "qiao /readyz 200", || async {
+        get(&at("QIAO_ADMIN_PORT", "/readyz")).await.is_ok_and(|r| r.status == 200)
+    })
+    .await;
+
+    // The README's tour. A won CRM order: 200 with the ERP's answer, a Kingdee sales order at
+    // the ERP stub. The sender's trace context names the trace to look for.
+    let trace = uuid::Uuid::now_v7().simple().to_string();
+    let traceparent = format!("00-{trace}-{}-01", &uuid::Uuid::now_v7().simple().to_string()[16..]);
+    let reply = request(
+        "POST",
+        &at("QIAO_PORT", "/crm/orders/801J000000k3QpRIAU"),
+        &[
+            ("content-type", "application/json"),
+            ("idempotency-key", "crm-801J000000k3QpRIAU"),
+            ("traceparent", &traceparent),
+        ],
+        example("crm-order.json"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 200, "{}\n{}", String::from_utf8_lossy(&reply.body), stack.logs());
+    assert_eq!(reply.header("x-qiao-message-id"), Some("crm-801J000000k3QpRIAU"));
+    let answer = reply.json();
+    assert_eq!(answer["Result"]["ResponseStatus"]["IsSuccess"], true, "{answer}");
+    let number = answer["Result"]["ResponseStatus"]["SuccessEntitys"][0]["Number"].as_str().unwrap_or_default();
+    assert!(number.starts_with("XSDD"), "a sales order number: {answer}");
+    let at_erp = get(&at("ERP_PORT", "/_stub/requests?last=1")).await.unwrap().json();
+    let order = &at_erp[0];
+    assert!(order["path"].as_str().unwrap().ends_with("DynamicFormService.Save.common.kdsvc"), "{order}");
+    assert_eq!(order["body"]["formid"], "SAL_SaleOrder", "{order}");
+    assert!(!order["body"]["data"]["Model"]["FSaleOrderEntry"].as_array().unwrap().is_empty(), "{order}");
+
+    // An audited delivery notice goes out over AMQP through the compose broker: 202 once the
+    // broker confirmed it; the WMS stub reads it from qiao.wms.stockout.
+    let trace2 = uuid::Uuid::now_v7().simple().to_string();
+    let traceparent2 = format!("00-{trace2}-{}-01", &uuid::Uuid::now_v7().simple().to_string()[16..]);
+    let notice: Value = serde_json::from_slice(&example("erp-delivery-notice.json")).unwrap();
+    let reply = request(
+        "POST",
+        &at("QIAO_PORT", "/erp/delivery-notices"),
+        &[("content-type", "application/json"), ("traceparent", &traceparent2)],
+        example("erp-delivery-notice.json"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.body));
+    let id = reply.header("x-qiao-message-id").expect("a message id").to_string();
+    let wms_url = at("WMS_PORT", "/_stub/requests?path=amqp:");
+    eventually(Duration::from_secs(20), "the stockout order at the WMS stub, from the queue", || {
+        let (url, id) = (wms_url.clone(), id.clone());
+        async move {
+            get(&url)
+                .await
+                .is_ok_and(|r| r.json().as_array().is_some_and(|l| l.iter().any(|m| m["message_id"] == id.as_str())))
+        }
+    })
+    .await;
+    let got = get(&wms_url).await.unwrap().json();
+    let msg = got.as_array().unwrap().iter().find(|m| m["message_id"] == id.as_str()).unwrap();
+    assert_eq!(msg["path"], "amqp:qiao.wms.stockout", "{msg}");
+    assert_eq!(msg["body"]["deliveryOrder"]["deliveryOrderCode"], notice["Model"]["FBillNo"], "{msg}");
+    let carried = msg["headers"]["traceparent"].as_str().unwrap_or_default();
+    assert!(carried.contains(&trace2), "the trace context travels in the message: {msg}");
+    // The queue is the compose broker's, and the WMS stub consumes it there (the management
+    // API's queue statistics come every 5 s).
+    let auth = format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "qiao:qiao"));
+    let queue_url = at("RABBITMQ_MANAGEMENT_PORT", "/api/queues/%2f/qiao.wms.stockout");
+    let consumers = || {
+        let (url, auth) = (queue_url.clone(), auth.clone());
+        async move {
+            let r = request("GET", &url, &[("authorization", &auth)], vec![]).await.unwrap();
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            r.json()["consumers"].as_u64().unwrap_or_default()
+        }
+    };
+    eventually(Duration::from_secs(20), "the WMS stub consuming qiao.wms.stockout on the compose broker", || async {
+        consumers().await >= 1
+    })
+    .await;
+
+    // Both traces reach the trace backend, asked through Jaeger's query API.
+    for (t, kind) in [(&trace, "server"), (&trace2, "producer")] {
+        let url = at("TRACE_UI_PORT", &format!("/api/traces/{t}"));
+        eventually(Duration::from_secs(30), &format!("trace {t} at the trace backend"), || {
+            let url = url.clone();
+            async move { get(&url).await.is_ok_and(|r| r.status == 200) }
+        })
+        .await;
+        let found = get(&url).await.unwrap().json();
+        let data = &found["data"][0];
+        let services: Vec<&str> =
+            data["processes"].as_object().unwrap().values().filter_map(|p| p["serviceName"].as_str()).collect();
+        assert!(services.contains(&"qiao"), "{found}");
+        let kinds: Vec<&str> = data["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["tags"].as_array().unwrap().iter())
+            .filter(|t| t["key"] == "span.kind")
+            .filter_map(|t| t["value"].as_str())
+            .collect();
+        assert!(kinds.contains(&kind), "a {kind} span in {found}");
+    }
+
+    // What is not OTLP gets a 4xx that says why, and the recorder keeps serving.
+    let otlp = at("OTLP_HTTP_PORT", "/v1/traces");
+    let bad =
+        request("POST", &otlp, &[("content-type", "application/x-protobuf")], b"\x0a\x03abc".to_vec()).await.unwrap();
+    assert_eq!(bad.status, 400, "{}", String::from_utf8_lossy(&bad.body));
+    assert!(bad.json()["error"].is_string());
+    let json = request("POST", &otlp, &[("content-type", "application/json")], b"{}".to_vec()).await.unwrap();
+    assert_eq!(json.status, 400, "OTLP/JSON is refused, not taken as protobuf");
+    let unknown = get(&at("TRACE_UI_PORT", "/api/traces/0123456789abcdef0123456789abcdef")).await.unwrap();
+    assert_eq!(unknown.status, 404);
+    assert_eq!(get(&at("TRACE_UI_PORT", "/api/traces")).await.unwrap().status, 400, "no service named");
+    let services = get(&at("TRACE_UI_PORT", "/api/services")).await.unwrap().json();
+    assert_eq!(services["data"], json!(["qiao"]));
+
+    // Down: every container stopped and removed, every port free again.
+    let down_started = Instant::now();
+    let down = stack.down();
+    assert!(down.status.success(), "podman-compose down: {}", text_of(&down));
+    eprintln!("stack down in {:.1?}", down_started.elapsed());
+    let left = podman.ok(&["ps", "-a", "--quiet", "--filter", &format!("label=io.podman.compose.project={project}")]);
+    assert!(left.trim().is_empty(), "containers left after down: {left}");
+    for (var, port) in &ports {
+        eventually(Duration::from_secs(10), &format!("{var} {port} closed after down"), || async move {
+            std::net::TcpStream::connect(("127.0.0.1", *port)).is_err()
+        })
+        .await;
+    }
+    eprintln!("compose test took {:.1?}", started.elapsed());
+}
+
+fn timestamp(text: &str) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::parse_from_rfc3339(text).unwrap_or_else(|e| panic!("not a time ({e}): {text}"))
+}
+
+fn compose_files() -> [&'static str; 4] {
+    ["-f", "docker-compose.yml", "-f", "deploy/compose/host-network.yml"]
+}
+
+/// podman-compose as scripts/container-bases installs it; `None`, saying why, where it is not
+/// there (on CI, where scripts/test runs that script, a failure).
+fn podman_compose() -> Option<PathBuf> {
+    let path = cache_dir().join("podman-compose/bin/podman-compose");
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(!on_ci(), "CI=true, yet {} is missing (scripts/container-bases installs it)", path.display());
+    eprintln!("SKIPPED: {} is missing; scripts/container-bases installs it", path.display());
+    None
+}
+
+/// A compose project of the test's own: taken down when dropped, failed test or not.
+struct Compose<'a> {
+    podman: &'a Podman,
+    project: String,
+    env: Vec<(String, String)>,
+    down: bool,
+}
+
+impl Compose<'_> {
+    fn command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(repo()).env("CONTAINERS_CONF", &self.podman.conf).envs(self.env.iter().cloned());
+        cmd
+    }
+
+    /// deploy/compose/podman-up with podman-compose's Python (it has PyYAML).
+    fn up(&self) -> Output {
+        let venv = cache_dir().join("podman-compose/bin");
+        let mut cmd = self.command(&venv.join("python"));
+        cmd.arg(repo().join("deploy/compose/podman-up")).args(["-p", &self.project]).args(compose_files());
+        cmd.arg("--wait").env("PODMAN_COMPOSE", venv.join("podman-compose"));
+        cmd.output().expect("podman-up runs")
+    }
+
+    fn down(&mut self) -> Output {
+        self.down = true;
+        let pc = cache_dir().join("podman-compose/bin/podman-compose");
+        self.command(&pc)
+            .args(["-p", &self.project])
+            .args(compose_files())
+            .arg("down")
+            .output()
+            .expect("podman-compose runs")
+    }
+
+    /// service -> container, from the labels podman-compose sets.
+    fn containers(&self) -> BTreeMap<String, String> {
+        let filter = format!("label=io.podman.compose.project={}", self.project);
+        let fmt = r#"{{.Names}} {{index .Labels "com.docker.compose.service"}}"#;
+        let out = self.podman.ok(&["ps", "-a", "--filter", &filter, "--format", fmt]);
+        out.lines().filter_map(|l| l.split_once(' ')).map(|(n, s)| (s.to_string(), n.to_string())).collect()
+    }
+
+    /// Every container's state and last log lines, for a failure message.
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        for (service, name) in self.containers() {
+            let status = self.podman.output(&["inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", &name]);
+            let logs = self.podman.logs(&name);
+            let tail: Vec<&str> = logs.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            all +=
+                &format!("--- {service} ({}):\n{}\n", String::from_utf8_lossy(&status.stdout).trim(), tail.join("\n"));
+        }
+        all
+    }
+}
+
+impl Drop for Compose<'_> {
+    fn drop(&mut self) {
+        if !self.down {
+            let _ = self.down();
+        }
+        // Whatever down left behind (it failed, or a container outlived it).
+        let filter = format!("label=io.podman.compose.project={}", self.project);
+        let left = self.podman.output(&["ps", "-a", "--quiet", "--filter", &filter]);
+        for id in String::from_utf8_lossy(&left.stdout).split_whitespace() {
+            self.podman.output(&["rm", "--force", "--time", "0", id]);
+        }
+    }
+}
+
+/// A compose file's YAML with each `${NAME:-default}` replaced by its default and each
+/// `${NAME}` by nothing: what compose reads when no variable is set.
+fn with_defaults(text: &str) -> Value {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').expect("a closing brace") + start;
+        let inner = &rest[start + 2..end];
+        out.push_str(inner.split_once(":-").map_or("", |(_, default)| default));
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    serde_saphyr::from_str(&out).unwrap_or_else(|e| panic!("{e}"))
 }
 
 // ------------------------------------------------------------------------------------------
@@ -714,6 +1114,38 @@ impl Podman {
             let tail: Vec<&str> = all.lines().rev().take(80).collect();
             panic!("podman build failed:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
         }
+        eprintln!("image {tag} built in {:.1?}", started.elapsed());
+        tag
+    }
+
+    /// An image built from `dir` (a Containerfile on the local runtime base), tagged by the
+    /// content of its files and the base's id: built once per machine and change, then found.
+    fn cached_image(&self, dir: &str, name: &str) -> String {
+        let base = self.ok(&["image", "inspect", "--format", "{{.Id}}", RUNTIME_BASE]);
+        let mut h = DefaultHasher::new();
+        base.trim().hash(&mut h);
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(repo().join(dir)).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
+        files.sort();
+        for f in &files {
+            f.file_name().hash(&mut h);
+            std::fs::read(f).unwrap().hash(&mut h);
+        }
+        let tag = format!("{name}:{:016x}", h.finish());
+        if self.output(&["image", "exists", &tag]).status.success() {
+            return tag;
+        }
+        let started = Instant::now();
+        // One build at a time; a test that waited finds the image made.
+        let out = Command::new("flock")
+            .arg(cache_dir().join("image-build.lock"))
+            .args(["sh", "-c", r#"podman image exists "$0" || podman build --network host --build-arg RUNTIME_IMAGE="$1" -t "$0" "$2""#])
+            .args([tag.as_str(), RUNTIME_BASE, dir])
+            .current_dir(repo())
+            .env("CONTAINERS_CONF", &self.conf)
+            .output()
+            .expect("flock and podman run");
+        assert!(out.status.success(), "podman build {dir} failed:\n{}", text_of(&out));
         eprintln!("image {tag} built in {:.1?}", started.elapsed());
         tag
     }
