@@ -80,10 +80,13 @@ measure() {
         [[ $requests == "$REQUESTS" ]] || echo "$name $what: only $requests of $REQUESTS requests answered 200 (see $OUT)" >&2
         ir=$(cat "$OUT/$name".*.cg* | awk '/^totals:/ {s += $2} END {print s}')
         echo "$name $what $REQUESTS requests $((ir / REQUESTS)) Ir/request"
+        # Kept for callgrind_annotate (where the instructions went), one directory per run.
+        mkdir -p "$OUT/$name-$what.dump"
+        mv "$OUT/$name".*.cg* "$OUT/$name-$what.dump/"
     done
     kill -INT "$pid" 2>/dev/null || true
 }
 
 measure a "$QIAO_BIN" "$CONFIG"
 [[ -n $QIAO_BIN_B ]] && measure b "$QIAO_BIN_B" "$CONFIG_B"
-echo "outputs: $OUT"
+echo "outputs: $OUT (callgrind dumps: $OUT/<a|b>-<message|proxy>.dump/, read with callgrind_annotate)"

@@ -11,6 +11,17 @@ use crate::check::Docs;
 use crate::error::{Failure, Violation};
 use crate::schema::Schema;
 
+/// The prefix of the journal's PII tokens (`journal::redact` makes them; a replay must
+/// recognise them wherever a recorded body is checked).
+pub const PREFIX: &str = "pii:";
+
+/// Whether `s` is a token as `journal::redact::Tokens::token` makes them: `pii:` and 32 lowercase hex
+/// digits.
+pub fn is_token(s: &str) -> bool {
+    s.strip_prefix(PREFIX)
+        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Seg {
     Key(String),

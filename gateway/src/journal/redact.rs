@@ -15,15 +15,7 @@ use crate::redact::{Redactor, header_is_secret};
 /// The environment variable that holds the token key.
 pub const KEY_ENV: &str = "QIAO_JOURNAL_KEY";
 
-/// The token prefix.
-pub const PREFIX: &str = "pii:";
-
-/// Whether `s` is a token as [`Tokens::token`] makes them: `pii:` and 32 lowercase hex
-/// digits.
-pub fn is_token(s: &str) -> bool {
-    s.strip_prefix(PREFIX)
-        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-}
+pub use crate::redact::{PREFIX, is_token};
 
 /// Makes tokens with one key.
 #[derive(Clone)]
@@ -145,33 +137,7 @@ impl<'a> Scrub<'a> {
         if rules.covers(at) {
             return self.all(v, seen);
         }
-        let len = at.len();
-        match v {
-            Value::Object(m) => Value::Object(
-                m.iter()
-                    .map(|(k, child)| {
-                        at.push('/');
-                        at.push_str(&escape(k));
-                        let c = self.covered(child, rules, at, seen);
-                        at.truncate(len);
-                        (k.clone(), c)
-                    })
-                    .collect(),
-            ),
-            Value::Array(a) => Value::Array(
-                a.iter()
-                    .enumerate()
-                    .map(|(i, child)| {
-                        at.push('/');
-                        at.push_str(&i.to_string());
-                        let c = self.covered(child, rules, at, seen);
-                        at.truncate(len);
-                        c
-                    })
-                    .collect(),
-            ),
-            other => other.clone(),
-        }
+        each_child(v, at, |child, at| self.covered(child, rules, at, seen)).unwrap_or_else(|| v.clone())
     }
 
     /// Every scalar inside `v` as a token.
@@ -206,31 +172,10 @@ impl<'a> Scrub<'a> {
         {
             return self.all(v, sink);
         }
-        let len = at.len();
+        if let Some(out) = each_child(v, at, |child, at| self.derived_at(child, rules, at, sink)) {
+            return out;
+        }
         match v {
-            Value::Object(m) => Value::Object(
-                m.iter()
-                    .map(|(k, child)| {
-                        at.push('/');
-                        at.push_str(&escape(k));
-                        let c = self.derived_at(child, rules, at, sink);
-                        at.truncate(len);
-                        (k.clone(), c)
-                    })
-                    .collect(),
-            ),
-            Value::Array(a) => Value::Array(
-                a.iter()
-                    .enumerate()
-                    .map(|(i, child)| {
-                        at.push('/');
-                        at.push_str(&i.to_string());
-                        let c = self.derived_at(child, rules, at, sink);
-                        at.truncate(len);
-                        c
-                    })
-                    .collect(),
-            ),
             Value::String(s) => Value::String(self.text(s)),
             Value::Number(n) if !self.found.is_empty() => {
                 let t = n.to_string();
@@ -261,6 +206,24 @@ impl<'a> Scrub<'a> {
     /// A header as kept: a secret value as its token, others with PII replaced.
     pub fn header(&self, name: &str, value: &str) -> String {
         if header_is_secret(name) { self.tokens.token(value) } else { self.text(value) }
+    }
+}
+
+/// An object's or array's children, each through `f` with `at` (a JSON Pointer) extended to
+/// it; `None` for a scalar.
+fn each_child(v: &Value, at: &mut String, mut f: impl FnMut(&Value, &mut String) -> Value) -> Option<Value> {
+    let len = at.len();
+    let mut step = |segment: &str, child: &Value, at: &mut String| {
+        at.push('/');
+        at.push_str(segment);
+        let out = f(child, at);
+        at.truncate(len);
+        out
+    };
+    match v {
+        Value::Object(m) => Some(Value::Object(m.iter().map(|(k, c)| (k.clone(), step(&escape(k), c, at))).collect())),
+        Value::Array(a) => Some(Value::Array(a.iter().enumerate().map(|(i, c)| step(&i.to_string(), c, at)).collect())),
+        _ => None,
     }
 }
 

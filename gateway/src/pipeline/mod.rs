@@ -89,7 +89,7 @@ pub fn validate_recorded(route: &Route, body: &Value) -> Result<(), Failure> {
     let left: Vec<Violation> = violations
         .into_iter()
         .filter(|v| {
-            let token = body.pointer(&v.pointer).and_then(Value::as_str).is_some_and(crate::journal::redact::is_token);
+            let token = body.pointer(&v.pointer).and_then(Value::as_str).is_some_and(crate::redact::is_token);
             !(token && route.redactor.covers(&v.pointer))
         })
         .collect();
