@@ -69,7 +69,7 @@ fn record_shipped(copies: usize) -> Vec<Record> {
                 RouteSource::Amqp(a) => Source::Amqp { queue: a.queue.clone(), attempt: 1 },
             };
             let body = match serde_json::from_slice::<Value>(&case.input.body) {
-                Ok(v) => Body::Json(v),
+                Ok(v) => Body::Json(std::sync::Arc::new(v)),
                 Err(_) => Body::Text(String::from_utf8_lossy(&case.input.body).into_owned()),
             };
             let outputs = run
@@ -80,7 +80,7 @@ fn record_shipped(copies: usize) -> Vec<Record> {
                     o.as_ref().map(|o| Output {
                         index,
                         system: route.destinations[index].system.name.clone(),
-                        body: Body::Json((*o.value).clone()),
+                        body: Body::Json(o.value.clone()),
                     })
                 })
                 .collect();
@@ -387,7 +387,7 @@ async fn send_redelivers_with_a_new_id_and_the_replay_header() {
     // What was sent is what was recorded.
     let recorded = records.iter().find(|r| r.id == original).unwrap();
     let Body::Json(body) = &recorded.outputs[0].body else { panic!() };
-    assert_eq!(&got[0].body, body);
+    assert_eq!(&got[0].body, &**body);
     assert!(got[0].headers.contains_key("traceparent"), "a new trace: {:?}", got[0].headers);
 }
 

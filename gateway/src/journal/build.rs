@@ -4,6 +4,7 @@
 //! Built only for a message the journal keeps (its route journals and it was sampled) or
 //! while someone taps: the cost of a message nobody records is one check.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use qiao_connectors::Message;
@@ -68,7 +69,7 @@ fn validation_of(f: &Failure) -> Validation {
 
 /// A body as kept: JSON with PII as tokens; text when it is not JSON (unless the route has
 /// PII rules, which cannot be applied to what did not parse).
-fn body_of(bytes: &[u8], parsed: Option<&Value>, route: &Route, scrub: &mut Scrub<'_>) -> Body {
+fn body_of(bytes: &[u8], parsed: Option<&Arc<Value>>, route: &Route, scrub: &mut Scrub<'_>) -> Body {
     if let Some(v) = parsed {
         return Body::Json(scrub.input(v, &route.redactor));
     }
@@ -84,7 +85,8 @@ fn body_of(bytes: &[u8], parsed: Option<&Value>, route: &Route, scrub: &mut Scru
 /// A derived body (mapped, or an answer) as kept.
 fn derived_of(bytes: &[u8], scrub: &Scrub<'_>, rules: Option<&crate::redact::Redactor>) -> Body {
     match serde_json::from_slice::<Value>(bytes) {
-        Ok(v) => Body::Json(scrub.derived(&v, rules)),
+        Ok(v) if scrub.leaves_alone(rules) => Body::Json(Arc::new(v)),
+        Ok(v) => Body::Json(Arc::new(scrub.derived(&v, rules))),
         Err(_) => match std::str::from_utf8(bytes) {
             Ok(t) => Body::Text(scrub.text(t)),
             Err(_) => Body::Omitted("not UTF-8".into()),
@@ -122,7 +124,7 @@ impl Pending {
     /// From a run of the driver.
     pub fn from_run(route: &Route, message: &Message, run: &Run, scrub: &mut Scrub<'_>) -> Box<Pending> {
         let keep = route.journal;
-        let parsed = run.parsed.as_deref();
+        let parsed = run.parsed.as_ref();
         // Always scanned, so that a route that keeps no bodies still finds the PII values
         // its headers and details may repeat.
         let body = body_of(&message.body, parsed, route, scrub);
@@ -139,7 +141,7 @@ impl Pending {
                 let o = o.as_ref()?;
                 let dest = &route.destinations[index];
                 let body = if keep.bodies {
-                    Body::Json(scrub.derived(&o.value, Some(&dest.redactor)))
+                    Body::Json(scrub.derived_shared(&o.value, Some(&dest.redactor)))
                 } else {
                     Body::Omitted("bodies: false".into())
                 };

@@ -9,6 +9,8 @@
 //! Values are redacted before a record is made: secret header values and PII fields hold
 //! stable tokens (`pii:` + a keyed HMAC), never the clear value.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -81,8 +83,9 @@ pub enum Source {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Body {
-    /// JSON, PII fields replaced by tokens.
-    Json(Value),
+    /// JSON, PII fields replaced by tokens. Shared with the run that made it when nothing
+    /// had to be replaced: a record costs no copy of the bodies.
+    Json(Arc<Value>),
     /// Not JSON but UTF-8 (a malformed request, a receiver's text answer).
     Text(String),
     /// Kept out, and why (`bodies: false`, not UTF-8, a route with PII whose body did not
@@ -213,10 +216,10 @@ mod tests {
             client: None,
             replay_of: None,
             headers: vec![("authorization".into(), "pii:0123456789abcdef".into())],
-            body: Some(Body::Json(serde_json::json!({"Name": "苏州精密机械有限公司"}))),
+            body: Some(Body::Json(Arc::new(serde_json::json!({"Name": "苏州精密机械有限公司"})))),
             validation: Validation { ok: true, ..Validation::default() },
             chosen: vec![0],
-            outputs: vec![Output { index: 0, system: "erp".into(), body: Body::Json(serde_json::json!({})) }],
+            outputs: vec![Output { index: 0, system: "erp".into(), body: Body::Json(Arc::new(serde_json::json!({}))) }],
             attempts: vec![],
             outcome: Outcome { result: Verdict::Delivered, kind: None, detail: None, status: Some(200), fate: None },
         };

@@ -5,6 +5,7 @@
 //! a file.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
 use serde_json::Value;
@@ -124,13 +125,26 @@ impl<'a> Scrub<'a> {
 
     /// The received body with every value `rules` covers as a token; the clear values are
     /// remembered for what follows.
-    pub fn input(&mut self, body: &Value, rules: &Redactor) -> Value {
+    pub fn input(&mut self, body: &Arc<Value>, rules: &Redactor) -> Arc<Value> {
+        if rules.is_empty() {
+            return body.clone();
+        }
         let mut seen = BTreeSet::new();
-        let out =
-            if rules.is_empty() { body.clone() } else { self.covered(body, rules, &mut String::new(), &mut seen) };
+        let out = self.covered(body, rules, &mut String::new(), &mut seen);
         self.found.extend(seen);
         self.sort();
-        out
+        Arc::new(out)
+    }
+
+    /// Whether [`Scrub::derived`] would give back what it is given: no PII was found in
+    /// the received body and `rules` cover nothing. Then a body is kept as it is, shared.
+    pub fn leaves_alone(&self, rules: Option<&Redactor>) -> bool {
+        self.found.is_empty() && rules.is_none_or(Redactor::is_empty)
+    }
+
+    /// [`Scrub::derived`] of a shared body, shared again when there is nothing to replace.
+    pub fn derived_shared(&self, v: &Arc<Value>, rules: Option<&Redactor>) -> Arc<Value> {
+        if self.leaves_alone(rules) { v.clone() } else { Arc::new(self.derived(v, rules)) }
     }
 
     fn covered(&self, v: &Value, rules: &Redactor, at: &mut String, seen: &mut BTreeSet<String>) -> Value {
@@ -268,7 +282,7 @@ mod tests {
         );
         let mut s = Scrub::new(&t);
         let input = json!({"name": "李娜", "phone": 13800138000u64, "city": "苏州", "contact": {"a": "x@y.cn"}});
-        let kept = s.input(&input, &r);
+        let kept = s.input(&Arc::new(input.clone()), &r);
         let text = kept.to_string();
         assert!(!text.contains("李娜") && !text.contains("13800138000") && !text.contains("x@y.cn"), "{text}");
         assert_eq!(kept["name"], json!(t.token("李娜")));
