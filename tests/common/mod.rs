@@ -59,8 +59,27 @@ pub fn example(name: &str) -> Vec<u8> {
     std::fs::read(repo().join("routes/examples").join(name)).expect("example payload")
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, and that no other test of this machine was given in
+/// the last ten minutes. The kernel may hand a port just released here to another test
+/// before Qiao binds it, and pingora binds with SO_REUSEPORT: two processes would then share
+/// the port without an error, each answering some of the other's requests. So every port
+/// given out is claimed with a file that all test processes see.
 pub fn free_port() -> u16 {
+    let claims = std::env::temp_dir().join("qiao-test-ports");
+    let _ = std::fs::create_dir_all(&claims);
+    for _ in 0..200 {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let claim = claims.join(port.to_string());
+        let stale = std::fs::metadata(&claim)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(600)));
+        if stale {
+            let _ = std::fs::remove_file(&claim);
+        }
+        if std::fs::OpenOptions::new().write(true).create_new(true).open(&claim).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
