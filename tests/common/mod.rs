@@ -61,9 +61,9 @@ pub fn example(name: &str) -> Vec<u8> {
 
 /// A port nobody listens on right now, and that no other test of this machine was given in
 /// the last ten minutes. The kernel may hand a port just released here to another test
-/// before Qiao binds it, and pingora binds with SO_REUSEPORT: two processes would then share
-/// the port without an error, each answering some of the other's requests. So every port
-/// given out is claimed with a file that all test processes see.
+/// before Qiao binds it; pingora then retries its bind for a while instead of failing, its
+/// admin listener answers /healthz, and the test's requests reach the other test's process.
+/// So every port given out is claimed with a file that all test processes see.
 pub fn free_port() -> u16 {
     let claims = std::env::temp_dir().join("qiao-test-ports");
     let _ = std::fs::create_dir_all(&claims);
