@@ -75,21 +75,9 @@ impl Setup {
     }
 
     fn dlq_cmd_in(&self, config: &Path, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_qiao"))
-            .arg("dlq")
-            .args(args)
-            .args(["--config", &config.display().to_string()])
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env_remove("RUST_LOG")
-            .current_dir(repo())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into(),
-            String::from_utf8_lossy(&out.stderr).into(),
-        )
+        let config = config.display().to_string();
+        let args: Vec<&str> = ["dlq"].into_iter().chain(args.iter().copied()).chain(["--config", &config]).collect();
+        qiao_command(&args, &self.env)
     }
 
     /// The message ids in the dead-letter queue, in order, as `dlq ls --route` lists them.

@@ -47,18 +47,6 @@ fn qiao_cli(args: &[&str]) -> (bool, String, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
-/// The shipped routes, with the CRM order's account name, owner and PO number marked as
-/// PII (the PO number is copied into the ERP's note: it must be a token there too).
-fn routes_with_pii() -> tempfile::TempDir {
-    let dir = routes_copy();
-    edit(
-        &dir.path().join("crm-order-to-erp.yaml"),
-        "    max_body_bytes: 2097152\n",
-        "    max_body_bytes: 2097152\n    redact: [/records/*/Account/Name, /records/*/Owner/Alias, /records/*/PoNumber]\n",
-    );
-    dir
-}
-
 fn journal_env(stubs: &Stubs, dir: &Path) -> Vec<(String, String)> {
     let mut env = stubs.env();
     env.push(("QIAO_JOURNAL_DIR".into(), dir.display().to_string()));
@@ -83,7 +71,7 @@ const CLEAR: [&str; 4] = ["杭州恒泽机电设备有限公司", "HZ-PO-2025-08
 async fn http_messages_are_recorded_field_by_field_with_pii_as_tokens() {
     let stubs = Stubs::start().await;
     let journal = tempfile::tempdir().unwrap();
-    let routes = routes_with_pii();
+    let routes = routes_with_crm_pii();
     let mut qiao = Qiao::run(routes.path(), &journal_env(&stubs, journal.path())).await;
 
     assert_eq!(send_order(&qiao, "jr-ok-1").await.status, 200);
@@ -206,7 +194,7 @@ async fn http_messages_are_recorded_field_by_field_with_pii_as_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_value_gives_the_same_token_in_two_processes_with_the_same_key() {
     let stubs = Stubs::start().await;
-    let routes = routes_with_pii();
+    let routes = routes_with_crm_pii();
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     for (dir, id) in [(&a, "jr-two-a"), (&b, "jr-two-b")] {
         let mut qiao = Qiao::run(routes.path(), &journal_env(&stubs, dir.path())).await;

@@ -6,7 +6,6 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use common::*;
@@ -17,20 +16,7 @@ use qiao_connectors::{Message, MessageId, TraceContext};
 use serde_json::Value;
 
 fn qiao(args: &[&str], env: &[(String, String)]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_qiao"))
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env_remove("RUST_LOG")
-        .env_remove("QIAO_JOURNAL_DIR")
-        .current_dir(repo())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    qiao_command(args, env)
 }
 
 /// The shipped route tests' messages, `copies` times each (ids `rec-<copy>-<case>`), as

@@ -21,12 +21,7 @@ const CLEAR: [&str; 4] = ["杭州恒泽机电设备有限公司", "HZ-PO-2025-08
 /// The shipped routes, with the CRM order's PII marked (as tests/journal.rs does), a short
 /// drain, and no journal directory: the tap works without one.
 fn routes_with_pii() -> tempfile::TempDir {
-    let dir = routes_copy();
-    edit(
-        &dir.path().join("crm-order-to-erp.yaml"),
-        "    max_body_bytes: 2097152\n",
-        "    max_body_bytes: 2097152\n    redact: [/records/*/Account/Name, /records/*/Owner/Alias, /records/*/PoNumber]\n",
-    );
+    let dir = routes_with_crm_pii();
     edit(&dir.path().join("qiao.yaml"), "drain_seconds: 5", "drain_seconds: 2");
     edit(&dir.path().join("qiao.yaml"), "grace_period_seconds: 5", "grace_period_seconds: 1");
     dir

@@ -83,6 +83,37 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The real `qiao` binary run as a command, from the repository's root, with `env` set and
+/// no inherited log level or journal directory: (exit code, stdout, stderr).
+pub fn qiao_command(args: &[&str], env: &[(String, String)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_qiao"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env_remove("RUST_LOG")
+        .env_remove("QIAO_JOURNAL_DIR")
+        .current_dir(repo())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// A copy of the shipped routes with the CRM order's account name, owner and PO number
+/// marked as PII (the PO number is copied into the ERP's note: it must be a token there too).
+pub fn routes_with_crm_pii() -> tempfile::TempDir {
+    let dir = routes_copy();
+    edit(
+        &dir.path().join("crm-order-to-erp.yaml"),
+        "    max_body_bytes: 2097152\n",
+        "    max_body_bytes: 2097152\n    redact: [/records/*/Account/Name, /records/*/Owner/Alias, /records/*/PoNumber]\n",
+    );
+    dir
+}
+
 /// The five stub systems on free ports.
 pub struct Stubs {
     pub all: Vec<StubHandle>,

@@ -76,6 +76,15 @@ fn source<'a>(config: &'a Config, name: &str) -> Result<(&'a Route, &'a AmqpSour
     }
 }
 
+/// The dead letters of `src` (at most `limit`), browsed on a connection of their own and
+/// left where they are.
+async fn letters(src: &AmqpSource, limit: Option<usize>) -> Result<Vec<Delivery>, String> {
+    let session = QueueSession::connect(&src.broker, CONNECTION_NAME).await?;
+    let letters = browse(&session, &src.dead_letter_queue, limit).await;
+    session.close().await;
+    letters
+}
+
 /// Every message of `queue`, in order, read and put back (at most `limit`).
 async fn browse(session: &QueueSession, queue: &str, limit: Option<usize>) -> Result<Vec<Delivery>, String> {
     let count = session.message_count(queue).await?.ok_or_else(|| format!("there is no queue `{queue}`"))?;
@@ -100,10 +109,7 @@ pub fn ls(config: &Config, route: Option<&str>, limit: Option<usize>) -> Result<
         match route {
             Some(name) => {
                 let (_, src) = source(config, name)?;
-                let session = QueueSession::connect(&src.broker, CONNECTION_NAME).await?;
-                let letters = browse(&session, &src.dead_letter_queue, limit).await;
-                session.close().await;
-                Ok(list_letters(&src.dead_letter_queue, &letters?))
+                Ok(list_letters(&src.dead_letter_queue, &letters(src, limit).await?))
             }
             None => list_queues(config).await,
         }
@@ -185,10 +191,7 @@ fn list_letters(queue: &str, deliveries: &[Delivery]) -> String {
 pub fn show(config: &Config, route: &str, id: &str) -> Result<String, String> {
     let (_, src) = source(config, route)?;
     block_on(async {
-        let session = QueueSession::connect(&src.broker, CONNECTION_NAME).await?;
-        let all = browse(&session, &src.dead_letter_queue, None).await;
-        session.close().await;
-        let all = all?;
+        let all = letters(src, None).await?;
         let mut out = String::new();
         for (i, d) in all.iter().enumerate().filter(|(_, d)| letter::message_id(d).as_deref() == Some(id)) {
             if !out.is_empty() {
@@ -256,10 +259,7 @@ pub fn preview(
         )),
     };
     block_on(async {
-        let session = QueueSession::connect(&src.broker, CONNECTION_NAME).await?;
-        let all = browse(&session, &src.dead_letter_queue, None).await;
-        session.close().await;
-        let all = all?;
+        let all = letters(src, None).await?;
         let mut out = String::new();
         let (mut pass, mut fail) = (0, 0);
         let now = now();
