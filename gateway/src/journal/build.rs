@@ -7,10 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use qiao_connectors::Message;
 use serde_json::Value;
 
-use super::record::{self, Attempt, Body, Outcome, Output, Record, Request, Source, Validation, Verdict};
+use super::record::{self, Attempt, Body, Outcome, Output, RawJson, Record, Request, Source, Validation, Verdict};
 use super::redact::Scrub;
 use crate::config::Route;
 use crate::error::{ErrorKind, Failure};
@@ -67,10 +68,14 @@ fn validation_of(f: &Failure) -> Validation {
     }
 }
 
-/// A body as kept: JSON with PII as tokens; text when it is not JSON (unless the route has
-/// PII rules, which cannot be applied to what did not parse).
-fn body_of(bytes: &[u8], parsed: Option<&Arc<Value>>, route: &Route, scrub: &mut Scrub<'_>) -> Body {
+/// A body as kept: JSON with PII as tokens (as the bytes it came in when the route has no
+/// PII: they parsed); text when it is not JSON (unless the route has PII rules, which
+/// cannot be applied to what did not parse).
+fn body_of(bytes: &Bytes, parsed: Option<&Arc<Value>>, route: &Route, scrub: &mut Scrub<'_>) -> Body {
     if let Some(v) = parsed {
+        if route.redactor.is_empty() {
+            return Body::Raw(RawJson::new(bytes));
+        }
         return Body::Json(scrub.input(v, &route.redactor));
     }
     if !route.redactor.is_empty() {
@@ -82,10 +87,14 @@ fn body_of(bytes: &[u8], parsed: Option<&Arc<Value>>, route: &Route, scrub: &mut
     }
 }
 
-/// A derived body (mapped, or an answer) as kept.
-fn derived_of(bytes: &[u8], scrub: &Scrub<'_>, rules: Option<&crate::redact::Redactor>) -> Body {
+/// A receiver's answer as kept: its bytes when they are JSON with nothing to replace.
+fn derived_of(bytes: &Bytes, scrub: &Scrub<'_>, rules: Option<&crate::redact::Redactor>) -> Body {
+    if scrub.leaves_alone(rules)
+        && let Some(raw) = RawJson::checked(bytes)
+    {
+        return Body::Raw(raw);
+    }
     match serde_json::from_slice::<Value>(bytes) {
-        Ok(v) if scrub.leaves_alone(rules) => Body::Json(Arc::new(v)),
         Ok(v) => Body::Json(Arc::new(scrub.derived(&v, rules))),
         Err(_) => match std::str::from_utf8(bytes) {
             Ok(t) => Body::Text(scrub.text(t)),
@@ -140,8 +149,10 @@ impl Pending {
             .filter_map(|(index, o)| {
                 let o = o.as_ref()?;
                 let dest = &route.destinations[index];
-                let body = if keep.bodies {
-                    Body::Json(scrub.derived_shared(&o.value, Some(&dest.redactor)))
+                let body = if keep.bodies && scrub.leaves_alone(Some(&dest.redactor)) {
+                    Body::Raw(RawJson::new(&o.bytes))
+                } else if keep.bodies {
+                    Body::Json(Arc::new(scrub.derived(&o.value, Some(&dest.redactor))))
                 } else {
                     Body::Omitted("bodies: false".into())
                 };

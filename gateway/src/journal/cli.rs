@@ -141,6 +141,7 @@ pub fn summary_line(r: &Record) -> String {
 fn body_text(b: &Body, max: usize) -> String {
     let s = match b {
         Body::Json(v) => serde_json::to_string(v).unwrap_or_default(),
+        Body::Raw(r) => String::from_utf8_lossy(r.bytes()).into_owned(),
         Body::Text(t) => format!("(text) {t}"),
         Body::Omitted(why) => format!("(omitted: {why})"),
     };

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -86,11 +87,63 @@ pub enum Body {
     /// JSON, PII fields replaced by tokens. Shared with the run that made it when nothing
     /// had to be replaced: a record costs no copy of the bodies.
     Json(Arc<Value>),
+    /// JSON written as the bytes it came or went as (see [`RawJson`]); read back as
+    /// [`Body::Json`].
+    #[serde(rename = "json", skip_deserializing)]
+    Raw(RawJson),
     /// Not JSON but UTF-8 (a malformed request, a receiver's text answer).
     Text(String),
     /// Kept out, and why (`bodies: false`, not UTF-8, a route with PII whose body did not
     /// parse, so its PII cannot be found).
     Omitted(String),
+}
+
+/// A JSON document kept as its bytes: written into the line as they are, instead of
+/// walking a tree and escaping every string again. Bodies are most of a record, and
+/// serializing them was most of what the journal cost (docs/performance.md).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawJson(Bytes);
+
+impl RawJson {
+    /// `bytes`, which must be one valid JSON document (it parsed, or serde_json wrote it).
+    /// In valid JSON a line break can only be whitespace between tokens: it becomes a
+    /// space, so that the record stays one line.
+    pub fn new(bytes: &Bytes) -> RawJson {
+        if bytes.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+            RawJson(bytes.iter().map(|&b| if matches!(b, b'\n' | b'\r') { b' ' } else { b }).collect())
+        } else {
+            RawJson(bytes.clone())
+        }
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// As a tree: what a reader of the line gets.
+    pub fn value(&self) -> Value {
+        serde_json::from_slice(&self.0).unwrap_or(Value::Null)
+    }
+
+    /// `bytes` when they are one valid JSON document (a receiver's answer).
+    pub fn checked(bytes: &Bytes) -> Option<RawJson> {
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).ok().map(|_| RawJson::new(bytes))
+    }
+}
+
+/// The token serde_json's serializer takes for "write this string as it is": what
+/// [`serde_json::value::RawValue`] serializes as. `RawValue` itself cannot be made from
+/// bytes without parsing them again; the test below fails if serde_json ever changes this.
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+impl Serialize for RawJson {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeStruct};
+        let json = std::str::from_utf8(&self.0).map_err(S::Error::custom)?;
+        let mut s = serializer.serialize_struct(RAW_VALUE_TOKEN, 1)?;
+        s.serialize_field(RAW_VALUE_TOKEN, json)?;
+        s.end()
+    }
 }
 
 /// What validation made of the message.
@@ -232,5 +285,17 @@ mod tests {
             "outcome":{"result":"rejected"},"unknown_later_field":true}"#;
         let m: Record = serde_json::from_str(minimal).unwrap();
         assert_eq!(m.outcome.result, Verdict::Rejected);
+    }
+
+    #[test]
+    fn a_raw_body_is_written_as_its_bytes_on_one_line_and_reads_back_as_json() {
+        let pretty = Bytes::from_static(b"{\r\n  \"FBillNo\": \"XSDD000123\",\n  \"FQty\": [1, 2.50]\n}");
+        let line = serde_json::to_string(&Body::Raw(RawJson::new(&pretty))).unwrap();
+        assert_eq!(line, r#"{"json":{    "FBillNo": "XSDD000123",   "FQty": [1, 2.50] }}"#);
+        let back: Body = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, Body::Json(Arc::new(serde_json::json!({"FBillNo": "XSDD000123", "FQty": [1, 2.50]}))));
+        assert!(RawJson::checked(&Bytes::from_static(b"{\"a\":")).is_none());
+        assert!(RawJson::checked(&Bytes::from_static(b"not json")).is_none());
+        assert_eq!(RawJson::checked(&Bytes::from_static(b"[1]")), Some(RawJson(Bytes::from_static(b"[1]"))));
     }
 }

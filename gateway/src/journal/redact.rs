@@ -137,14 +137,9 @@ impl<'a> Scrub<'a> {
     }
 
     /// Whether [`Scrub::derived`] would give back what it is given: no PII was found in
-    /// the received body and `rules` cover nothing. Then a body is kept as it is, shared.
+    /// the received body and `rules` cover nothing. Then a body is kept as its bytes.
     pub fn leaves_alone(&self, rules: Option<&Redactor>) -> bool {
         self.found.is_empty() && rules.is_none_or(Redactor::is_empty)
-    }
-
-    /// [`Scrub::derived`] of a shared body, shared again when there is nothing to replace.
-    pub fn derived_shared(&self, v: &Arc<Value>, rules: Option<&Redactor>) -> Arc<Value> {
-        if self.leaves_alone(rules) { v.clone() } else { Arc::new(self.derived(v, rules)) }
     }
 
     fn covered(&self, v: &Value, rules: &Redactor, at: &mut String, seen: &mut BTreeSet<String>) -> Value {

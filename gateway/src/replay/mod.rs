@@ -45,6 +45,7 @@ fn slug(kind: &str) -> String {
 pub fn recorded_message(record: &Record) -> Result<(Message, Vec<(String, String)>), String> {
     let body = match &record.body {
         Some(Body::Json(v)) => Bytes::from(serde_json::to_vec(v).map_err(|e| e.to_string())?),
+        Some(Body::Raw(r)) => r.bytes().clone(),
         Some(Body::Text(t)) => Bytes::from(t.clone().into_bytes()),
         Some(Body::Omitted(why)) => return Err(format!("its body was not kept: {why}")),
         None => return Err("its body was not kept (the route journals no bodies)".into()),

@@ -30,6 +30,7 @@ pub fn case(config: &Config, config_dir: &Path, record: &Record) -> Result<(Path
         .ok_or_else(|| format!("the configuration in {} has no route `{}`", config_dir.display(), record.route))?;
     let body = match &record.body {
         Some(Body::Json(v)) => ("body", yaml(v)),
+        Some(Body::Raw(r)) => ("body", yaml(&r.value())),
         Some(Body::Text(t)) => ("body_text", quoted(t)),
         Some(Body::Omitted(why)) => return Err(format!("its body was not kept ({why}): there is no input to test")),
         None => return Err("its body was not kept (the route journals no bodies): there is no input to test".into()),
@@ -49,6 +50,7 @@ pub fn case(config: &Config, config_dir: &Path, record: &Record) -> Result<(Path
     let input = Input {
         body: match &record.body {
             Some(Body::Json(v)) => serde_json::to_vec(v).unwrap_or_default().into(),
+            Some(Body::Raw(r)) => r.bytes().clone(),
             Some(Body::Text(t)) => t.clone().into_bytes().into(),
             _ => Default::default(),
         },
