@@ -2,6 +2,7 @@
 
 mod auth;
 mod circuit;
+mod inline;
 mod sink;
 
 pub use auth::HttpAuth;

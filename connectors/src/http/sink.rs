@@ -12,6 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::HttpAuth;
+use super::inline::InlinePool;
 use crate::error::{DeliveryError, DeliveryErrorKind};
 use crate::message::MessageId;
 use crate::retry::RetryPolicy;
@@ -69,16 +70,27 @@ type HyperClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A pooled HTTP client bound to one system.
 ///
-/// The pool's connections are driven by tasks on the tokio runtime that opened them; the
-/// gateway keeps every runtime that delivers alive for the life of the process, so a sink
-/// may be shared between them (see docs/architecture.md, "Where connections live").
+/// A plain-HTTP system's connections are driven by the task that delivers
+/// ([`super::inline`]); an HTTPS system's by hyper's pooled client, in tasks on the tokio
+/// runtime that opened them. Either way a connection's socket belongs to the runtime that
+/// opened it; the gateway keeps every runtime that delivers alive for the life of the
+/// process, so a sink may be shared between them (see docs/architecture.md, "Where
+/// connections live").
 #[derive(Clone)]
 pub struct HttpSink {
     config: std::sync::Arc<HttpSinkConfig>,
     base: String,
     fixed_headers: std::sync::Arc<Vec<(HeaderName, HeaderValue)>>,
-    client: HyperClient,
+    transport: Transport,
     circuit: std::sync::Arc<super::Circuit>,
+}
+
+#[derive(Clone)]
+enum Transport {
+    /// `http://`: HTTP/1 connections driven in the delivering task.
+    Inline(std::sync::Arc<InlinePool>),
+    /// `https://`: hyper's pooled client (TLS, HTTP/2 by ALPN).
+    Pooled(HyperClient),
 }
 
 impl std::fmt::Debug for HttpSink {
@@ -111,12 +123,28 @@ impl HttpSink {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(tls);
+        let transport = if config.base_url.scheme() == "http" {
+            let host = config.base_url.host_str().ok_or("base_url has no host")?;
+            // `[::1]` in a URL is `::1` to connect to.
+            let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+            let port = config.base_url.port_or_known_default().unwrap_or(80);
+            Transport::Inline(std::sync::Arc::new(InlinePool::new(
+                host,
+                port,
+                config.connect_timeout,
+                config.pool_idle_timeout,
+                config.pool_max_idle_per_host,
+            )))
+        } else {
+            Transport::Pooled(
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(config.pool_idle_timeout)
+                    .pool_max_idle_per_host(config.pool_max_idle_per_host)
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .build(tls),
+            )
+        };
 
         let base = config.base_url.as_str().trim_end_matches('/').to_string();
         let circuit = std::sync::Arc::new(super::Circuit::new(config.circuit.clone()));
@@ -125,7 +153,7 @@ impl HttpSink {
             config: std::sync::Arc::new(config),
             base,
             fixed_headers: std::sync::Arc::new(fixed_headers),
-            client,
+            transport,
         })
     }
 
@@ -248,15 +276,21 @@ impl HttpSink {
 
         let timeout = request.timeout.unwrap_or(self.config.request_timeout);
         let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| classify(system, &e))?;
-            let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, MAX_REPLY_BYTES)
-                .collect()
-                .await
-                .map_err(|e| {
-                    DeliveryError::new(DeliveryErrorKind::Io, system, format!("reading the answer failed: {e}"))
-                })?
-                .to_bytes();
+            let (parts, body) = match &self.transport {
+                Transport::Inline(pool) => pool.request(system, req, MAX_REPLY_BYTES).await?,
+                Transport::Pooled(client) => {
+                    let resp = client.request(req).await.map_err(|e| classify(system, &e))?;
+                    let (parts, body) = resp.into_parts();
+                    let body = Limited::new(body, MAX_REPLY_BYTES)
+                        .collect()
+                        .await
+                        .map_err(|e| {
+                            DeliveryError::new(DeliveryErrorKind::Io, system, format!("reading the answer failed: {e}"))
+                        })?
+                        .to_bytes();
+                    (parts, body)
+                }
+            };
             Ok(HttpReply { status: parts.status, headers: parts.headers, body, attempts: 1 })
         };
         match tokio::time::timeout(timeout, exchange).await {
