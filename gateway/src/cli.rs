@@ -183,16 +183,8 @@ struct JournalQuery {
     /// The journal directory (all processes' directories under it), or segment files.
     #[arg(long = "dir", env = "QIAO_JOURNAL_DIR")]
     dirs: Vec<PathBuf>,
-    /// Only this route's messages.
-    #[arg(long)]
-    route: Option<String>,
-    /// Only messages received at or after this time: RFC 3339, YYYY-MM-DD, or back from now
-    /// (30m, 2h, 7d).
-    #[arg(long)]
-    since: Option<String>,
-    /// Only messages received before this time (same forms as --since).
-    #[arg(long)]
-    until: Option<String>,
+    #[command(flatten)]
+    window: crate::journal::read::Window,
     /// Print records as JSON.
     #[arg(long)]
     json: bool,
@@ -326,15 +318,13 @@ fn journal(command: JournalCommand) -> ExitCode {
     use crate::journal::{cli, record::Verdict};
     let query = |q: JournalQuery, outcome: Option<OutcomeArg>| cli::Query {
         paths: q.dirs,
-        route: q.route,
+        window: q.window,
         outcome: outcome.map(|o| match o {
             OutcomeArg::Delivered => Verdict::Delivered,
             OutcomeArg::Rejected => Verdict::Rejected,
             OutcomeArg::Failed => Verdict::Failed,
             OutcomeArg::Partial => Verdict::Partial,
         }),
-        since: q.since,
-        until: q.until,
     };
     match command {
         JournalCommand::Ls { query: q, outcome } => {

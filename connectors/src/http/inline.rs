@@ -197,3 +197,119 @@ fn io(system: &str, what: &str, e: &hyper::Error) -> DeliveryError {
     }
     DeliveryError::new(DeliveryErrorKind::Io, system, detail)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A bare HTTP/1.1 server: answers `ok` to every request; closes each connection after
+    /// its first answer when `close_after_one` (as a system closing idle connections does),
+    /// without saying so. Counts connections and keeps each request's head.
+    async fn server(close_after_one: bool) -> (u16, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let (c, h) = (conns.clone(), heads.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                c.fetch_add(1, Ordering::SeqCst);
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let head_end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match tcp.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                            })
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0);
+                        while buf.len() < head_end + len {
+                            let mut chunk = [0u8; 4096];
+                            match tcp.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..head_end + len);
+                        h.lock().unwrap().push(head);
+                        tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+                        if close_after_one {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, conns, heads)
+    }
+
+    fn pool(port: u16) -> InlinePool {
+        InlinePool::new("127.0.0.1".into(), port, Duration::from_secs(1), Duration::from_secs(30), 8)
+    }
+
+    fn request(port: u16) -> Request<Full<Bytes>> {
+        Request::post(format!("http://127.0.0.1:{port}/k3cloud/Save.kdsvc?x=1"))
+            .body(Full::new(Bytes::from_static(b"{\"FBillNo\":\"XSDD000123\"}")))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_connection_serves_request_after_request_in_origin_form_with_a_host() {
+        let (port, conns, heads) = server(false).await;
+        let p = pool(port);
+        for _ in 0..3 {
+            let (parts, body) = p.request("erp", request(port), 1024).await.unwrap();
+            assert_eq!((parts.status.as_u16(), &body[..]), (200, &b"ok"[..]));
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
+        let heads = heads.lock().unwrap();
+        assert!(heads[0].starts_with("POST /k3cloud/Save.kdsvc?x=1 HTTP/1.1\r\n"), "{}", heads[0]);
+        assert!(heads[0].to_ascii_lowercase().contains(&format!("host: 127.0.0.1:{port}\r\n")), "{}", heads[0]);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_system_closed_while_idle_is_replaced_and_nothing_fails() {
+        let (port, conns, heads) = server(true).await;
+        let p = pool(port);
+        for _ in 0..3 {
+            let (parts, _) = p.request("erp", request(port), 1024).await.unwrap();
+            assert_eq!(parts.status.as_u16(), 200);
+            // Let the close arrive while the connection is idle in the pool.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 3);
+        assert_eq!(heads.lock().unwrap().len(), 3, "each request reached the system once");
+    }
+
+    #[tokio::test]
+    async fn an_answer_larger_than_allowed_fails_and_no_system_means_a_connect_error() {
+        let (port, _, _) = server(false).await;
+        let e = pool(port).request("erp", request(port), 1).await.unwrap_err();
+        assert_eq!(e.kind, DeliveryErrorKind::Io);
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead = closed.local_addr().unwrap().port();
+        drop(closed);
+        let e = pool(dead).request("erp", request(dead), 1024).await.unwrap_err();
+        assert_eq!(e.kind, DeliveryErrorKind::Connect, "{}", e.detail);
+    }
+}

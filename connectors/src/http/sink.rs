@@ -90,7 +90,7 @@ enum Transport {
     /// `http://`: HTTP/1 connections driven in the delivering task.
     Inline(std::sync::Arc<InlinePool>),
     /// `https://`: hyper's pooled client (TLS, HTTP/2 by ALPN).
-    Pooled(HyperClient),
+    Pooled(Box<HyperClient>),
 }
 
 impl std::fmt::Debug for HttpSink {
@@ -136,14 +136,14 @@ impl HttpSink {
                 config.pool_max_idle_per_host,
             )))
         } else {
-            Transport::Pooled(
+            Transport::Pooled(Box::new(
                 Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(config.pool_idle_timeout)
                     .pool_max_idle_per_host(config.pool_max_idle_per_host)
                     .pool_timer(TokioTimer::new())
                     .timer(TokioTimer::new())
                     .build(tls),
-            )
+            ))
         };
 
         let base = config.base_url.as_str().trim_end_matches('/').to_string();

@@ -15,22 +15,13 @@ pub const DIR_ENV: &str = "QIAO_JOURNAL_DIR";
 pub struct Query {
     /// Files or directories; the journal directory (`QIAO_JOURNAL_DIR`) when empty.
     pub paths: Vec<PathBuf>,
-    pub route: Option<String>,
+    pub window: read::Window,
     pub outcome: Option<Verdict>,
-    pub since: Option<String>,
-    pub until: Option<String>,
 }
 
 impl Query {
     fn filter(&self, ids: Vec<String>) -> Result<Filter, String> {
-        let now = chrono::Utc::now();
-        Ok(Filter {
-            route: self.route.clone(),
-            outcome: self.outcome,
-            since: self.since.as_deref().map(|s| read::parse_time(s, now)).transpose()?,
-            until: self.until.as_deref().map(|s| read::parse_time(s, now)).transpose()?,
-            ids,
-        })
+        Ok(Filter { outcome: self.outcome, ..self.window.filter(ids)? })
     }
 
     fn paths(&self) -> Result<Vec<PathBuf>, String> {

@@ -24,6 +24,36 @@ pub struct Filter {
     pub ids: Vec<String>,
 }
 
+/// Which messages a command reads, as given on its command line (`qiao journal`,
+/// `qiao replay`).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Window {
+    /// Only this route's messages.
+    #[arg(long)]
+    pub route: Option<String>,
+    /// Only messages received at or after this time: RFC 3339, YYYY-MM-DD, or back from now
+    /// (30m, 2h, 7d).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only messages received before this time (same forms as --since).
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+impl Window {
+    /// The filter of these bounds and `ids`; `Err` names a time that does not read.
+    pub fn filter(&self, ids: Vec<String>) -> Result<Filter, String> {
+        let now = chrono::Utc::now();
+        Ok(Filter {
+            route: self.route.clone(),
+            since: self.since.as_deref().map(|s| parse_time(s, now)).transpose()?,
+            until: self.until.as_deref().map(|s| parse_time(s, now)).transpose()?,
+            ids,
+            ..Filter::default()
+        })
+    }
+}
+
 impl Filter {
     pub fn matches(&self, r: &Record) -> bool {
         if self.route.as_deref().is_some_and(|route| route != r.route) {

@@ -25,16 +25,8 @@ pub struct ReplayArgs {
     /// The configuration to replay through.
     #[arg(long, short, env = "QIAO_CONFIG", default_value = "routes")]
     config: PathBuf,
-    /// Only this route's messages.
-    #[arg(long)]
-    route: Option<String>,
-    /// Only messages received at or after this time: RFC 3339, YYYY-MM-DD, or back from
-    /// now (30m, 2h, 1d).
-    #[arg(long)]
-    since: Option<String>,
-    /// Only messages received before this time (same forms as --since).
-    #[arg(long)]
-    until: Option<String>,
+    #[command(flatten)]
+    window: read::Window,
     /// Only these messages (message ids or trace ids; repeatable).
     #[arg(long = "id")]
     ids: Vec<String>,
@@ -116,14 +108,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn filter(args: &ReplayArgs) -> Result<Filter, String> {
-    let now = chrono::Utc::now();
-    Ok(Filter {
-        route: args.route.clone(),
-        since: args.since.as_deref().map(|s| read::parse_time(s, now)).transpose()?,
-        until: args.until.as_deref().map(|s| read::parse_time(s, now)).transpose()?,
-        ids: args.ids.clone(),
-        ..Filter::default()
-    })
+    args.window.filter(args.ids.clone())
 }
 
 fn note_unreadable(stats: &read::Stats) {
