@@ -43,6 +43,8 @@
 #   DURATION=10       seconds per measured run
 #   CONNECTIONS=64    wrk connections (same for every target)
 #   ROUNDS=3          measured runs per target; medians are over these
+#   ORDER=alternate   every other round runs TARGETS in reverse (the first of a round loses a
+#                     little; an even ROUNDS balances it); `fixed`: always in TARGETS order
 #   THREADS_QIAO=1    Qiao worker threads; nginx gets as many worker processes
 #   WRK_THREADS=1     wrk threads (see docs/performance.md for why 1 on 2 cores)
 #   WARMUP=2          seconds of unrecorded load per target before the first round
@@ -67,6 +69,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
 ROUNDS=${ROUNDS:-3}
+ORDER=${ORDER:-alternate}
 THREADS_QIAO=${THREADS_QIAO:-1}
 WRK_THREADS=${WRK_THREADS:-1}
 WARMUP=${WARMUP:-2}
@@ -405,8 +408,18 @@ ROW='%-5s %-11s %8.0f %8.2f %8.2f %6d %8.1f %8.1f %8.1f %5d %5s%% %5s%%\n'
 # shellcheck disable=SC2059
 printf "$HDR" round target "req/s" "p50 ms" "p99 ms" errors "server" "stub" "box" conns idle steal
 printf '%-17s %26s %15s %17s %5s\n' "" "" "" "(CPU us/req)" "(to stub)"
+# The first target of a round measures up to ~13% slower than the next on the 2-core boxes,
+# whichever it is (docs/performance.md): with ORDER=alternate every other round runs the
+# targets in reverse, so an even number of rounds gives each target every place equally.
+order_of_round() {
+    if [[ $ORDER == alternate && $(($1 % 2)) == 0 ]]; then
+        printf '%s\n' $TARGETS | tac | tr '\n' ' '
+    else
+        echo "$TARGETS"
+    fi
+}
 for r in $(seq 1 "$ROUNDS"); do
-    for t in $TARGETS; do
+    for t in $(order_of_round "$r"); do
         f=$OUT/round$r-$t.txt
         run_wrk "$t" "$DURATION" "$f"
         read -r rps p50 p99 non2xx sockerr scpu ucpu conns bcpu idle steal < <(parse_wrk "$f")
