@@ -15,7 +15,8 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,8 @@ pub(super) struct InlinePool {
     idle_timeout: Duration,
     max_idle: usize,
     idle: Mutex<Vec<Link>>,
+    /// Whether the task that closes expired and closed idle connections runs.
+    reaping: AtomicBool,
 }
 
 /// The answer: its head and its whole body.
@@ -59,13 +62,21 @@ impl InlinePool {
         idle_timeout: Duration,
         max_idle: usize,
     ) -> InlinePool {
-        InlinePool { host, port, connect_timeout, idle_timeout, max_idle, idle: Mutex::new(Vec::new()) }
+        InlinePool {
+            host,
+            port,
+            connect_timeout,
+            idle_timeout,
+            max_idle,
+            idle: Mutex::new(Vec::new()),
+            reaping: AtomicBool::new(false),
+        }
     }
 
     /// Sends `req` and reads the whole answer (at most `max_body` bytes), on an idle
     /// connection when there is one that is still open, else on a new one.
     pub(super) async fn request(
-        &self,
+        self: &Arc<Self>,
         system: &str,
         mut req: Request<Full<Bytes>>,
         max_body: usize,
@@ -81,6 +92,7 @@ impl InlinePool {
             let origin = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
             *req.uri_mut() = origin.into();
         }
+        self.start_reaping();
         loop {
             let (mut link, reused) = match self.take() {
                 Some(link) => (link, true),
@@ -108,6 +120,29 @@ impl InlinePool {
             self.put(link);
             return Ok((parts, body));
         }
+    }
+
+    /// Closes idle connections past the idle timeout, and those the system closed, every
+    /// half timeout, on the runtime of the first request: idle sockets are not kept past
+    /// `pool_idle_timeout` (nor half-closed) when traffic stops. Ends with the pool.
+    fn start_reaping(self: &Arc<Self>) {
+        if self.reaping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let pool = Arc::downgrade(self);
+        let every = (self.idle_timeout / 2).clamp(Duration::from_millis(50), Duration::from_secs(30));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else { return };
+                let now = Instant::now();
+                let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+                idle.retain_mut(|l| now.duration_since(l.idle_since) < pool.idle_timeout && open(l));
+            }
+        });
     }
 
     /// The most recently used idle connection that is still open; expired ones are closed.
@@ -200,8 +235,7 @@ fn io(system: &str, what: &str, e: &hyper::Error) -> DeliveryError {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -211,17 +245,18 @@ mod tests {
     /// A bare HTTP/1.1 server: answers `ok` to every request; closes each connection after
     /// its first answer when `close_after_one` (as a system closing idle connections does),
     /// without saying so. Counts connections and keeps each request's head.
-    async fn server(close_after_one: bool) -> (u16, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
+    async fn server(close_after_one: bool) -> (u16, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let conns = Arc::new(AtomicUsize::new(0));
         let heads = Arc::new(Mutex::new(Vec::new()));
-        let (c, h) = (conns.clone(), heads.clone());
+        let ended = Arc::new(AtomicUsize::new(0));
+        let (c, h, e) = (conns.clone(), heads.clone(), ended.clone());
         tokio::spawn(async move {
             loop {
                 let (mut tcp, _) = listener.accept().await.unwrap();
                 c.fetch_add(1, Ordering::SeqCst);
-                let h = h.clone();
+                let (h, e) = (h.clone(), e.clone());
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     loop {
@@ -231,7 +266,10 @@ mod tests {
                             }
                             let mut chunk = [0u8; 4096];
                             match tcp.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
+                                Ok(0) | Err(_) => {
+                                    e.fetch_add(1, Ordering::SeqCst);
+                                    return;
+                                }
                                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
                             }
                         };
@@ -260,11 +298,11 @@ mod tests {
                 });
             }
         });
-        (port, conns, heads)
+        (port, conns, heads, ended)
     }
 
-    fn pool(port: u16) -> InlinePool {
-        InlinePool::new("127.0.0.1".into(), port, Duration::from_secs(1), Duration::from_secs(30), 8)
+    fn pool(port: u16) -> Arc<InlinePool> {
+        Arc::new(InlinePool::new("127.0.0.1".into(), port, Duration::from_secs(1), Duration::from_secs(30), 8))
     }
 
     fn request(port: u16) -> Request<Full<Bytes>> {
@@ -275,7 +313,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_connection_serves_request_after_request_in_origin_form_with_a_host() {
-        let (port, conns, heads) = server(false).await;
+        let (port, conns, heads, _) = server(false).await;
         let p = pool(port);
         for _ in 0..3 {
             let (parts, body) = p.request("erp", request(port), 1024).await.unwrap();
@@ -289,7 +327,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_system_closed_while_idle_is_replaced_and_nothing_fails() {
-        let (port, conns, heads) = server(true).await;
+        let (port, conns, heads, _) = server(true).await;
         let p = pool(port);
         for _ in 0..3 {
             let (parts, _) = p.request("erp", request(port), 1024).await.unwrap();
@@ -303,7 +341,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_larger_than_allowed_fails_and_no_system_means_a_connect_error() {
-        let (port, _, _) = server(false).await;
+        let (port, _, _, _) = server(false).await;
         let e = pool(port).request("erp", request(port), 1).await.unwrap_err();
         assert_eq!(e.kind, DeliveryErrorKind::Io);
         let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -311,5 +349,25 @@ mod tests {
         drop(closed);
         let e = pool(dead).request("erp", request(dead), 1024).await.unwrap_err();
         assert_eq!(e.kind, DeliveryErrorKind::Connect, "{}", e.detail);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_after_the_idle_timeout_without_further_traffic() {
+        let (port, _, _, ended) = server(false).await;
+        let timeout = Duration::from_secs(1);
+        let p = Arc::new(InlinePool::new("127.0.0.1".into(), port, Duration::from_secs(1), timeout, 8));
+        p.request("erp", request(port), 1024).await.unwrap();
+        let idle_since = Instant::now();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if idle_since.elapsed() < timeout / 2 {
+            assert_eq!(ended.load(Ordering::SeqCst), 0, "kept within the timeout");
+        }
+        let deadline = idle_since + Duration::from_secs(5);
+        while ended.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(ended.load(Ordering::SeqCst), 1, "closed once the timeout passed, with no request to notice");
+        assert!(idle_since.elapsed() >= timeout, "not before the timeout");
+        assert!(p.idle.lock().unwrap().is_empty());
     }
 }
