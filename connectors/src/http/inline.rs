@@ -5,10 +5,11 @@
 //! wakes a second task and hops between the two (a fifth of the message route's CPU time
 //! in the profile, docs/performance.md). Here a connection is a hyper HTTP/1 `Connection`
 //! future kept idle in a pool between requests: the delivering task takes one, polls it
-//! beside its own request until the whole answer is read, and puts it back. Nothing polls an
-//! idle connection, so one the system closed meanwhile is found on the next take (polled
-//! once: a closed one is ready) and dropped; a request that could not be written at all
-//! (the connection died in between) is sent again on a fresh connection.
+//! beside its own request until the whole answer is read, and puts it back. An idle
+//! connection is polled only once in a while (by the next take, and by a reaper every half
+//! idle timeout), so one the system closed meanwhile is found then (polled once: a closed one
+//! is ready) and dropped; a request that could not be written at all (the connection died
+//! in between) is sent again on a fresh connection.
 //!
 //! HTTPS systems keep hyper's pooled client (TLS, HTTP/2 by ALPN): the systems of a plant's
 //! LAN are mostly plain HTTP, and that is what this serves.
