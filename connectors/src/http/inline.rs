@@ -127,7 +127,8 @@ impl InlinePool {
     /// half timeout, on the runtime of the first request: idle sockets are not kept past
     /// `pool_idle_timeout` (nor half-closed) when traffic stops. Ends with the pool.
     fn start_reaping(self: &Arc<Self>) {
-        if self.reaping.swap(true, Ordering::Relaxed) {
+        // A plain load first: every delivery passes here, and only the first starts it.
+        if self.reaping.load(Ordering::Relaxed) || self.reaping.swap(true, Ordering::Relaxed) {
             return;
         }
         let pool = Arc::downgrade(self);

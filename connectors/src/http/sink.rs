@@ -112,17 +112,6 @@ impl HttpSink {
             fixed_headers.push(auth.header()?);
         }
 
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(config.connect_timeout));
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| format!("TLS setup failed: {e}"))?
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
         let transport = if config.base_url.scheme() == "http" {
             let host = config.base_url.host_str().ok_or("base_url has no host")?;
             // `[::1]` in a URL is `::1` to connect to.
@@ -136,6 +125,17 @@ impl HttpSink {
                 config.pool_max_idle_per_host,
             )))
         } else {
+            let mut http = HttpConnector::new();
+            http.set_connect_timeout(Some(config.connect_timeout));
+            http.set_nodelay(true);
+            http.enforce_http(false);
+            let tls = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+                .map_err(|e| format!("TLS setup failed: {e}"))?
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(http);
             Transport::Pooled(Box::new(
                 Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(config.pool_idle_timeout)

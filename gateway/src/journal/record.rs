@@ -84,8 +84,8 @@ pub enum Source {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Body {
-    /// JSON, PII fields replaced by tokens. Shared with the run that made it when nothing
-    /// had to be replaced: a record costs no copy of the bodies.
+    /// JSON, PII fields replaced by tokens: what a reader of the line gets. A record made in
+    /// the process holds a tree only where something was replaced; else [`Body::Raw`].
     Json(Arc<Value>),
     /// JSON written as the bytes it came or went as (see [`RawJson`]); read back as
     /// [`Body::Json`].
