@@ -273,9 +273,10 @@ async fn a_queue_deleted_behind_the_consumer_is_declared_again() {
     cleanup(&queue, &exchange).await;
 }
 
-/// `basic.return` names no delivery tag: with many publishes in flight on one channel, lapin
-/// paired returns with the wrong confirms (83 of 2,000 each way here), so an unroutable
-/// message was reported confirmed. Each publish in flight now has a channel of its own.
+/// `basic.return` names no delivery tag: with many publishes in flight on one channel, upstream
+/// lapin paired returns with the wrong confirms (83 of 2,000 each way here), so an unroutable
+/// message was reported confirmed. The patched lapin (third_party/lapin) pairs each return
+/// with its own publish; here up to 64 share a channel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_routable_and_unroutable_publishes_are_told_apart() {
     let (exchange, queue) = (format!("qiao.test.{}", suffix()), format!("qiao.test.q.{}", suffix()));
@@ -302,12 +303,13 @@ async fn concurrent_routable_and_unroutable_publishes_are_told_apart() {
             (false, _) => wrong.1 += 1,
         }
     }
-    // The burst is over: the next publish closes the channels it no longer needs.
+    // The burst is over: the channels it opened closed as their last publishes ended, but
+    // for the idle ones kept for the next (at most two per exchange).
     let id = MessageId::generate();
     let one = empty("erp.x", &id);
     sink.send(one).await.expect("confirmed");
     let idle = broker.idle_publisher_channels();
-    let idle_ok = (1..=18).contains(&idle);
+    let idle_ok = (1..=2).contains(&idle);
     let conn = lapin::Connection::connect(URL, Default::default()).await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     let held = ch

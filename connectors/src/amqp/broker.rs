@@ -45,38 +45,111 @@ pub struct Live {
 }
 
 /// Publishes in flight at once on one connection; more wait for a free slot (within their
-/// confirm timeout). Each holds a channel of its own, so this also bounds the channels
-/// (RabbitMQ allows 2047 per connection by default).
+/// confirm timeout).
 const MAX_PUBLISHING: usize = 512;
 
-/// Idle publisher channels kept beyond twice the publishes in flight.
-const IDLE_SPARE: usize = 16;
+/// Publishes in flight at once on one publisher channel. Few channels carrying many
+/// publishes each let the broker confirm them together (one `basic.ack` for many), and cost
+/// it far less than a channel per publish (broker CPU per message measured 159 µs with one
+/// publish per channel, docs/performance.md).
+const PER_CHANNEL: usize = 64;
 
-/// The publisher channels: each publish takes an idle one for itself and gives it back
-/// after the confirm. One publish per channel at a time because a `basic.return` carries
-/// no delivery tag: lapin hands a returned message to whichever confirm of the channel
-/// completes next, so with several publishes in flight on one channel an unroutable
-/// message could be reported confirmed and a routable one returned (seen: 83 of 2,000 of
-/// each, on one channel). A channel that a channel error closed (a publish to a missing
-/// exchange) or whose confirm did not come is dropped (which closes it) and not reused.
+/// Idle publisher channels kept per exchange, so that a load around a multiple of
+/// `PER_CHANNEL` does not open and close a channel every few publishes.
+const IDLE_PER_EXCHANGE: usize = 2;
+
+/// The publisher channels, in lanes by exchange. Several publishes share a channel: a
+/// `basic.return` carries no delivery tag, and upstream lapin handed a returned message to
+/// whichever confirm of the channel completed next (seen: 83 of 2,000 of each way, on one
+/// channel); the lapin in third_party/ pairs it with its own publish (README there).
+///
+/// By exchange because a publish to a missing exchange closes its channel with every publish
+/// in flight on it: those are then only publishes to the same missing exchange. A channel
+/// whose confirm did not come is retired: it takes no new publish and is closed (by dropping
+/// it) when its last one ends.
 struct Publishers {
     connection: Connection,
-    idle: std::sync::Mutex<Vec<Channel>>,
+    lanes: std::sync::Mutex<Lanes>,
+    /// Held while a channel is opened, so that a burst opens one, not one per publish.
+    opening: tokio::sync::Mutex<()>,
     slots: Semaphore,
-    /// The slots in all.
-    max: usize,
+}
+
+#[derive(Default)]
+struct Lanes {
+    by_exchange: std::collections::HashMap<String, Vec<Lane>>,
+    /// The channel opened at connect, until an exchange needs one.
+    spare: Option<Channel>,
+}
+
+struct Lane {
+    channel: Channel,
+    id: u64,
+    in_flight: usize,
+    retired: bool,
+}
+
+impl Lanes {
+    /// A lane of `exchange` with room for one more publish, counted in.
+    fn take(&mut self, exchange: &str) -> Option<(Channel, u64)> {
+        let lanes = self.by_exchange.get_mut(exchange)?;
+        lanes.retain(|l| l.channel.status().connected() && !(l.retired && l.in_flight == 0));
+        // The first with room: filling one channel before the next lets the broker confirm
+        // more publishes per `basic.ack`.
+        let lane = lanes.iter_mut().find(|l| !l.retired && l.in_flight < PER_CHANNEL)?;
+        lane.in_flight += 1;
+        Some((lane.channel.clone(), lane.id))
+    }
+
+    /// One publish of lane `id` ended; `retire` when its confirm did not come.
+    fn give_back(&mut self, exchange: &str, id: u64, retire: bool) {
+        let Some(lanes) = self.by_exchange.get_mut(exchange) else { return };
+        let Some(at) = lanes.iter().position(|l| l.id == id) else { return };
+        let lane = &mut lanes[at];
+        lane.in_flight -= 1;
+        lane.retired |= retire;
+        let idle = lanes.iter().filter(|l| l.in_flight == 0).count();
+        let lane = &lanes[at];
+        if lane.in_flight == 0 && (lane.retired || !lane.channel.status().connected() || idle > IDLE_PER_EXCHANGE) {
+            // Dropping the last handle closes the channel.
+            lanes.swap_remove(at);
+        }
+        if lanes.is_empty() {
+            self.by_exchange.remove(exchange);
+        }
+    }
+
+    fn idle(&self) -> usize {
+        self.by_exchange.values().flatten().filter(|l| l.in_flight == 0).count() + usize::from(self.spare.is_some())
+    }
+}
+
+/// A publish's place on a lane; given back when dropped, also when its future is dropped
+/// at a confirm timeout (then the lane is retired: lapin keeps a dropped confirm until the
+/// channel closes).
+struct LaneSeat<'a> {
+    publishers: &'a Publishers,
+    exchange: &'a str,
+    id: u64,
+    done: bool,
+}
+
+impl Drop for LaneSeat<'_> {
+    fn drop(&mut self) {
+        self.publishers.lanes.lock().expect("publishers lock").give_back(self.exchange, self.id, !self.done);
+    }
 }
 
 impl Live {
     fn new(connection: Connection, publishing: Connection, first: Channel, generation: u64) -> Self {
         // Within the channels the broker allows on a connection (0: no limit).
         let channel_max = usize::from(publishing.configuration().channel_max());
-        let slots = if channel_max == 0 { MAX_PUBLISHING } else { MAX_PUBLISHING.min(channel_max) };
+        let slots = if channel_max == 0 { MAX_PUBLISHING } else { MAX_PUBLISHING.min(channel_max * PER_CHANNEL) };
         let publishers = Publishers {
             connection: publishing,
-            idle: std::sync::Mutex::new(vec![first]),
+            lanes: std::sync::Mutex::new(Lanes { spare: Some(first), ..Lanes::default() }),
+            opening: tokio::sync::Mutex::new(()),
             slots: Semaphore::new(slots),
-            max: slots,
         };
         Live { connection: Arc::new(connection), publishers: Arc::new(publishers), generation }
     }
@@ -91,53 +164,40 @@ impl Live {
         let _ = self.connection.close(200, reason.into()).await;
     }
 
-    /// The publishes in flight, the caller's included (it holds a slot).
-    fn in_flight(&self) -> usize {
-        self.publishers.max - self.publishers.slots.available_permits()
-    }
-
-    /// An idle publisher channel, or a new one. Idle channels far beyond what the
-    /// publishes in flight need are closed on the way: lapin checks every channel of the
-    /// connection before it writes a frame, so the pool shrinks again after a burst.
-    async fn publisher(&self) -> Result<Channel, lapin::Error> {
-        let keep = 2 * self.in_flight() + IDLE_SPARE;
-        let (found, surplus) = {
-            let mut idle = self.publishers.idle.lock().expect("publishers lock");
-            let surplus: Vec<Channel> = if idle.len() > keep { idle.drain(keep..).collect() } else { Vec::new() };
-            let mut found = None;
-            while let Some(channel) = idle.pop() {
-                if channel.status().connected() {
-                    found = Some(channel);
-                    break;
-                }
+    /// A seat on a publisher channel for `exchange`, opening a channel when every one is
+    /// full.
+    async fn seat<'a>(&'a self, exchange: &'a str) -> Result<(Channel, LaneSeat<'a>), lapin::Error> {
+        let publishers = &*self.publishers;
+        let seat = |(channel, id)| (channel, LaneSeat { publishers, exchange, id, done: false });
+        let take = || publishers.lanes.lock().expect("publishers lock").take(exchange);
+        if let Some(found) = take() {
+            return Ok(seat(found));
+        }
+        let _opening = publishers.opening.lock().await;
+        // Another publish may have opened one meanwhile.
+        if let Some(found) = take() {
+            return Ok(seat(found));
+        }
+        let spare = publishers.lanes.lock().expect("publishers lock").spare.take();
+        let channel = match spare {
+            Some(channel) if channel.status().connected() => channel,
+            _ => {
+                let channel = publishers.connection.create_channel().await?;
+                channel.confirm_select(ConfirmSelectOptions::default()).await?;
+                channel
             }
-            (found, surplus)
         };
-        // Dropped (and so closed) outside the lock.
-        drop(surplus);
-        if let Some(channel) = found {
-            return Ok(channel);
-        }
-        let channel = self.publishers.connection.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok(channel)
-    }
-
-    /// Keeps `channel` for the next publish, unless far more channels are idle than the
-    /// publishes in flight need. Called while the caller still holds its slot.
-    fn give_back(&self, channel: Channel) {
-        if !channel.status().connected() {
-            return;
-        }
-        let keep = 2 * self.in_flight() + IDLE_SPARE;
-        let mut idle = self.publishers.idle.lock().expect("publishers lock");
-        if idle.len() < keep {
-            idle.push(channel);
-        }
+        static LANE_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = LANE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let lane = Lane { channel: channel.clone(), id, in_flight: 1, retired: false };
+        let mut lanes = publishers.lanes.lock().expect("publishers lock");
+        lanes.by_exchange.entry(exchange.to_string()).or_default().push(lane);
+        drop(lanes);
+        Ok(seat((channel, id)))
     }
 
     fn idle_publishers(&self) -> usize {
-        self.publishers.idle.lock().expect("publishers lock").len()
+        self.publishers.lanes.lock().expect("publishers lock").idle()
     }
 }
 
@@ -468,13 +528,12 @@ impl Broker {
         let sent = std::sync::atomic::AtomicBool::new(false);
         let confirm = tokio::time::timeout(p.timeout, async {
             let _slot = live.publishers.slots.acquire().await.expect("the semaphore is never closed");
-            let publisher = live.publisher().await?;
+            let (publisher, mut seat) = live.seat(exchange).await?;
             let pending = publisher.basic_publish(exchange.into(), key.into(), options, p.body, p.properties).await?;
             sent.store(true, std::sync::atomic::Ordering::Relaxed);
             let confirmation = pending.await;
-            // Only a channel with nothing in flight goes back; on a timeout this future is
-            // dropped with the channel, which closes it and its late confirm with it.
-            live.give_back(publisher);
+            // On a timeout this future is dropped before here, and the seat retires its lane.
+            seat.done = true;
             confirmation
         })
         .await;
