@@ -214,8 +214,30 @@ async fn a_publish_to_a_missing_exchange_fails_alone_and_the_next_one_works() {
     for _ in 0..3 {
         sink.send(empty("erp.x", &id)).await.expect("the publishes after it go through");
     }
+    // At once: publishes share channels, but only with publishes to the same exchange, so the
+    // channel a missing exchange closes takes none of the others with it.
+    let sink = std::sync::Arc::new(sink);
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        let (sink, missing) = (sink.clone(), missing.clone());
+        tasks.push(tokio::spawn(async move {
+            let id = MessageId::generate();
+            let to_missing = i % 4 == 0;
+            let publish = AmqpPublish { exchange: to_missing.then_some(missing.as_str()), ..empty("erp.x", &id) };
+            (to_missing, sink.send(publish).await.map_err(|e| e.kind))
+        }));
+    }
+    let mut failed_good = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            (false, Err(kind)) => failed_good.push(kind),
+            (true, Ok(())) => panic!("a publish to a missing exchange was confirmed"),
+            _ => {}
+        }
+    }
     let _ = stop.send(true);
     cleanup(&queue, &exchange).await;
+    assert!(failed_good.is_empty(), "publishes to the existing exchange failed: {failed_good:?}");
 }
 
 #[tokio::test]
