@@ -298,7 +298,7 @@ async fn a_queue_deleted_behind_the_consumer_is_declared_again() {
 /// `basic.return` names no delivery tag: with many publishes in flight on one channel, upstream
 /// lapin paired returns with the wrong confirms (83 of 2,000 each way here), so an unroutable
 /// message was reported confirmed. The patched lapin (third_party/lapin) pairs each return
-/// with its own publish; here up to 64 share a channel.
+/// with its own publish; here up to 256 share a channel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_routable_and_unroutable_publishes_are_told_apart() {
     let (exchange, queue) = (format!("qiao.test.{}", suffix()), format!("qiao.test.q.{}", suffix()));
