@@ -39,7 +39,7 @@ async fn an_upgrade_under_load_refuses_no_connection_and_cuts_no_request() {
 
     // Clients on new connections (every accept counts) and on keep-alive ones. A keep-alive
     // client keeps an idle connection for 2 s, less than the old process keeps its own
-    // (drain, pingora's 5 s hand-off, grace): a connection the old one closes while idle
+    // (drain, pingora's 5 s hand-off, half the grace): a connection the old one closes while idle
     // could otherwise be taken for a request at that very moment, the keep-alive race no
     // server can prevent (RFC 9112 §9.8; hyper may hold a second idle connection for long
     // when a request starts before the previous one's connection is back in its pool).

@@ -28,9 +28,9 @@ fn check_bind(what: &str, addr: &str) -> Result<(), String> {
 /// pingora's signals, with a drain before a graceful stop or upgrade. SIGTERM first drains for
 /// `drain_seconds`: every answer says `Connection: close` and `/readyz` answers 503, while the
 /// listeners still accept (a load balancer may still send for a moment). Only then does pingora
-/// close the listeners, and drop the keep-alive connections that wait for a request — which
-/// clients told to close have closed by then: pingora alone drops them at once, resetting a
-/// request a client had just written on one. SIGQUIT drains the same way, then hands the
+/// close the listeners, and (a moment later, `EdgeApp::cleanup`) drop the keep-alive
+/// connections that wait for a request — which clients told to close have closed by then:
+/// pingora alone drops them at once, resetting a request a client had just written on one. SIGQUIT drains the same way, then hands the
 /// listening sockets to a process started with `--upgrade` (pingora's upgrade) and stops
 /// gracefully. SIGINT stops at once, also during a drain.
 struct Signals {

@@ -52,6 +52,9 @@ use crate::config::ServerSettings;
 use crate::error::{ErrorKind, Failure};
 use crate::runtime::SharedRuntime;
 
+/// How long connections accepted before the listener closed get to send their request.
+const SETTLE: Duration = Duration::from_secs(1);
+
 /// The edge as pingora's listening service runs it: each accepted connection wrapped in a
 /// [`Guarded`] stream, then served by pingora's HTTP proxy around [`Edge`].
 pub struct EdgeApp {
@@ -74,7 +77,15 @@ impl ServerApp for EdgeApp {
         ServerApp::process_new(&self.http, guarded, shutdown).await
     }
 
+    /// Runs when the listener has closed (SIGTERM or SIGQUIT, after the drain). pingora's
+    /// cleanup drops every connection that waits for a request header, at once. A
+    /// connection accepted just before the listener closed has often not sent its request
+    /// by then, and its client would see the connection closed after writing it: so the
+    /// cleanup waits a moment first (half the grace period, at most `SETTLE`), while those
+    /// requests are read and served (with `Connection: close`: the process is draining).
     async fn cleanup(&self) {
+        let grace = Duration::from_secs(self.runtime.load().config.server.grace_period_seconds);
+        tokio::time::sleep((grace / 2).min(SETTLE)).await;
         self.http.proxy.http_cleanup().await;
     }
 }
