@@ -67,12 +67,19 @@ async fn the_image_serves_the_shipped_routes_as_a_non_root_user_and_stops_on_sig
     let got = stubs.get(SystemKind::Erp).state.received();
     assert_eq!(got.len(), 1, "one Kingdee sales order at the ERP stub");
     assert_eq!(got[0].body["formid"], "SAL_SaleOrder");
-    let metrics = get(&format!("http://127.0.0.1:{admin}/metrics")).await.unwrap();
-    assert!(
-        String::from_utf8_lossy(&metrics.body)
-            .contains(r#"qiao_http_requests_total{route="crm-order-to-erp",status="200"} 1"#),
-        "the request is counted on /metrics"
-    );
+    // Counted when the request is logged, after the answer is out: on a busy machine a moment
+    // after the client has it.
+    let metrics = format!("http://127.0.0.1:{admin}/metrics");
+    eventually(Duration::from_secs(10), "the request counted on /metrics", || {
+        let metrics = metrics.clone();
+        async move {
+            get(&metrics).await.is_ok_and(|r| {
+                String::from_utf8_lossy(&r.body)
+                    .contains(r#"qiao_http_requests_total{route="crm-order-to-erp",status="200"} 1"#)
+            })
+        }
+    })
+    .await;
 
     // The image logs JSON (QIAO_LOG_FORMAT=json), one object per line, to stderr.
     let logs = podman.logs(&container.name);
