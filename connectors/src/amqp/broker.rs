@@ -51,7 +51,7 @@ const MAX_PUBLISHING: usize = 512;
 /// Publishes in flight at once on one publisher channel. Few channels carrying many
 /// publishes each let the broker confirm them together (one `basic.ack` for many), and cost
 /// it far less than a channel per publish (broker CPU per message: 159 µs with one publish
-/// per channel, 117–121 with 64 per channel, 105–112 with 256; docs/performance.md).
+/// per channel, 117–121 with 64 per channel, 105–113 with 256; docs/performance.md).
 const PER_CHANNEL: usize = 256;
 
 /// Idle publisher channels kept per exchange, so that a load around a multiple of
