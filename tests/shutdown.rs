@@ -148,3 +148,43 @@ async fn sigterm_under_load_answers_every_accepted_request_and_loses_no_message(
     queues.extend((1..5).map(|n| format!("{queue}.retry.{n}")));
     amqp.cleanup(&queues, &[q("events")]).await;
 }
+
+/// A connection accepted just before the listener closed, whose client writes its request a
+/// moment after: pingora's cleanup alone drops every connection still waiting for a request
+/// at once, and that client saw its request cut off (tests/upgrade.rs, now and then). Qiao
+/// waits half the grace period (at most 1 s) first, and answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_written_just_after_the_listener_closed_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stubs = Stubs::start().await;
+    let routes = routes_copy();
+    edit(&routes.path().join("qiao.yaml"), "drain_seconds: 5", "drain_seconds: 1");
+    let mut qiao = Qiao::run(routes.path(), &stubs.env()).await;
+    let addr = ("127.0.0.1", qiao.port);
+    qiao.signal("TERM");
+    // During the drain the listener still accepts: a connection, with nothing sent yet.
+    let mut held = tokio::net::TcpStream::connect(addr).await.expect("accepted during the drain");
+    eventually(Duration::from_secs(10), "the listener to close", || async move {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    let body = example("crm-order.json");
+    let head = format!(
+        "POST /crm/orders/801J000000k3QpRIAU HTTP/1.1\r\nhost: qiao\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    // A write can succeed on a connection the server already closed; the answer tells.
+    let _ = held.write_all(head.as_bytes()).await;
+    let _ = held.write_all(&body).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), held.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(
+        answer.starts_with("http/1.1 200"),
+        "no answer to a request on an accepted connection: {answer:?}\n{}",
+        qiao.logs()
+    );
+    assert!(answer.contains("connection: close"), "{answer}");
+    assert_eq!(stubs.get(SystemKind::Erp).state.received().len(), 1, "the order reached the ERP");
+    assert!(qiao.exited(Duration::from_secs(15)).await.success(), "{}", qiao.logs());
+}
