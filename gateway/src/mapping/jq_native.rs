@@ -281,7 +281,7 @@ fn truthy(v: &V<'_>) -> bool {
 fn walk<'a>(v: V<'a>, steps: &'a [Step], out: &mut dyn FnMut(V<'a>) -> R<()>) -> R<()> {
     let Some((step, rest)) = steps.split_first() else { return out(v) };
     match (step, v) {
-        (Step::Key(k), V::Json(Value::Object(m))) => walk(crate::json::field(m, k).map_or(V::Null, V::Json), rest, out),
+        (Step::Key(k), V::Json(Value::Object(m))) => walk(m.get(k.as_str()).map_or(V::Null, V::Json), rest, out),
         (Step::Index(i), V::Json(Value::Array(a))) => walk(a.get(*i).map_or(V::Null, V::Json), rest, out),
         (Step::Index(i), V::Arr(a)) => walk(a.get(*i).cloned().unwrap_or(V::Null), rest, out),
         (Step::Key(_) | Step::Index(_), V::Null | V::Json(Value::Null)) => walk(V::Null, rest, out),

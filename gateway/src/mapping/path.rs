@@ -134,12 +134,12 @@ impl SourcePath {
         self.steps.iter().try_fold(start, |value, step| match value {
             Value::Array(items) if step.filter.is_some() => {
                 let (field, wanted) = step.filter.as_ref().expect("checked");
-                items.iter().find(|item| {
-                    item.as_object().and_then(|m| crate::json::field(m, field)).is_some_and(|v| scalar_is(v, wanted))
-                })
+                items
+                    .iter()
+                    .find(|item| item.as_object().and_then(|m| m.get(&**field)).is_some_and(|v| scalar_is(v, wanted)))
             }
             _ if step.filter.is_some() => None,
-            Value::Object(map) => crate::json::field(map, &step.key),
+            Value::Object(map) => map.get(&*step.key),
             Value::Array(items) => {
                 let i = step.index?;
                 let i = if i < 0 { items.len() as i64 + i } else { i };
