@@ -4,7 +4,7 @@
 //! feature of serde_json to keep insertion order instead.
 //!
 //! qiao patch: with `preserve_order` the map is `small_map::SmallIndexMap`, which
-//! behaves as `IndexMap` did but hashes keys only in objects of more than eight
+//! behaves as `IndexMap` did but hashes keys only in objects of more than sixteen
 //! keys (with the standard library's `RandomState` under `std`).
 //!
 //! [`BTreeMap`]: std::collections::BTreeMap
