@@ -12,6 +12,7 @@
 //! Behaviour is `IndexMap`'s for every method `map.rs` calls: insertion order, `swap_remove`
 //! and `shift_remove`, `shift_insert`, order-insensitive equality.
 
+use alloc::boxed::Box;
 use alloc::vec::{self, Vec};
 use core::borrow::Borrow;
 use core::fmt;
@@ -36,7 +37,8 @@ type BuildHasherImpl = foldhash::fast::RandomState;
 #[derive(Clone)]
 pub(crate) struct SmallIndexMap<K, V> {
     entries: Vec<(K, V)>,
-    index: Option<Index>,
+    /// Boxed: most maps have none, and a `Map` (so a `Value`) stays small without it.
+    index: Option<Box<Index>>,
 }
 
 /// Positions in `entries`, by the hash of their key.
@@ -164,7 +166,8 @@ impl<K: Hash + Eq, V> SmallIndexMap<K, V> {
         let i = self.entries.len();
         self.entries.push((key, value));
         match &mut self.index {
-            Some(Index { table, hasher }) => {
+            Some(index) => {
+                let Index { table, hasher } = &mut **index;
                 let hash = match hash {
                     Some(hash) => hash,
                     None => hasher.hash_one(&self.entries[i].0),
@@ -193,7 +196,7 @@ impl<K: Hash + Eq, V> SmallIndexMap<K, V> {
         for (i, (k, _)) in entries.iter().enumerate() {
             table.insert_unique(hasher.hash_one(k), i, |&j| hasher.hash_one(&entries[j].0));
         }
-        self.index = Some(Index { table, hasher });
+        self.index = Some(Box::new(Index { table, hasher }));
     }
 
     #[inline]
@@ -278,7 +281,8 @@ impl<K: Hash + Eq, V> SmallIndexMap<K, V> {
 
     /// Removes the entry at `i` from the index (not from `entries`).
     fn unindex(&mut self, i: usize) {
-        if let Some(Index { table, hasher }) = &mut self.index {
+        if let Some(index) = &mut self.index {
+            let Index { table, hasher } = &mut **index;
             let hash = hasher.hash_one(&self.entries[i].0);
             match table.find_entry(hash, |&j| j == i) {
                 Ok(slot) => {
@@ -293,7 +297,8 @@ impl<K: Hash + Eq, V> SmallIndexMap<K, V> {
         self.unindex(i);
         let last = self.entries.len() - 1;
         if i != last {
-            if let Some(Index { table, hasher }) = &mut self.index {
+            if let Some(index) = &mut self.index {
+                let Index { table, hasher } = &mut **index;
                 let hash = hasher.hash_one(&self.entries[last].0);
                 match table.find_mut(hash, |&j| j == last) {
                     Some(slot) => *slot = i,
@@ -306,8 +311,8 @@ impl<K: Hash + Eq, V> SmallIndexMap<K, V> {
 
     fn shift_remove_index(&mut self, i: usize) -> (K, V) {
         self.unindex(i);
-        if let Some(Index { table, .. }) = &mut self.index {
-            for j in table.iter_mut() {
+        if let Some(index) = &mut self.index {
+            for j in index.table.iter_mut() {
                 if *j > i {
                     *j -= 1;
                 }
