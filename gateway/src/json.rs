@@ -1,4 +1,5 @@
-//! Parsing inbound bodies into `serde_json::Value`, refusing duplicate object keys.
+//! Parsing inbound bodies into `serde_json::Value`, refusing duplicate object keys; and
+//! reading only the parts of a receiver's answer that a success rule looks at ([`project`]).
 //!
 //! serde_json keeps the last of two equal keys; other parsers keep the first or fail. A
 //! body with duplicates would then mean one thing to Qiao's schema and another to the
@@ -10,6 +11,7 @@
 
 use std::fmt;
 
+use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::map::Entry;
 use serde_json::{Map, Number, Value};
@@ -133,6 +135,173 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
+/// Which parts of a document [`project`] builds.
+#[derive(Debug)]
+pub enum Projection {
+    /// The value here, whole.
+    Whole,
+    /// Only these keys of the object here, each projected in turn; anything other than an
+    /// object here is read as `null`.
+    Keys(&'static [(&'static str, Projection)]),
+}
+
+/// Parses `bytes` as serde_json does, but builds only what `projection` names: a receiver's
+/// answer is read for two or three fields (a success rule), and building the whole tree
+/// for that allocated every key and string of it. The document is still checked as
+/// serde_json checks it (the same errors for the same input: UTF-8, escapes, numbers,
+/// nesting); a repeated key keeps its last value, as in serde_json's own `Value`.
+pub fn project(bytes: &[u8], projection: &Projection) -> serde_json::Result<Value> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = Project(projection).deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+struct Project<'p>(&'p Projection);
+
+impl<'de> DeserializeSeed<'de> for Project<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        match self.0 {
+            Projection::Whole => Value::deserialize(d),
+            Projection::Keys(keys) => d.deserialize_any(ProjectKeys(keys)),
+        }
+    }
+}
+
+struct ProjectKeys(&'static [(&'static str, Projection)]);
+
+impl<'de> Visitor<'de> for ProjectKeys {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(wanted) = access.next_key_seed(WantedKey(self.0))? {
+            match wanted {
+                Some((key, inner)) => {
+                    map.insert((*key).to_string(), access.next_value_seed(Project(inner))?);
+                }
+                None => access.next_value_seed(Discard)?,
+            }
+        }
+        Ok(Value::Object(map))
+    }
+
+    // Anything else is read through, checked as serde_json checks it, and is null here.
+    fn visit_bool<E>(self, _: bool) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+        Discard.visit_seq(seq).map(|()| Value::Null)
+    }
+}
+
+/// An object key: the wanted one it is, with its projection, or `None`.
+struct WantedKey(&'static [(&'static str, Projection)]);
+
+impl<'de> DeserializeSeed<'de> for WantedKey {
+    type Value = Option<&'static (&'static str, Projection)>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for WantedKey {
+    type Value = Option<&'static (&'static str, Projection)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().find(|(k, _)| *k == key))
+    }
+}
+
+/// A value read through the same paths as a whole parse, so that it is refused exactly
+/// when serde_json refuses it (unlike `IgnoredAny`, which skips UTF-8 and number checks
+/// and the nesting limit), and kept nowhere.
+struct Discard;
+
+impl<'de> DeserializeSeed<'de> for Discard {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(Discard)
+    }
+}
+
+impl<'de> Visitor<'de> for Discard {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Discard)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<(), A::Error> {
+        while access.next_key_seed(Discard)?.is_some() {
+            access.next_value_seed(Discard)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +382,23 @@ mod tests {
         assert!(from_slice(objects.as_bytes()).unwrap_err().to_string().contains("deeper than 64"));
         // Far deeper than serde_json's own recursion limit (128): the same error, no overflow.
         assert!(from_slice(nested(100_000).as_bytes()).unwrap_err().to_string().contains("deeper than 64"));
+    }
+
+    #[test]
+    fn a_projection_builds_only_the_keys_it_names() {
+        use Projection::{Keys, Whole};
+        const P: Projection = Keys(&[("a", Keys(&[("b", Whole)])), ("c", Whole)]);
+        let v = |text: &str| project(text.as_bytes(), &P).unwrap();
+        let doc = r#"{"a":{"b":[1,{"x":2}],"skip":"s"},"c":"中文","d":{"e":1},"a":{"b":"last"}}"#;
+        assert_eq!(v(doc), serde_json::json!({"a": {"b": "last"}, "c": "中文"}), "a repeated key keeps the last");
+        assert_eq!(v(r#"{"a":[1,2],"c":null}"#), serde_json::json!({"a": null, "c": null}), "not an object: null");
+        assert_eq!(v(r#""text""#), Value::Null);
+        assert_eq!(v(r#"{"\u0061":{"b":1}}"#), serde_json::json!({"a": {"b": 1}}), "escaped keys match");
+        assert_eq!(project(b"[1, 2]", &Whole).unwrap(), serde_json::json!([1, 2]));
+        let broken: [&[u8]; 5] =
+            [br#"{"d":1e400}"#, br#"{"d":"\ud800"}"#, b"{\"d\":\"\xff\"}", br#"{"a":{"b":1}} x"#, br#"{"d":[}"#];
+        for b in broken {
+            assert!(project(b, &P).is_err(), "{}", String::from_utf8_lossy(b));
+        }
     }
 }

@@ -383,9 +383,7 @@ fn judge(dest: &Destination, reply: &HttpReply) -> Option<Failure> {
     let status = reply.status.as_u16();
     let failure = match status {
         200..=299 => {
-            let rule = system.success.as_ref()?;
-            let body: Value = serde_json::from_slice(&reply.body).ok()?;
-            let msg = rule.failure(&body)?;
+            let msg = system.success.as_ref()?.failure_in(&reply.body)?;
             Failure::new(ErrorKind::ReceiverBusinessError, format!("{}: {msg}", system.name))
         }
         408 | 429 | 500..=599 => Failure::new(ErrorKind::ReceiverFailed, format!("{} answered {status}", system.name)),
