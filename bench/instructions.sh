@@ -36,12 +36,20 @@ done
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+# SIGINT for Qiao (a fast stop); SIGTERM for the stub, which has no handler of its own: a
+# script's background job ignores SIGINT, and `wait` would then never return.
+cleanup() {
+    for p in "${pids[@]}"; do
+        if [[ $p == "${STUB_PID:-}" ]]; then kill -TERM "$p" 2>/dev/null || true; else kill -INT "$p" 2>/dev/null || true; fi
+    done
+    wait 2>/dev/null || true
+}
 trap cleanup EXIT
 
 STUB_PORT=$(free_port)
 "$QIAO_BIN" --log-level warn stub erp --listen "127.0.0.1:$STUB_PORT" >"$OUT/stub.log" 2>&1 &
-pids+=($!)
+STUB_PID=$!
+pids+=("$STUB_PID")
 # measure NAME BIN CONFIG: prints "NAME message <Ir/request>" and "NAME proxy <Ir/request>"
 measure() {
     local name=$1 bin=$2 config=$3 port admin pid
