@@ -117,7 +117,8 @@ impl SuccessRule {
 }
 
 fn kingdee(body: &Value) -> Option<String> {
-    let status = body.pointer("/Result/ResponseStatus")?;
+    // Not `pointer`, which allocates a string per step.
+    let status = body.get("Result")?.get("ResponseStatus")?;
     if status.get("IsSuccess")?.as_bool()? {
         return None;
     }
