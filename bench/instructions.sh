@@ -36,8 +36,9 @@ done
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 pids=()
-# SIGINT for Qiao (a fast stop); SIGTERM for the stub, which has no handler of its own: a
-# script's background job ignores SIGINT, and `wait` would then never return.
+# SIGINT for Qiao (a fast stop); SIGTERM for the stub: a stub older than its own signal
+# handling (an A/B against an old build) ignores SIGINT as a script's background job, and
+# `wait` would then never return.
 cleanup() {
     for p in "${pids[@]}"; do
         if [[ $p == "${STUB_PID:-}" ]]; then kill -TERM "$p" 2>/dev/null || true; else kill -INT "$p" 2>/dev/null || true; fi

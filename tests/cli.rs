@@ -298,6 +298,45 @@ fn print_config_shows_the_effective_configuration_with_secrets_masked() {
     );
 }
 
+/// `qiao stub` stops cleanly on SIGTERM and SIGINT, also started as a script's background
+/// job (SIGINT ignored from the start) and so also as a container's PID 1, which no signal
+/// stops by default: before, `podman stop` waited out its timeout, and a script's `kill -INT`
+/// never returned.
+#[test]
+fn a_stub_stops_on_sigterm_and_sigint() {
+    for signal in ["TERM", "INT"] {
+        let addr = format!("127.0.0.1:{}", free_port());
+        // `wait $!` makes the shell's exit status the stub's: 0, or 128 + a killing signal.
+        let mut shell = Command::new("sh")
+            .args(["-c", r#""$0" stub erp --listen "$1" & echo $!; wait $!"#, env!("CARGO_BIN_EXE_qiao"), &addr])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sh starts");
+        let mut pid = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(shell.stdout.take().unwrap()), &mut pid).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(std::time::Instant::now() < deadline, "the stub did not listen on {addr}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let sent = Command::new("kill").args([&format!("-{signal}"), pid.trim()]).status().unwrap();
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let status = loop {
+            if let Some(status) = shell.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+                panic!("the stub did not stop within 5 s of SIG{signal}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(0), "SIG{signal}: the stub exits with success");
+    }
+}
+
 #[tokio::test]
 async fn a_stub_keeps_what_it_refused_with_its_status() {
     let stubs = Stubs::start().await;

@@ -686,8 +686,15 @@ fn stub(kind: StubKind, listen: SocketAddr, amqp: Option<String>, amqp_queue: St
             for (kind, addr) in stubs {
                 tracing::info!(%kind, %addr, "stub listening; read what it received at http://{addr}/_stub/requests");
             }
-            loop {
-                std::thread::park();
+            match until_stopped() {
+                Ok(signal) => {
+                    tracing::info!("{signal}: the stub stops");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("qiao: cannot wait for a signal: {e}");
+                    ExitCode::FAILURE
+                }
             }
         }
         Err(e) => {
@@ -695,6 +702,22 @@ fn stub(kind: StubKind, listen: SocketAddr, amqp: Option<String>, amqp_queue: St
             ExitCode::FAILURE
         }
     }
+}
+
+/// Waits for SIGTERM or SIGINT. Without handlers of its own a stub would ignore both where it
+/// matters: as a container's PID 1 (`podman stop` then waits out its timeout and kills) and
+/// as a script's background job, which starts with SIGINT ignored.
+fn until_stopped() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        })
+    })
 }
 
 fn demo(dir: &Path, serve: &ServeArgs, stub_base_port: u16) -> ExitCode {
