@@ -147,9 +147,10 @@ pub enum Projection {
 
 /// Parses `bytes` as serde_json does, but builds only what `projection` names: a receiver's
 /// answer is read for two or three fields (a success rule), and building the whole tree
-/// for that allocated every key and string of it. The document is still checked as
-/// serde_json checks it (the same errors for the same input: UTF-8, escapes, numbers,
-/// nesting); a repeated key keeps its last value, as in serde_json's own `Value`.
+/// for that allocated every key and string of it. What is not built is still read through
+/// serde_json's own checks (UTF-8, escapes, numbers, nesting), so a document is refused
+/// exactly when parsing it whole would refuse it (the tests compare the two); a repeated key
+/// keeps its last value, as in serde_json's own `Value`.
 pub fn project(bytes: &[u8], projection: &Projection) -> serde_json::Result<Value> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = Project(projection).deserialize(&mut de)?;
