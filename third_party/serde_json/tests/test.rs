@@ -2649,3 +2649,25 @@ fn test_control_character_search() {
         "control character (\\u0000-\\u001F) found while parsing a string at line 1 column 2",
     )]);
 }
+
+// qiao patch: `SliceRead` checks the whole slice for UTF-8 once and then reads strings
+// without checking each; a slice that is not UTF-8 keeps the per-string checks and errors.
+#[test]
+fn qiao_patch_strings_of_a_slice_read_as_from_str_reads_them() {
+    let docs = [
+        r#"{"FNote":"CRM订单 00000100 / 客户PO PO-2024-1187","FName":"销售订单","k":"\u4e2d\n\"文\"","e":""}"#,
+        r#"["a","\ud83d\ude00 😀","Ω≈ç√","\\","tab\there",{"嵌套":{"键":"值"}}]"#,
+        r#""plain""#,
+    ];
+    for doc in docs {
+        let from_slice: Value = serde_json::from_slice(doc.as_bytes()).unwrap();
+        let from_str: Value = serde_json::from_str(doc).unwrap();
+        assert_eq!(from_slice, from_str);
+    }
+    // Invalid UTF-8 after valid strings (multi-byte ones among them): the same error, at the
+    // same place, as before the patch.
+    let mut bad = r#"{"a":"订单","b":"x"#.as_bytes().to_vec();
+    bad.extend_from_slice(&[0xff, b'"', b'}']);
+    let err = serde_json::from_slice::<Value>(&bad).unwrap_err();
+    assert_eq!(err.to_string(), "invalid unicode code point at line 1 column 21");
+}
