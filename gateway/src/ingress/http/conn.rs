@@ -183,33 +183,51 @@ enum Oversize {
 
 impl Scan {
     /// Reads `chunk`; stops at the end of the header. `Err` as soon as a limit is passed.
+    /// A line at a time (`memchr` finds its end): byte by byte this was 1.3% of a request.
     fn feed(&mut self, chunk: &[u8], limits: &Limits) -> Result<(), Oversize> {
-        for &b in chunk {
-            if self.done {
-                break;
+        let mut rest = chunk;
+        if self.done || rest.is_empty() {
+            return Ok(());
+        }
+        if !self.begun {
+            let blank = rest.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(rest.len());
+            self.count(blank, limits)?;
+            rest = &rest[blank..];
+            if rest.is_empty() {
+                return Ok(());
             }
-            self.bytes += 1;
-            if self.bytes > limits.max_header_bytes {
-                return Err(Oversize::Bytes(limits.max_header_bytes));
-            }
-            if !self.begun {
-                if b == b'\r' || b == b'\n' {
-                    continue;
+            self.begun = true;
+        }
+        loop {
+            let Some(end) = memchr::memchr(b'\n', rest) else {
+                self.count(rest.len(), limits)?;
+                // Only a `\r` leaves a line empty so far.
+                if rest.iter().any(|&b| b != b'\r') {
+                    self.after_lf = false;
                 }
-                self.begun = true;
+                return Ok(());
+            };
+            self.count(end + 1, limits)?;
+            if rest[..end].iter().any(|&b| b != b'\r') {
+                self.after_lf = false;
             }
-            match b {
-                b'\n' if self.after_lf => self.done = true,
-                b'\n' => {
-                    self.after_lf = true;
-                    self.lines += 1;
-                    if self.lines - 1 > limits.max_header_count {
-                        return Err(Oversize::Fields(limits.max_header_count));
-                    }
-                }
-                b'\r' => {}
-                _ => self.after_lf = false,
+            if self.after_lf {
+                self.done = true;
+                return Ok(());
             }
+            self.after_lf = true;
+            self.lines += 1;
+            if self.lines - 1 > limits.max_header_count {
+                return Err(Oversize::Fields(limits.max_header_count));
+            }
+            rest = &rest[end + 1..];
+        }
+    }
+
+    fn count(&mut self, n: usize, limits: &Limits) -> Result<(), Oversize> {
+        self.bytes += n;
+        if self.bytes > limits.max_header_bytes {
+            return Err(Oversize::Bytes(limits.max_header_bytes));
         }
         Ok(())
     }
@@ -579,6 +597,81 @@ mod tests {
         let mut s = Scan::default();
         s.feed(b"POST / HTTP/1.1\r\ncontent-length: 4\r\n\r\n\r\n\r\n\r\n", &limits(100, 40)).unwrap();
         assert_eq!(s.bytes, 38, "the body after the header is not counted");
+    }
+
+    /// The scan as it was first written, a byte at a time: the reference for the faster one.
+    fn feed_bytewise(s: &mut Scan, chunk: &[u8], limits: &Limits) -> Result<(), Oversize> {
+        for &b in chunk {
+            if s.done {
+                break;
+            }
+            s.bytes += 1;
+            if s.bytes > limits.max_header_bytes {
+                return Err(Oversize::Bytes(limits.max_header_bytes));
+            }
+            if !s.begun {
+                if b == b'\r' || b == b'\n' {
+                    continue;
+                }
+                s.begun = true;
+            }
+            match b {
+                b'\n' if s.after_lf => s.done = true,
+                b'\n' => {
+                    s.after_lf = true;
+                    s.lines += 1;
+                    if s.lines - 1 > limits.max_header_count {
+                        return Err(Oversize::Fields(limits.max_header_count));
+                    }
+                }
+                b'\r' => {}
+                _ => s.after_lf = false,
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_scan_reads_lines_as_the_bytewise_scan_reads_bytes() {
+        // Headers made of the bytes that matter (CR, LF, others), cut into reads of every
+        // size, against several limits: the same verdict, bytes, lines and end.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut compared = 0;
+        for _ in 0..4000 {
+            let len = (next() % 48) as usize;
+            let head: Vec<u8> = (0..len).map(|_| [b'\r', b'\n', b'a', b':'][(next() % 4) as usize]).collect();
+            let cut = 1 + (next() % 9) as usize;
+            for limits in [limits(100, 1000), limits(2, 1000), limits(100, 12), limits(0, 5)] {
+                let (mut fast, mut slow) = (Scan::default(), Scan::default());
+                let (mut got, mut want) = (Ok(()), Ok(()));
+                for part in head.chunks(cut) {
+                    if got.is_ok() {
+                        got = fast.feed(part, &limits);
+                    }
+                    if want.is_ok() {
+                        want = feed_bytewise(&mut slow, part, &limits);
+                    }
+                }
+                let what = format!("{:?} in reads of {cut}", String::from_utf8_lossy(&head));
+                assert_eq!(got, want, "{what}");
+                if want.is_ok() {
+                    assert_eq!(
+                        (fast.bytes, fast.lines, fast.done, fast.begun),
+                        (slow.bytes, slow.lines, slow.done, slow.begun),
+                        "{what}"
+                    );
+                    assert_eq!(fast.after_lf, slow.after_lf, "{what}");
+                }
+                compared += 1;
+            }
+        }
+        assert_eq!(compared, 16_000);
     }
 
     #[test]
