@@ -2,8 +2,9 @@
 //! serde_json's own `Value`: whatever serde_json accepts without a repeated key, Qiao
 //! accepts and builds the same tree (same key order too); whatever serde_json refuses, Qiao
 //! refuses with the same message; the only extra refusals are a duplicate key, and then the
-//! document really has one, and nesting deeper than `qiao::json::MAX_DEPTH`, and then the
-//! document really is that deep.
+//! document really has one, nesting deeper than `qiao::json::MAX_DEPTH`, and then the
+//! document really is that deep, and `qiao::json::RESERVED_KEY`, and then the document
+//! really has it.
 //!
 //! Input: the bytes are the body.
 
@@ -12,59 +13,93 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
-/// Does any object in `text` (valid JSON) repeat a key? Checked with serde_json's
-/// streaming `Map` building, independently of `qiao::json`.
+/// Does an object in `text` use `qiao::json::RESERVED_KEY` before anything makes `text`
+/// invalid JSON? (Qiao refuses at the key, and serde_json may refuse at a later syntax
+/// error, so keys read before an error count.)
+fn has_reserved_key(text: &[u8]) -> bool {
+    RESERVED_SEEN.with(|seen| seen.set(false));
+    let _ = scan_keys(text);
+    RESERVED_SEEN.with(std::cell::Cell::get)
+}
+
+thread_local! {
+    /// Set by `scan_keys` as soon as it reads the reserved key.
+    static RESERVED_SEEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Does any object in `text` (valid JSON) repeat a key?
 fn has_duplicate(text: &[u8]) -> bool {
-    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-    struct Dup(bool);
-    struct V;
-    impl<'de> Visitor<'de> for V {
-        type Value = bool;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("json")
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
-            Ok(false)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
-            Ok(false)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
-            Ok(false)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
-            Ok(false)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<bool, E> {
-            Ok(false)
-        }
-        fn visit_unit<E>(self) -> Result<bool, E> {
-            Ok(false)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-            let mut dup = false;
-            while let Some(Dup(d)) = seq.next_element()? {
-                dup |= d;
-            }
-            Ok(dup)
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-            let mut seen = std::collections::BTreeSet::new();
-            let mut dup = false;
-            while let Some(k) = map.next_key::<String>()? {
-                dup |= !seen.insert(k);
-                let Dup(d) = map.next_value()?;
-                dup |= d;
-            }
-            Ok(dup)
-        }
+    scan_keys(text).duplicate
+}
+
+/// What the keys of the objects in `text` show. Read with serde_json's streaming reading of
+/// keys (decoded, escapes and all), independently of `qiao::json`; `false` when `text` is
+/// not JSON.
+#[derive(Default)]
+struct Keys {
+    duplicate: bool,
+}
+
+fn scan_keys(text: &[u8]) -> Keys {
+    serde_json::from_slice::<Keys>(text).unwrap_or_default()
+}
+
+impl Keys {
+    fn add(&mut self, other: Keys) {
+        self.duplicate |= other.duplicate;
     }
-    impl<'de> Deserialize<'de> for Dup {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_any(V).map(Dup)
-        }
+}
+
+impl<'de> serde::Deserialize<'de> for Keys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(KeysVisitor)
     }
-    serde_json::from_slice::<Dup>(text).map(|d| d.0).unwrap_or(false)
+}
+
+struct KeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for KeysVisitor {
+    type Value = Keys;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("json")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Keys, E> {
+        Ok(Keys::default())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Keys, E> {
+        Ok(Keys::default())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Keys, E> {
+        Ok(Keys::default())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Keys, E> {
+        Ok(Keys::default())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Keys, E> {
+        Ok(Keys::default())
+    }
+    fn visit_unit<E>(self) -> Result<Keys, E> {
+        Ok(Keys::default())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Keys, A::Error> {
+        let mut found = Keys::default();
+        while let Some(inner) = seq.next_element::<Keys>()? {
+            found.add(inner);
+        }
+        Ok(found)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut found = Keys::default();
+        while let Some(k) = map.next_key::<String>()? {
+            if k == qiao::json::RESERVED_KEY {
+                RESERVED_SEEN.with(|seen| seen.set(true));
+            }
+            found.duplicate |= !seen.insert(k);
+            found.add(map.next_value::<Keys>()?);
+        }
+        Ok(found)
+    }
 }
 
 /// How deep arrays and objects nest in `v` (a scalar is 0 deep).
@@ -84,6 +119,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(a, b);
             assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
             assert!(!has_duplicate(data), "a duplicate key was accepted");
+        }
+        // The reserved key: serde_json refuses the document, reads it as another one, or
+        // (not the first key of its object) reads it as a plain key; Qiao always refuses.
+        (Err(a), _) if a.to_string().contains("is reserved") => {
+            assert!(has_reserved_key(data), "refused for a reserved key that is not there: {a}");
         }
         // Qiao may stop at a duplicate key, or at a level too deep, before serde_json reaches
         // a later syntax error (or its own recursion limit).

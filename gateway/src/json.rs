@@ -19,6 +19,13 @@ use serde_json::{Map, Number, Value};
 /// How deep arrays and objects may nest in a message (`{"a": [1]}` is 2 deep).
 pub const MAX_DEPTH: usize = 64;
 
+/// The object key serde_json (with its `raw_value` feature, which the journal uses to write
+/// bodies as they came) reads as "this object is raw JSON held in a string": as the first
+/// key of an object it makes serde_json refuse the document or read it as another one
+/// (`{KEY: "[1]"}` as `[1]`). A body with it would be written to the journal and read back
+/// as something else, so it is refused wherever it appears.
+pub const RESERVED_KEY: &str = "$serde_json::private::RawValue";
+
 /// Parses `bytes` as one JSON document without duplicate keys, nested at most
 /// [`MAX_DEPTH`] deep. Errors carry serde_json's line and column; for a duplicate, just
 /// after the repeated key; for nesting, at the first character inside the level too deep.
@@ -119,6 +126,11 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let mut map = Map::with_capacity(8);
         while let Some(key) = access.next_key::<String>()? {
             // Checked before the value is read, so that the error points at the key.
+            if key == RESERVED_KEY {
+                return Err(de::Error::custom(format_args!(
+                    "the key `{RESERVED_KEY}` is reserved (serde_json reads an object with it as raw JSON)"
+                )));
+            }
             match map.entry(key) {
                 Entry::Vacant(slot) => {
                     slot.insert(access.next_value_seed(inside)?);
@@ -370,6 +382,22 @@ mod tests {
             let theirs = serde_json::from_slice::<Value>(bad).unwrap_err().to_string();
             assert_eq!(ours, theirs, "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn the_raw_value_key_is_refused_wherever_it_is() {
+        // The first two are what serde_json's own `Value` refuses or reads as `[1, 2]`; the
+        // last two it reads as ordinary keys, but a journal reader could still meet them first.
+        for doc in [
+            r#"{"$serde_json::private::RawValue"        :2}"#,
+            r#"{"$serde_json::private::RawValue":"[1,2]"}"#,
+            r#"{"a":{"b":1,"$serde_json::private::RawValue":"[1]"}}"#,
+            r#"[{"\u0024serde_json::private::RawValue":0}]"#,
+        ] {
+            let e = from_slice(doc.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains("is reserved"), "{doc}: {e}");
+        }
+        assert!(from_slice(br#"{"$serde_json::private::RawValu":1,"RawValue":2}"#).is_ok());
     }
 
     #[test]

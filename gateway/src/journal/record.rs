@@ -134,7 +134,7 @@ impl RawJson {
 /// The token serde_json's serializer takes for "write this string as it is": what
 /// [`serde_json::value::RawValue`] serializes as. `RawValue` itself cannot be made from
 /// bytes without parsing them again; the test below fails if serde_json ever changes this.
-const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+const RAW_VALUE_TOKEN: &str = crate::json::RESERVED_KEY;
 
 impl Serialize for RawJson {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
