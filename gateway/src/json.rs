@@ -7,7 +7,8 @@
 //! bytes it validated. So a duplicate key is malformed JSON here, as I-JSON (RFC 7493)
 //! says. Arrays and objects may nest [`MAX_DEPTH`] deep: business messages nest a few
 //! levels, and every later step (schema, map, jq, the receiver's own parser) walks the tree
-//! recursively. Otherwise this builds exactly the `Value` serde_json's own impl builds.
+//! recursively. One key, [`RESERVED_KEY`], is refused because serde_json gives it a meaning
+//! of its own. Otherwise this builds exactly the `Value` serde_json's own impl builds.
 
 use std::fmt;
 

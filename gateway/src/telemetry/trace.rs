@@ -140,11 +140,11 @@ pub fn inject(cx: &Context) -> Vec<(String, String)> {
 /// through `format!` the ids' `LowerHex` cost 2k instructions of every delivery.
 fn traceparent(trace: opentelemetry::trace::TraceId, span: opentelemetry::trace::SpanId, flags: u8) -> String {
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    let ok = hex::encode_to_slice(trace.to_bytes(), &mut out[3..35]).is_ok()
-        && hex::encode_to_slice(span.to_bytes(), &mut out[36..52]).is_ok()
-        && hex::encode_to_slice([flags], &mut out[53..55]).is_ok();
-    debug_assert!(ok, "the slices fit the ids");
-    String::from_utf8_lossy(&out).into_owned()
+    // The slices are exactly twice the ids' lengths, so encoding cannot fail.
+    for (bytes, at) in [(&trace.to_bytes()[..], 3..35), (&span.to_bytes()[..], 36..52), (&[flags][..], 53..55)] {
+        hex::encode_to_slice(bytes, &mut out[at]).expect("two hex digits per byte fit");
+    }
+    String::from_utf8(out.to_vec()).expect("hex digits and dashes are ASCII")
 }
 
 /// Trace and span id of `cx`, formatted as hex only when a log line prints them.
