@@ -123,11 +123,19 @@ impl Router {
 /// or out of the system's base path. A segment's `;parameters` are left out first: Java
 /// servlet containers (Tomcat, Jetty) read `..;x` as `..`.
 pub fn has_dot_segment(raw: &str) -> bool {
-    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    // Without a `%` nothing decodes, so the decoder's pass and its UTF-8 check are skipped:
+    // this runs on every delivery's path (2% of a message-route request's instructions).
+    let decoded = if raw.contains('%') {
+        percent_encoding::percent_decode_str(raw).decode_utf8_lossy()
+    } else {
+        std::borrow::Cow::Borrowed(raw)
+    };
+    // Bytes, not chars: the separators are ASCII, which no byte of a multi-byte character is.
     decoded
-        .split(['/', '\\'])
-        .map(|segment| segment.split(';').next().unwrap_or_default())
-        .any(|s| s == "." || s == "..")
+        .as_bytes()
+        .split(|&b| b == b'/' || b == b'\\')
+        .map(|segment| segment.split(|&b| b == b';').next().unwrap_or_default())
+        .any(|s| s == b"." || s == b"..")
 }
 
 #[cfg(test)]
@@ -158,6 +166,49 @@ mod tests {
         for fine in ["a..b/x", "...", "a/.b/x", "v1.2/x", "%2e%2e%2e", "Save.common.kdsvc", "", "a;v=1/x", "..x;/y"] {
             assert!(!has_dot_segment(fine), "{fine}");
         }
+    }
+
+    /// The check as it was first written (decode, then split on chars), against which the
+    /// faster one is compared.
+    fn has_dot_segment_reference(raw: &str) -> bool {
+        let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+        decoded
+            .split(['/', '\\'])
+            .map(|segment| segment.split(';').next().unwrap_or_default())
+            .any(|s| s == "." || s == "..")
+    }
+
+    #[test]
+    fn the_dot_segment_check_agrees_with_the_reference() {
+        // Every string of up to 4 pieces from an alphabet of separators, dots and their
+        // encodings; then longer ones from a fixed-seed generator.
+        let pieces = ["", ".", "..", "/", "\\", ";", ";x", "%2e", "%2E", "%2f", "%5C", "%3B", "%", "%e", "a", "é", "x.y"];
+        let mut checked = 0;
+        let mut check = |s: &str| {
+            assert_eq!(has_dot_segment(s), has_dot_segment_reference(s), "{s:?}");
+            checked += 1;
+        };
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    for d in pieces {
+                        check(&[a, b, c, d].concat());
+                    }
+                }
+            }
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..20_000 {
+            let mut s = String::new();
+            for _ in 0..12 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                s.push_str(pieces[(seed % pieces.len() as u64) as usize]);
+            }
+            check(&s);
+        }
+        assert_eq!(checked, 17usize.pow(4) + 20_000);
     }
 
     #[test]
