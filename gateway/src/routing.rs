@@ -182,7 +182,8 @@ mod tests {
     fn the_dot_segment_check_agrees_with_the_reference() {
         // Every string of up to 4 pieces from an alphabet of separators, dots and their
         // encodings; then longer ones from a fixed-seed generator.
-        let pieces = ["", ".", "..", "/", "\\", ";", ";x", "%2e", "%2E", "%2f", "%5C", "%3B", "%", "%e", "a", "é", "x.y"];
+        let pieces =
+            ["", ".", "..", "/", "\\", ";", ";x", "%2e", "%2E", "%2f", "%5C", "%3B", "%", "%e", "a", "é", "x.y"];
         let mut checked = 0;
         let mut check = |s: &str| {
             assert_eq!(has_dot_segment(s), has_dot_segment_reference(s), "{s:?}");
