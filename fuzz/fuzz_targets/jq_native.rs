@@ -9,7 +9,7 @@
 
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use qiao::mapping::jq::JqProgram;
+use qiao::mapping::jq::{JqDoc, JqProgram};
 use qiao::mapping::jq_native::Expr;
 use serde_json::{Map, Value};
 
@@ -84,4 +84,10 @@ fuzz_target!(|data: &[u8]| {
     // The gateway's own entry points give jaq's answers too, whichever evaluator they used.
     assert_eq!(program.test(&input, &vars), program.test_with_jaq(&input, &vars), "`{code}` with {input}");
     assert_eq!(program.run(&input, &input, &vars), program.run_with_jaq(&input, &input, &vars), "`{code}` with {input}");
+    // As a route's conditions run: on one document, the second time reading the left side
+    // of a comparison that the first kept (`jq_native::Expr::test_shared`).
+    let doc = JqDoc::new(&input);
+    let jaq = program.test_with_jaq(&input, &vars);
+    assert_eq!(program.test_doc(&doc, &vars), jaq, "`{code}` with {input}, first");
+    assert_eq!(program.test_doc(&doc, &vars), jaq, "`{code}` with {input}, from what the first kept");
 });

@@ -5,6 +5,8 @@
 //! position. At run time `.` is the value in scope (the body, or the current `each`
 //! element) and `$root`, `$params`, `$headers`, `$meta` are bound as in paths.
 
+use std::sync::Arc;
+
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Native, Vars, data, unwrap_valr};
 use jaq_json::Val;
@@ -21,6 +23,9 @@ pub struct JqProgram {
     /// The same program for the native evaluator, when it is in its subset: conditions try
     /// it first and fall back to jaq (see `jq_native`).
     native: Option<jq_native::Expr>,
+    /// The native expression's [`jq_native::Expr::shared_key`]: conditions with the same
+    /// key compute their left side once per message (in [`JqDoc`]).
+    shared: Option<Arc<str>>,
     pub text: Box<str>,
 }
 
@@ -101,7 +106,9 @@ impl JqProgram {
                 })
                 .unwrap_or(JqError { offset: 0, message: "invalid jq".into() })
         })?;
-        Ok(Self { filter, native: jq_native::Expr::compile(code), text: code.into() })
+        let native = jq_native::Expr::compile(code);
+        let shared = native.as_ref().and_then(jq_native::Expr::shared_key).map(Arc::from);
+        Ok(Self { filter, native, shared, text: code.into() })
     }
 
     /// Runs on `input`: no output is `None`; one output its value; more than one an error.
@@ -163,10 +170,14 @@ impl JqProgram {
     /// Like [`JqProgram::test`], on a document converted once for all the conditions of a
     /// message.
     pub fn test_doc(&self, doc: &JqDoc<'_>, vars: &Value) -> Result<bool, String> {
-        if let Some(holds) = self.test_native(doc.value, vars) {
-            return Ok(holds);
+        let native = self.native.as_ref().and_then(|n| match &self.shared {
+            Some(key) => n.test_shared(doc.value, vars, key, &doc.memo).ok(),
+            None => n.test(doc.value, doc.value, vars).ok(),
+        });
+        match native {
+            Some(holds) => Ok(holds),
+            None => self.test_doc_with_jaq(doc, vars),
         }
-        self.test_doc_with_jaq(doc, vars)
     }
 
     /// [`JqProgram::test_doc`] by jaq alone (for benchmarks).
@@ -197,11 +208,14 @@ impl JqProgram {
 pub struct JqDoc<'a> {
     value: &'a Value,
     val: std::cell::OnceCell<Val>,
+    /// The left side of a comparison that conditions share (`… | add <= 100000` and
+    /// `… | add > 100000`), computed by the first of them.
+    memo: jq_native::Memo,
 }
 
 impl<'a> JqDoc<'a> {
     pub fn new(value: &'a Value) -> Self {
-        Self { value, val: std::cell::OnceCell::new() }
+        Self { value, val: std::cell::OnceCell::new(), memo: jq_native::Memo::default() }
     }
 
     fn get(&self) -> Val {

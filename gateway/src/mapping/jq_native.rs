@@ -24,6 +24,7 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use jaq_core::load::lex::StrPart;
 use jaq_core::load::parse::{BinaryOp, Term};
@@ -94,15 +95,7 @@ impl Expr {
     /// The only output, if any; more than one is jaq's error to report.
     fn only<'a>(&'a self, input: &'a Value, root: &'a Value, vars: &'a Value) -> R<Option<V<'a>>> {
         let env = Env { vars: [Some(root), vars.get("params"), vars.get("headers"), vars.get("meta")] };
-        let mut result = None;
-        self.eval(V::Json(input), &env, &mut |v| match result {
-            Some(_) => Err(Fallback),
-            None => {
-                result = Some(v);
-                Ok(())
-            }
-        })?;
-        Ok(result)
+        self.single_or_none(V::Json(input), &env)
     }
 
     fn eval<'a>(&'a self, input: V<'a>, env: &Env<'a>, out: &mut dyn FnMut(V<'a>) -> R<()>) -> R<()> {
@@ -190,8 +183,71 @@ impl Expr {
         }
     }
 
-    /// The one output of the expression.
-    fn single<'a>(&'a self, input: V<'a>, env: &Env<'a>) -> R<V<'a>> {
+    /// For `X | L op R` and `L op R` where `R` is a literal: `X`, `L`, `op` and `R`.
+    fn comparison(&self) -> Option<(Option<&Expr>, &Expr, Cmp, &Expr)> {
+        let literal = |r: &Expr| matches!(r, Expr::Lit(_) | Expr::Dec(_));
+        match self {
+            Expr::Pipe(x, c) => match &**c {
+                Expr::Cmp(l, op, r) if literal(r) => Some((Some(&**x), &**l, *op, &**r)),
+                _ => None,
+            },
+            Expr::Cmp(l, op, r) if literal(r) => Some((None, &**l, *op, &**r)),
+            _ => None,
+        }
+    }
+
+    /// For a comparison with a literal (`[.lines[] | .qty * .price] | add > 100000`), a key
+    /// that is the same for every expression whose left side (`X | L`) is the same: such
+    /// conditions, one per destination, can compute it once ([`Expr::test_shared`]).
+    pub fn shared_key(&self) -> Option<String> {
+        let (x, l, _, _) = self.comparison()?;
+        Some(format!("{x:?} | {l:?}"))
+    }
+
+    /// [`Expr::test`] on a message, taking the left side of the comparison from `memo` when
+    /// an expression with the same `key` (its [`Expr::shared_key`]) computed it for this
+    /// message, and keeping it there otherwise. Only what is neither an error nor a
+    /// borrowed value is kept (numbers, booleans, null, no output), so the result is always
+    /// the one [`Expr::test`] gives.
+    pub fn test_shared(&self, input: &Value, vars: &Value, key: &Arc<str>, memo: &Memo) -> R<bool> {
+        let Some((x, l, op, r)) = self.comparison() else {
+            return self.test(input, input, vars);
+        };
+        let env = Env { vars: [Some(input), vars.get("params"), vars.get("headers"), vars.get("meta")] };
+        let kept =
+            memo.0.borrow().as_ref().filter(|(k, _)| Arc::ptr_eq(k, key) || **k == **key).map(|(_, v)| v.clone());
+        let left = match kept {
+            Some(left) => left,
+            None => {
+                // As `only` evaluates `X | (L op R)`: no output of X is no output (false),
+                // more than one is jaq's to judge.
+                let left = match x {
+                    None => Some(l.single(V::Json(input), &env)?),
+                    Some(x) => match x.single_or_none(V::Json(input), &env)? {
+                        None => None,
+                        Some(xv) => Some(l.single(xv, &env)?),
+                    },
+                };
+                let left = match left {
+                    None => None,
+                    Some(v) => match owned_scalar(v) {
+                        Some(v) => Some(v),
+                        // not a number, boolean or null: evaluated as `Expr::test` does, not kept
+                        None => return self.test(input, input, vars),
+                    },
+                };
+                *memo.0.borrow_mut() = Some((key.clone(), left.clone()));
+                left
+            }
+        };
+        match left {
+            None => Ok(false),
+            Some(a) => compare(&a, op, &r.single(V::Null, &env)?),
+        }
+    }
+
+    /// The only output, `None` for none; more than one is [`Fallback`].
+    fn single_or_none<'a>(&'a self, input: V<'a>, env: &Env<'a>) -> R<Option<V<'a>>> {
         let mut one = None;
         self.eval(input, env, &mut |v| match one {
             Some(_) => Err(Fallback),
@@ -200,12 +256,40 @@ impl Expr {
                 Ok(())
             }
         })?;
-        one.ok_or(Fallback)
+        Ok(one)
+    }
+
+    /// The one output of the expression.
+    fn single<'a>(&'a self, input: V<'a>, env: &Env<'a>) -> R<V<'a>> {
+        self.single_or_none(input, env)?.ok_or(Fallback)
     }
 }
 
 struct Env<'a> {
     vars: [Option<&'a Value>; 4],
+}
+
+/// The left side of a comparison computed for one message, under its [`Expr::shared_key`]:
+/// `None` when its `X` had no output. One slot: the conditions that share a left side are
+/// the destinations of one route, evaluated one after another.
+#[derive(Default)]
+pub struct Memo(std::cell::RefCell<Option<(Arc<str>, Option<V<'static>>)>>);
+
+/// A number, boolean or null as a value of its own (borrowing neither the message nor the
+/// expression), which [`compare`] treats as it treats the original; `None` for anything else.
+fn owned_scalar(v: V<'_>) -> Option<V<'static>> {
+    Some(match v {
+        V::Int(i) => V::Int(i),
+        V::Float(f) => V::Float(f),
+        V::Bool(b) => V::Bool(b),
+        V::Json(Value::Bool(b)) => V::Bool(*b),
+        V::Null | V::Json(Value::Null) => V::Null,
+        V::Json(n @ Value::Number(_)) => match num(&V::Json(n)).ok()? {
+            N::Int(i) => V::Int(i),
+            N::Float(f) => V::Float(f),
+        },
+        _ => return None,
+    })
 }
 
 /// A value during evaluation: the message's own values are borrowed, computed ones owned.

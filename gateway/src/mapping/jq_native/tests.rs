@@ -210,3 +210,90 @@ fn compiles_only_the_subset() {
         assert!(Expr::compile(code).is_some(), "{code}");
     }
 }
+
+/// Conditions that share a left side, as the destinations of one route do.
+const SHARED: &[&str] = &[
+    "[.records[0].OrderItems.records[] | .Quantity * .UnitPrice] | add <= 100000",
+    "[.records[0].OrderItems.records[] | .Quantity * .UnitPrice] | add > 100000",
+    "[.records[0].OrderItems.records[] | .Quantity * .UnitPrice] | add == 93800",
+    "[.records[0].OrderItems.records[] | .Quantity * .UnitPrice] | add != null",
+    "[.records[0].OrderItems.records[] | .Quantity * .UnitPrice] | add < 1.5e4",
+    ".amount > 100000",
+    ".amount <= 100000",
+    ".amount == \"100000\"",
+    ".status == \"approved\"",
+    ".status != \"approved\"",
+    ".flag == true",
+    ".flag != false",
+    ".records[0].OrderItems.records[] | .Quantity > 30",
+    ".records[0].OrderItems.records[] | .Quantity <= 30",
+    "[.lines[] | .qty] | length > 1",
+    "[.lines[] | .qty] | length <= 1",
+    ".lines[] | .qty > 500",
+    ".lines[] | .qty <= 500",
+    "$params.id == \"801J\"",
+    "$params.id != \"801J\"",
+    ".big > 1",
+    ".big <= 1",
+];
+
+#[test]
+fn conditions_sharing_a_left_side_answer_as_jaq_does() {
+    let vars = json!({"params": {"id": "801J"}, "headers": {}, "meta": {"route": "r"}});
+    let compiled: Vec<(&str, Expr, Option<Arc<str>>)> = SHARED
+        .iter()
+        .map(|code| {
+            let native = Expr::compile(code).unwrap_or_else(|| panic!("not in the subset: {code}"));
+            let key = native.shared_key().map(Arc::from);
+            (*code, native, key)
+        })
+        .collect();
+    // What jaq says of each condition on each document, computed once.
+    let docs = docs();
+    let jaq: Vec<Vec<Result<bool, String>>> = SHARED
+        .iter()
+        .map(|code| {
+            let program = JqProgram::compile(code).unwrap();
+            docs.iter().map(|doc| program.test_with_jaq(doc, &vars)).collect()
+        })
+        .collect();
+    let (mut answered, mut reused) = (0, 0);
+    // Every ordered pair, on every document, through one memo: the second condition of a
+    // pair with the same key reads what the first kept.
+    for (i, (first, first_native, first_key)) in compiled.iter().enumerate() {
+        for (j, (second, second_native, second_key)) in compiled.iter().enumerate() {
+            for (d, doc) in docs.iter().enumerate() {
+                let memo = Memo::default();
+                for (c, code, native, key) in
+                    [(i, first, first_native, first_key), (j, second, second_native, second_key)]
+                {
+                    let key = key.as_ref().unwrap_or_else(|| panic!("no shared key: {code}"));
+                    if code == second && first_key == second_key && memo.0.borrow().is_some() {
+                        reused += 1;
+                    }
+                    match native.test_shared(doc, &vars, key, &memo) {
+                        Ok(b) => {
+                            answered += 1;
+                            assert_eq!(Ok(b), jaq[c][d], "{code} after {first} on {doc}");
+                            if let Ok(alone) = native.test(doc, doc, &vars) {
+                                assert_eq!(b, alone, "{code} after {first} on {doc}");
+                            }
+                        }
+                        Err(Fallback) => assert_eq!(
+                            native.test(doc, doc, &vars),
+                            Err(Fallback),
+                            "{code} after {first} on {doc}: shared, it fell back; alone, it answered"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+    assert!(answered > 5_000, "answered {answered}");
+    assert!(reused > 300, "reused {reused}");
+    // Expressions that are not a comparison with a literal share nothing.
+    for code in [".amount > .big", "[.lines[] | .qty] | add", ".flag", "1 < .amount"] {
+        assert_eq!(Expr::compile(code).unwrap().shared_key(), None, "{code}");
+    }
+    assert_eq!(compiled[0].2, compiled[1].2, "the CRM route's two conditions share their sum");
+}
