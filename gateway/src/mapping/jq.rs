@@ -209,7 +209,9 @@ pub struct JqDoc<'a> {
     value: &'a Value,
     val: std::cell::OnceCell<Val>,
     /// The left side of a comparison that conditions share (`… | add <= 100000` and
-    /// `… | add > 100000`), computed by the first of them.
+    /// `… | add > 100000`), computed by the first of them. It is keyed by the expression
+    /// alone, so every condition tested on one `JqDoc` must get the same `vars` (one
+    /// message's, as `pipeline::select` passes them).
     memo: jq_native::Memo,
 }
 
