@@ -297,3 +297,33 @@ fn conditions_sharing_a_left_side_answer_as_jaq_does() {
     }
     assert_eq!(compiled[0].2, compiled[1].2, "the CRM route's two conditions share their sum");
 }
+
+#[test]
+fn a_shared_left_side_is_read_from_the_memo_not_computed_again() {
+    // If the second condition computed the sum again, the saving would be gone without any
+    // answer changing: so the memo is filled by hand with a sum the document does not have.
+    let vars = json!({});
+    let doc = docs().remove(0); // its sum is 93,800
+    let le = Expr::compile("[.records[0].OrderItems.records[] | .Quantity * .UnitPrice] | add <= 100000").unwrap();
+    let gt = Expr::compile("[.records[0].OrderItems.records[] | .Quantity * .UnitPrice] | add > 100000").unwrap();
+    let key: Arc<str> = le.shared_key().unwrap().into();
+    // a key equal by content, not the same Arc: two programs compile their own
+    let other: Arc<str> = gt.shared_key().unwrap().into();
+
+    let memo = Memo::default();
+    assert_eq!(le.test_shared(&doc, &vars, &key, &memo), Ok(true));
+    assert!(matches!(&*memo.0.borrow(), Some((k, Some(V::Float(f)))) if Arc::ptr_eq(k, &key) && *f == 93_800.0));
+    assert_eq!(gt.test_shared(&doc, &vars, &other, &memo), Ok(false));
+
+    *memo.0.borrow_mut() = Some((key.clone(), Some(V::Int(250_000))));
+    assert_eq!(gt.test_shared(&doc, &vars, &other, &memo), Ok(true), "read from the memo");
+    assert_eq!(le.test_shared(&doc, &vars, &key, &memo), Ok(false), "read from the memo");
+    // "no output" kept is false for every comparison
+    *memo.0.borrow_mut() = Some((key.clone(), None));
+    assert_eq!(gt.test_shared(&doc, &vars, &other, &memo), Ok(false));
+    // a different left side is computed, and replaces what was kept
+    let qty = Expr::compile(".records[0].OrderItems.records[0].Quantity > 10").unwrap();
+    let qty_key: Arc<str> = qty.shared_key().unwrap().into();
+    assert_eq!(qty.test_shared(&doc, &vars, &qty_key, &memo), Ok(true));
+    assert!(matches!(&*memo.0.borrow(), Some((k, Some(V::Int(20)))) if Arc::ptr_eq(k, &qty_key)));
+}
