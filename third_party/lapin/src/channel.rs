@@ -542,9 +542,20 @@ impl Channel {
             confirm
         };
         self.wake();
+        // A confirmed publish does not wait here for its frames to be written: waiting cost
+        // the publishing task a wake-up from the I/O loop per publish on top of its
+        // confirm's. The confirm fails when the frames do (a poisoned channel at once, a
+        // broken connection through the channel's error), and reports the write's own error
+        // when it is known by then (qiao patch, third_party/README.md).
+        if let Some(confirm) = publisher_confirms_result {
+            return match promise.try_wait() {
+                Some(Err(err)) => Err(err),
+                Some(Ok(())) => Ok(confirm),
+                None => Ok(confirm.after_write(promise)),
+            };
+        }
         promise.await?;
-        Ok(publisher_confirms_result
-            .unwrap_or_else(|| PublisherConfirm::not_requested(self.returned_messages.clone())))
+        Ok(PublisherConfirm::not_requested(self.returned_messages.clone()))
     }
 
     pub(crate) fn report_protocol_violation(

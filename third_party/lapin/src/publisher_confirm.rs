@@ -23,6 +23,9 @@ use tracing::trace;
 /// [`Channel::wait_for_confirms`]: crate::Channel::wait_for_confirms
 pub struct PublisherConfirm {
     inner: Option<Promise<Confirmation>>,
+    /// The publish's frames being written, when they were not yet (qiao patch): read
+    /// without waiting on it, so that only the confirm wakes the task.
+    written: Option<Promise<()>>,
     returned_messages: ReturnedMessages,
 }
 
@@ -70,8 +73,16 @@ impl PublisherConfirm {
     pub(crate) fn new(inner: Promise<Confirmation>, returned_messages: ReturnedMessages) -> Self {
         Self {
             inner: Some(inner),
+            written: None,
             returned_messages,
         }
+    }
+
+    /// This confirm, for a publish whose frames `written` resolves once they are written
+    /// (qiao patch).
+    pub(crate) fn after_write(mut self, written: Promise<()>) -> Self {
+        self.written = Some(written);
+        self
     }
 
     pub(crate) fn not_requested(returned_messages: ReturnedMessages) -> Self {
@@ -80,6 +91,7 @@ impl PublisherConfirm {
                 "publisher-confirms.not-requested",
                 Ok(Confirmation::NotRequested),
             )),
+            written: None,
             returned_messages,
         }
     }
@@ -96,6 +108,22 @@ impl Future for PublisherConfirm {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.as_mut();
+        if this.inner.is_none() {
+            return Poll::Ready(Err(ErrorKind::FutureCompleted.into()));
+        }
+        // qiao patch: frames that could not be written fail the publish as they did when
+        // `basic_publish` waited for them. Left unresolved in `inner`, the confirm is handed
+        // to `wait_for_confirms` on drop, as it was then.
+        if let Some(written) = this.written.as_ref() {
+            match written.try_wait() {
+                Some(Err(err)) => {
+                    this.written = None;
+                    return Poll::Ready(Err(err));
+                }
+                Some(Ok(())) => this.written = None,
+                None => {}
+            }
+        }
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(Err(ErrorKind::FutureCompleted.into()));
         };
@@ -113,5 +141,79 @@ impl Drop for PublisherConfirm {
             trace!("PublisherConfirm dropped without use, registering it for wait_for_confirms");
             self.returned_messages.register_dropped_confirm(promise);
         }
+    }
+}
+
+#[cfg(test)]
+mod qiao_patch_tests {
+    use super::*;
+    use crate::{acknowledgement::Acknowledgements, error::Error};
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+        task::{Wake, Waker},
+    };
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn poll(confirm: &mut PublisherConfirm, wakes: &Arc<Wakes>) -> Poll<Result<Confirmation>> {
+        let waker = Waker::from(wakes.clone());
+        Pin::new(confirm).poll(&mut Context::from_waker(&waker))
+    }
+
+    fn io_error() -> Error {
+        std::io::Error::from(std::io::ErrorKind::ConnectionReset).into()
+    }
+
+    #[test]
+    fn writing_the_frames_does_not_wake_the_publisher_and_its_confirm_does() {
+        let acks = Acknowledgements::new(1, ReturnedMessages::default());
+        let (written, writer) = Promise::new("frames");
+        let mut confirm = acks.register_pending(None).after_write(written);
+        let wakes = Arc::new(Wakes::default());
+        assert!(poll(&mut confirm, &wakes).is_pending());
+        writer.resolve(());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "the write woke the publisher");
+        acks.ack(1).unwrap();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the confirm did not wake the publisher");
+        assert!(matches!(poll(&mut confirm, &wakes), Poll::Ready(Ok(Confirmation::Ack(None)))));
+    }
+
+    #[test]
+    fn frames_that_could_not_be_written_fail_the_publish_at_its_next_poll() {
+        let acks = Acknowledgements::new(1, ReturnedMessages::default());
+        let (written, writer) = Promise::new("frames");
+        let mut confirm = acks.register_pending(None).after_write(written);
+        let wakes = Arc::new(Wakes::default());
+        assert!(poll(&mut confirm, &wakes).is_pending());
+        writer.reject(io_error());
+        // The channel's error fails its confirms, which wakes the publisher: it reads the
+        // write's own error first.
+        acks.on_channel_error(io_error());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        match poll(&mut confirm, &wakes) {
+            Poll::Ready(Err(err)) => assert!(err.is_io_error(), "{err}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_write_already_failed_fails_the_first_poll_without_waiting_for_the_confirm() {
+        let acks = Acknowledgements::new(1, ReturnedMessages::default());
+        let (written, writer) = Promise::new("frames");
+        writer.reject(io_error());
+        let mut confirm = acks.register_pending(None).after_write(written);
+        let wakes = Arc::new(Wakes::default());
+        assert!(matches!(poll(&mut confirm, &wakes), Poll::Ready(Err(_))));
     }
 }
