@@ -78,7 +78,7 @@ async fn publishes_with_confirms_and_reports_unroutable_messages() {
         exchange: None,
         body: br#"{"deliveryOrderCode":"FHTZD000001"}"#,
         message_id: &id,
-        headers: vec![("x-qiao-route", "erp-delivery-to-wms".into())],
+        headers: vec![("x-qiao-route", "erp-delivery-to-wms")],
         timeout: None,
     })
     .await

@@ -29,7 +29,7 @@ pub struct AmqpPublish<'a> {
     pub body: &'a [u8],
     pub message_id: &'a MessageId,
     /// Extra headers (the route, trace context).
-    pub headers: Vec<(&'a str, String)>,
+    pub headers: Vec<(&'a str, &'a str)>,
     /// Overrides the confirm timeout.
     pub timeout: Option<Duration>,
 }

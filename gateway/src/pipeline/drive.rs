@@ -170,7 +170,7 @@ impl Deliver for Live<'_> {
             }
             Outbound::Amqp { exchange, routing_key, headers, body, message_id } => {
                 let sink = links.amqp.as_ref().ok_or_else(|| no_transport(&system.name, "AMQP"))?;
-                let headers = headers.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+                let headers = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 sink.send(AmqpPublish {
                     routing_key,
                     exchange: exchange.as_deref(),

@@ -182,8 +182,7 @@ pub async fn handle(
             answer::write(session, ctx, reply.status.as_u16(), ct.as_deref(), reply.body, &[]).await
         }
         Ok(Outcome::Accepted) => {
-            let doc = json!({"message_id": message.id.as_str(), "route": &*route.name, "status": "accepted"});
-            let body = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
+            let body = accepted(message.id.as_str(), &route.name);
             answer::write(session, ctx, 202, Some("application/json"), body, &[]).await
         }
         Ok(Outcome::FanOut(results)) => fan_out_answer(session, ctx, &message, results).await,
@@ -194,6 +193,19 @@ pub async fn handle(
             answer::problem(session, ctx, &f).await
         }
     }
+}
+
+/// The 202 body of a message the broker holds, `{"message_id":…,"route":…,"status":"accepted"}`,
+/// written straight to bytes: building it as a `Value` first cost every publish a small tree.
+fn accepted(message_id: &str, route: &str) -> Bytes {
+    let mut out = Vec::with_capacity(64 + message_id.len() + route.len());
+    out.extend_from_slice(b"{\"message_id\":");
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, message_id);
+    out.extend_from_slice(b",\"route\":");
+    let _ = serde_json::to_writer(&mut out, route);
+    out.extend_from_slice(b",\"status\":\"accepted\"}");
+    Bytes::from(out)
 }
 
 fn lowercase_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
@@ -281,6 +293,24 @@ async fn fan_out_answer(
             f.detail = detail;
             f.deliveries = Some(deliveries);
             answer::problem(session, ctx, &f).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_accepted_body_is_what_serde_json_writes_for_the_document() {
+        for (id, route) in [
+            ("0193a5c2-7b1e-7c3d-9f00-1a2b3c4d5e6f", "crm-to-erp"),
+            ("say \"hi\" \\ back", "审批-to-erp"),
+            ("tab\there\u{1}", "r"),
+            ("", ""),
+        ] {
+            let doc = json!({"message_id": id, "route": route, "status": "accepted"});
+            assert_eq!(accepted(id, route), serde_json::to_vec(&doc).unwrap(), "{id:?} {route:?}");
         }
     }
 }
