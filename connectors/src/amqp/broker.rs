@@ -524,7 +524,8 @@ impl Broker {
         let options = BasicPublishOptions { mandatory: p.mandatory, immediate: false };
         let exchange = p.exchange;
         let key = p.routing_key;
-        // Whether the message went out, for the timeout's detail.
+        // Whether the message was handed to the connection (its frames queued: the patched
+        // lapin does not wait for them to be written), for the timeout's detail.
         let sent = std::sync::atomic::AtomicBool::new(false);
         let confirm = tokio::time::timeout(p.timeout, async {
             let _slot = live.publishers.slots.acquire().await.expect("the semaphore is never closed");
