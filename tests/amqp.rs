@@ -224,7 +224,8 @@ async fn without_a_broker_async_routes_answer_503_and_readiness_says_why() {
     let stubs = Stubs::start().await;
     let mut env = stubs.env();
     env.push(("PREFIX".into(), unique_prefix("down")));
-    env.push(("AMQP_URL".into(), format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port())));
+    let down = closed_port();
+    env.push(("AMQP_URL".into(), format!("amqp://guest:guest@127.0.0.1:{}/%2f", down.port)));
     env.push(("QIAO_TEST_BROKER_DOWN".into(), "1".into()));
     let qiao = Qiao::run(&fixture("amqp"), &env).await;
     let reply = post_json(&qiao.url("/publish/X1"), r#"{"code":"X1","warehouse":"WH-HZ-01"}"#).await;

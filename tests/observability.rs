@@ -519,7 +519,8 @@ async fn rate_limits_answer_429_and_open_circuits_answer_503_and_show_in_readyz_
 async fn readyz_names_the_broker_that_is_down() {
     let stubs = Stubs::start().await;
     let mut env = stubs.env();
-    env.push(("AMQP_URL".into(), format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port())));
+    let down = closed_port();
+    env.push(("AMQP_URL".into(), format!("amqp://guest:guest@127.0.0.1:{}/%2f", down.port)));
     env.push(("QIAO_TEST_BROKER_DOWN".into(), "1".into()));
     let qiao = Qiao::run(&routes_dir(), &env).await;
     // Until the first attempt to connect has failed the broker is "connecting": not ready
@@ -543,6 +544,38 @@ async fn readyz_names_the_broker_that_is_down() {
         assert!(detail.starts_with("not connected"), "{body}");
         break;
     }
+}
+
+/// A broker URL whose peer accepts the connection and never answers the AMQP handshake
+/// (not a broker, a broker still starting, a black hole): lapin waits for it without a
+/// bound, and readiness says so after a few seconds instead of "connecting".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_says_when_the_broker_does_not_answer_the_handshake() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let stubs = Stubs::start().await;
+    let mut env = stubs.env();
+    env.push(("AMQP_URL".into(), format!("amqp://guest:guest@127.0.0.1:{port}/%2f")));
+    env.push(("QIAO_TEST_BROKER_DOWN".into(), "1".into()));
+    let qiao = Qiao::run(&routes_dir(), &env).await;
+    let readyz = format!("http://127.0.0.1:{}/readyz", qiao.admin);
+    eventually(std::time::Duration::from_secs(12), "readyz to say the handshake gets no answer", || async {
+        let ready = get(&readyz).await.unwrap();
+        assert_eq!(ready.status, 503);
+        let body = ready.json();
+        let broker =
+            body["checks"].as_array().unwrap().iter().find(|c| c["name"].as_str().unwrap().starts_with("amqp "));
+        let detail = broker.unwrap_or_else(|| panic!("{body}"))["detail"].as_str().unwrap().to_string();
+        assert!(detail == "connecting" || detail.contains("without an answer to the AMQP handshake"), "{detail}");
+        detail.contains("without an answer to the AMQP handshake")
+    })
+    .await;
 }
 
 async fn cleanup_prefix(amqp: &Amqp, prefix: &str) {

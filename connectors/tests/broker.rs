@@ -106,7 +106,10 @@ async fn publishes_with_confirms_and_reports_unroutable_messages() {
 
 #[tokio::test]
 async fn publishing_without_a_broker_fails_at_once() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Bound and not listening: refused, and no other test's listener can take the port.
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = closed.local_addr().unwrap().port();
     let (broker, stop) = started(&format!("amqp://guest:guest@127.0.0.1:{port}/%2f"), Topology::default()).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!broker.is_connected());
@@ -124,6 +127,24 @@ async fn publishing_without_a_broker_fails_at_once() {
     assert_eq!(err.kind, DeliveryErrorKind::BrokerUnavailable);
     assert!(err.detail.contains("guest:***"), "the password is redacted: {}", err.detail);
     assert!(started.elapsed() < Duration::from_secs(2), "no waiting for a connection");
+    let _ = stop.send(true);
+}
+
+#[tokio::test]
+async fn an_attempt_that_gets_no_handshake_is_timed_for_readiness() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let (broker, stop) = started(&format!("amqp://guest:guest@127.0.0.1:{port}/%2f"), Topology::default()).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(!broker.is_connected());
+    let waited = broker.connecting_for().expect("an attempt under way");
+    assert!(waited >= Duration::from_secs(1), "{waited:?}");
     let _ = stop.send(true);
 }
 

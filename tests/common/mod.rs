@@ -83,6 +83,22 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A port that refuses connections for as long as the value lives: bound, never listening,
+/// so no other test's listener can be given it meanwhile. A port from [`free_port`] is free
+/// only until someone binds it, and a broker URL on it could then reach another test's
+/// listener, which accepts and never answers the AMQP handshake.
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    pub port: u16,
+}
+
+pub fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    ClosedPort { _socket: socket, port }
+}
+
 /// The real `qiao` binary run as a command, from the repository's root, with `env` set and
 /// no inherited log level or journal directory: (exit code, stdout, stderr).
 pub fn qiao_command(args: &[&str], env: &[(String, String)]) -> (i32, String, String) {

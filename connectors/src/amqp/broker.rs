@@ -218,6 +218,10 @@ struct Inner {
     /// Whether a connection was ever made: readiness tells a broker not reached yet (a new
     /// replica waits) from one lost later (every replica meets it).
     ever_connected: std::sync::atomic::AtomicBool,
+    /// When the attempt to connect under way began. lapin bounds neither the TCP connect (no
+    /// `connection_timeout` in the URL) nor the AMQP handshake, so a peer that accepts and
+    /// never answers holds an attempt for good: readiness says so instead of "connecting".
+    connecting_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -287,6 +291,7 @@ impl Broker {
             last_error: std::sync::Mutex::new(None),
             blocked: std::sync::Mutex::new(None),
             ever_connected: std::sync::atomic::AtomicBool::new(false),
+            connecting_since: std::sync::Mutex::new(None),
         }))
     }
 
@@ -337,6 +342,11 @@ impl Broker {
     /// Whether this broker was connected at some time since it was created.
     pub fn has_connected(&self) -> bool {
         self.0.ever_connected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How long the attempt to connect under way has taken, while one is.
+    pub fn connecting_for(&self) -> Option<Duration> {
+        self.0.connecting_since.lock().ok().and_then(|s| s.map(|t| t.elapsed()))
     }
 
     pub fn last_error(&self) -> Option<String> {
@@ -409,7 +419,15 @@ impl Broker {
             if *shutdown.borrow() {
                 break;
             }
-            match self.connect(generation + 1).await {
+            *self.0.connecting_since.lock().expect("lock") = Some(std::time::Instant::now());
+            // An attempt may never end (see `connecting_since`): shutdown does not wait for it.
+            let attempt = tokio::select! {
+                attempt = self.connect(generation + 1) => Some(attempt),
+                _ = shutdown.changed() => None,
+            };
+            *self.0.connecting_since.lock().expect("lock") = None;
+            let Some(attempt) = attempt else { break };
+            match attempt {
                 Ok((live, mut events)) => {
                     generation += 1;
                     backoff = cfg.reconnect_initial;

@@ -21,6 +21,10 @@ use serde_json::json;
 
 use crate::runtime::SharedRuntime;
 
+/// How long an attempt to connect to a broker may take before readiness says it gets no
+/// answer: against a live RabbitMQ it takes milliseconds.
+const HANDSHAKE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct Admin {
     pub runtime: SharedRuntime,
     pub started: Instant,
@@ -160,7 +164,19 @@ fn broker_checks(runtime: &crate::runtime::Runtime) -> Vec<serde_json::Value> {
                 (true, Some(reason)) => format!("connected; the broker blocks publishing: {reason}"),
                 (true, None) => "connected".to_string(),
                 (false, _) => {
-                    let why = broker.last_error().map_or("connecting".to_string(), |e| format!("not connected: {e}"));
+                    let why = match (broker.connecting_for(), broker.last_error()) {
+                        (Some(t), last) if t >= HANDSHAKE_PATIENCE => {
+                            let last = last.map(|e| format!("; the attempt before: {e}")).unwrap_or_default();
+                            format!(
+                                "not connected: connecting for {} s without an answer to the AMQP handshake (a \
+                                 port that is not a broker, a broker still starting, or a peer that does not \
+                                 answer){last}",
+                                t.as_secs()
+                            )
+                        }
+                        (_, Some(e)) => format!("not connected: {e}"),
+                        (_, None) => "connecting".to_string(),
+                    };
                     if some_http_route_works && broker.has_connected() {
                         format!("{why}; still ready: HTTP routes that do not publish to it keep serving")
                     } else {
