@@ -551,14 +551,7 @@ async fn readyz_names_the_broker_that_is_down() {
 /// bound, and readiness says so after a few seconds instead of "connecting".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_says_when_the_broker_does_not_answer_the_handshake() {
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = silent.accept().await {
-            held.push(s);
-        }
-    });
+    let port = silent_port().await;
     let stubs = Stubs::start().await;
     let mut env = stubs.env();
     env.push(("AMQP_URL".into(), format!("amqp://guest:guest@127.0.0.1:{port}/%2f")));

@@ -12,14 +12,7 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_consumer_makes_readyz_503_naming_its_route_and_it_recovers() {
     // A receiver that takes connections and requests and never answers.
-    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hang_port = hang.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = hang.accept().await {
-            held.push(s);
-        }
-    });
+    let hang_port = silent_port().await;
 
     let prefix = unique_prefix("stall");
     let dir = tempfile::tempdir().unwrap();

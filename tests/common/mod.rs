@@ -99,6 +99,21 @@ pub fn closed_port() -> ClosedPort {
     ClosedPort { _socket: socket, port }
 }
 
+/// A port whose listener takes every connection and never reads or answers it, held until
+/// the test's runtime ends: a receiver that hangs, or a broker that never answers the AMQP
+/// handshake.
+pub async fn silent_port() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    port
+}
+
 /// The real `qiao` binary run as a command, from the repository's root, with `env` set and
 /// no inherited log level or journal directory: (exit code, stdout, stderr).
 pub fn qiao_command(args: &[&str], env: &[(String, String)]) -> (i32, String, String) {
