@@ -218,9 +218,10 @@ struct Inner {
     /// Whether a connection was ever made: readiness tells a broker not reached yet (a new
     /// replica waits) from one lost later (every replica meets it).
     ever_connected: std::sync::atomic::AtomicBool,
-    /// When the attempt to connect under way began. lapin bounds neither the TCP connect (no
-    /// `connection_timeout` in the URL) nor the AMQP handshake, so a peer that accepts and
-    /// never answers holds an attempt for good: readiness says so instead of "connecting".
+    /// When the attempt to connect under way began. lapin bounds neither the TCP connect (its
+    /// async connect ignores the URL's `connection_timeout`) nor the AMQP handshake, so a peer
+    /// that accepts and never answers holds an attempt for good: readiness says so instead of
+    /// "connecting".
     connecting_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
