@@ -7,6 +7,8 @@
 #   QIAO_BENCH_N=10000 QIAO_BENCH_ROUNDS=5 bench/amqp.sh
 #   QIAO_BENCH_PREFETCH=256 QIAO_BENCH_CONCURRENCY=64 bench/amqp.sh
 #   QIAO_BENCH_PERF=1 QIAO_BENCH_OUT=/tmp/qiao-amqp bench/amqp.sh   # + perf profiles of Qiao
+#   QIAO_BIN_B=old/qiao QIAO_BENCH_TARGETS="raw-http-publish qiao-publish qiao-publish-b" bench/amqp.sh
+#                                                   # A/B: the build before a change, same run
 #
 # Builds $CARGO_TARGET_DIR/release/qiao when it is missing (QIAO_BUILD=always: every time),
 # then runs `cargo bench -p qiao --bench amqp`. Needs RabbitMQ on AMQP_URL (default

@@ -26,6 +26,9 @@
 //!   `x-qiao-message-id` (polled every 10 ms on `GET /_stub/stats`).
 //! - `qiao-fanout`: the shipped `mes-completion-to-wms-and-erp` (two HTTP deliveries per
 //!   message, WMS then ERP), the same way; done when both stubs have N distinct ids.
+//! - `qiao-publish-b`, `qiao-consume-b`: `qiao-publish` and `qiao-consume` with the build
+//!   `QIAO_BIN_B` (the one before a change), in the same rounds and alternating with them:
+//!   an A/B of two builds under the same broker and box.
 //!
 //! CPU per message (user + system, all threads, from /proc/PID/stat): `side` is the
 //! process under test (the bench itself for raw targets, Qiao for Qiao targets), `broker`
@@ -45,10 +48,11 @@
 //! | `QIAO_BENCH_PREFETCH` | 64 | `prefetch` of Qiao's consuming routes and of the raw consumers |
 //! | `QIAO_BENCH_CONCURRENCY` | 16 | `concurrency` of Qiao's consuming routes and of `raw-consume-http` |
 //! | `QIAO_BENCH_THREADS` | 1 | `qiao run --threads`, and the bench's tokio worker threads |
-//! | `QIAO_BENCH_TARGETS` | all seven | any of the names above, in this order within a round |
+//! | `QIAO_BENCH_TARGETS` | the seven without `-b` | any of the names above, in this order within a round |
 //! | `QIAO_BENCH_PERF` | 0 | 1: after the rounds, `perf record -g` of Qiao during one more `qiao-publish` and `qiao-consume` |
 //! | `QIAO_BENCH_OUT` | a temp dir | logs, wrk outputs, perf reports (kept) |
 //! | `QIAO_BIN` | `$CARGO_TARGET_DIR/release/qiao` | |
+//! | `QIAO_BIN_B` | none | the build the `-b` targets run |
 //!
 //! Numbers and their reading: docs/performance.md.
 
@@ -90,13 +94,15 @@ const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/amqp-config"
 const BODY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../routes/examples/mes-production-performance.json");
 const SAVE_PATH: &str = "/k3cloud/Kingdee.BOS.WebApi.ServicesStub.DynamicFormService.Save.common.kdsvc";
 const ROUTING_KEY: &str = "mes.production.completed";
-const TARGETS: [&str; 7] = [
+const TARGETS: [&str; 9] = [
     "raw-publish",
     "raw-http-publish",
     "qiao-publish",
+    "qiao-publish-b",
     "raw-consume",
     "raw-consume-http",
     "qiao-consume",
+    "qiao-consume-b",
     "qiao-fanout",
 ];
 /// `max_attempts` of the consuming routes in bench/amqp-config: retry queues 1..=4.
@@ -114,6 +120,8 @@ struct Settings {
     perf: bool,
     out: PathBuf,
     qiao_bin: PathBuf,
+    /// The build the `-b` targets run.
+    qiao_bin_b: Option<PathBuf>,
     amqp_url: String,
 }
 
@@ -130,9 +138,11 @@ impl Settings {
             .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_string());
         let targets: Vec<String> = std::env::var("QIAO_BENCH_TARGETS")
             .map(|t| t.split_whitespace().map(str::to_string).collect())
-            .unwrap_or_else(|_| TARGETS.iter().map(|t| t.to_string()).collect());
+            .unwrap_or_else(|_| TARGETS.iter().filter(|t| !t.ends_with("-b")).map(|t| t.to_string()).collect());
+        let qiao_bin_b = std::env::var("QIAO_BIN_B").ok().filter(|b| !b.is_empty()).map(PathBuf::from);
         for t in &targets {
             assert!(TARGETS.contains(&t.as_str()), "unknown target {t}; targets: {}", TARGETS.join(" "));
+            assert!(!t.ends_with("-b") || qiao_bin_b.is_some(), "target {t} runs QIAO_BIN_B, which is not set");
         }
         let out = std::env::var("QIAO_BENCH_OUT")
             .map(PathBuf::from)
@@ -151,6 +161,7 @@ impl Settings {
             qiao_bin: std::env::var("QIAO_BIN")
                 .map(PathBuf::from)
                 .unwrap_or_else(|_| Path::new(&target_dir).join("release/qiao")),
+            qiao_bin_b,
             amqp_url: std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
         }
     }
@@ -379,11 +390,16 @@ impl Bench {
         Meter { side, broker: self.broker, stubs: vec![self.erp.pid(), self.wms.pid()] }
     }
 
-    async fn start_qiao(&mut self, wait_ready: bool) -> R<Qiao> {
+    /// Starts `QIAO_BIN`, or `QIAO_BIN_B` for a `-b` target.
+    async fn start_qiao(&mut self, wait_ready: bool, build_b: bool) -> R<Qiao> {
         let (port, admin) = (free_port(), free_port());
         self.qiao_starts += 1;
         let n = self.qiao_starts;
-        let mut cmd = Command::new(&self.s.qiao_bin);
+        let bin = match (&self.s.qiao_bin_b, build_b) {
+            (Some(b), true) => b.clone(),
+            _ => self.s.qiao_bin.clone(),
+        };
+        let mut cmd = Command::new(&bin);
         cmd.args(["--log-level", "warn", "run", "--config"])
             .arg(&self.config)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
@@ -394,7 +410,7 @@ impl Bench {
         for (k, v) in self.env() {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", self.s.qiao_bin.display()))?;
+        let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let qiao = Qiao { child, url: format!("http://127.0.0.1:{port}") };
         if wait_ready {
             let ready = format!("http://127.0.0.1:{admin}/readyz");
@@ -720,10 +736,10 @@ async fn wrk(b: &Bench, url: &str, secs: u64, out: &str) -> R<Wrk> {
     Ok(w)
 }
 
-async fn qiao_publish(b: &mut Bench, round: usize, perf: Option<&str>) -> R<Sample> {
+async fn qiao_publish(b: &mut Bench, round: usize, perf: Option<&str>, build_b: bool) -> R<Sample> {
     let queue = b.q("published");
     b.purge(&queue).await?;
-    let mut qiao = b.start_qiao(true).await?;
+    let mut qiao = b.start_qiao(true, build_b).await?;
     let url = format!("{}/mes/production-completions", qiao.url);
     let result = async {
         wrk(b, &url, 1, &format!("wrk-warmup-{round}.txt")).await?;
@@ -827,14 +843,14 @@ async fn raw_consume(b: &Bench, with_http: bool) -> R<Sample> {
     Ok(Sample::new(n, secs, c0, c1, b.tick, note))
 }
 
-async fn qiao_consume(b: &mut Bench, fan_out: bool, n: usize, perf: Option<&str>) -> R<Sample> {
+async fn qiao_consume(b: &mut Bench, fan_out: bool, n: usize, perf: Option<&str>, build_b: bool) -> R<Sample> {
     let queue = b.q(if fan_out { "fan-out" } else { "to-erp" });
     b.fill(&queue, n, if fan_out { "fan" } else { "one" }).await?;
     b.erp.clear(&b.http).await?;
     b.wms.clear(&b.http).await?;
     // Under perf, attach once Qiao runs its threads (attached at exec, perf recorded
     // nothing); the first ~50 ms of consumption are then not profiled.
-    let mut qiao = b.start_qiao(perf.is_some()).await?;
+    let mut qiao = b.start_qiao(perf.is_some(), build_b).await?;
     let result = async {
         let meter = b.meter(vec![qiao.pid()]);
         let recorder = match perf {
@@ -967,6 +983,9 @@ async fn setup(s: Settings, prefix: String) -> R<Bench> {
             s.qiao_bin.display()
         ));
     }
+    if let Some(b) = s.qiao_bin_b.as_ref().filter(|b| !b.is_file()) {
+        return Err(format!("no Qiao binary at QIAO_BIN_B={}", b.display()));
+    }
     let body = Bytes::from(std::fs::read(BODY).map_err(|e| format!("{BODY}: {e}"))?);
     std::fs::write(
         s.out.join("post.lua"),
@@ -1011,7 +1030,7 @@ async fn setup(s: Settings, prefix: String) -> R<Bench> {
 
 /// Declares the topology through Qiao (one start), and checks each path once.
 async fn check(b: &mut Bench) -> R<()> {
-    let mut qiao = b.start_qiao(true).await?;
+    let mut qiao = b.start_qiao(true, false).await?;
     let result = async {
         let (status, answer) = call(
             &b.http,
@@ -1041,7 +1060,7 @@ async fn check(b: &mut Bench) -> R<()> {
     let _ = ch.close(200, "".into()).await;
     // One message through each consuming route, end to end.
     for fan_out in [false, true] {
-        qiao_consume(b, fan_out, 20, None).await.map_err(|e| format!("check of the consuming route: {e}"))?;
+        qiao_consume(b, fan_out, 20, None, false).await.map_err(|e| format!("check of the consuming route: {e}"))?;
     }
     let (_, answer) = call(&b.http, "GET", &format!("{}/_stub/requests", b.erp.url), &[], Bytes::new()).await?;
     let answer = String::from_utf8_lossy(&answer);
@@ -1077,10 +1096,11 @@ async fn run(b: &mut Bench) -> R<()> {
         s.n, s.rounds, s.window, s.prefetch, s.concurrency, s.threads, s.threads
     );
     println!(
-        "broker {} (beam.smp pid {}), Qiao {}, body {} bytes, names {}.*",
+        "broker {} (beam.smp pid {}), Qiao {}{}, body {} bytes, names {}.*",
         s.amqp_url.split('@').next_back().unwrap_or_default(),
         b.broker.map_or("not found".into(), |p| p.to_string()),
         s.qiao_bin.display(),
+        s.qiao_bin_b.as_ref().map_or(String::new(), |b| format!(" (-b: {})", b.display())),
         b.body.len(),
         b.prefix
     );
@@ -1099,9 +1119,10 @@ async fn run(b: &mut Bench) -> R<()> {
         // of targets that are compared.
         let mut order = targets.clone();
         if round % 2 == 0 {
-            for group in
-                [&["raw-publish", "raw-http-publish", "qiao-publish"][..], &["raw-consume-http", "qiao-consume"]]
-            {
+            for group in [
+                &["raw-publish", "raw-http-publish", "qiao-publish", "qiao-publish-b"][..],
+                &["raw-consume-http", "qiao-consume", "qiao-consume-b"],
+            ] {
                 let at: Vec<usize> = (0..order.len()).filter(|&i| group.contains(&order[i].as_str())).collect();
                 let names: Vec<String> = at.iter().rev().map(|&i| order[i].clone()).collect();
                 for (&i, name) in at.iter().zip(names) {
@@ -1113,11 +1134,13 @@ async fn run(b: &mut Bench) -> R<()> {
             let sample = match t.as_str() {
                 "raw-publish" => raw_publish(b).await,
                 "raw-http-publish" => raw_http_publish(b, round).await,
-                "qiao-publish" => qiao_publish(b, round, None).await,
+                "qiao-publish" => qiao_publish(b, round, None, false).await,
+                "qiao-publish-b" => qiao_publish(b, round, None, true).await,
                 "raw-consume" => raw_consume(b, false).await,
                 "raw-consume-http" => raw_consume(b, true).await,
-                "qiao-consume" => qiao_consume(b, false, b.s.n, None).await,
-                "qiao-fanout" => qiao_consume(b, true, b.s.n, None).await,
+                "qiao-consume" => qiao_consume(b, false, b.s.n, None, false).await,
+                "qiao-consume-b" => qiao_consume(b, false, b.s.n, None, true).await,
+                "qiao-fanout" => qiao_consume(b, true, b.s.n, None, false).await,
                 _ => unreachable!(),
             }?;
             println!("{}", row(&round.to_string(), t, &sample));
@@ -1162,6 +1185,10 @@ async fn run(b: &mut Bench) -> R<()> {
         ("qiao-consume", "raw-consume", Some(0.8)),
         ("qiao-consume", "raw-consume-http", None),
         ("qiao-fanout", "raw-consume-http", None),
+        ("qiao-publish-b", "raw-http-publish", None),
+        ("qiao-consume-b", "raw-consume-http", None),
+        ("qiao-publish", "qiao-publish-b", None),
+        ("qiao-consume", "qiao-consume-b", None),
     ] {
         if let (Some(q), Some(r)) = (med.get(qiao), med.get(raw)) {
             let ratio = q / r;
@@ -1173,9 +1200,9 @@ async fn run(b: &mut Bench) -> R<()> {
     }
     if b.s.perf {
         println!("\nperf: Qiao under one more qiao-publish and qiao-consume (3 x N messages)");
-        qiao_publish(b, 0, Some("qiao-publish")).await?;
+        qiao_publish(b, 0, Some("qiao-publish"), false).await?;
         let n = b.s.n * 3;
-        qiao_consume(b, false, n, Some("qiao-consume")).await?;
+        qiao_consume(b, false, n, Some("qiao-consume"), false).await?;
     }
     println!("\noutputs: {}", b.s.out.display());
     Ok(())
