@@ -681,21 +681,22 @@ fn stub(kind: StubKind, listen: SocketAddr, amqp: Option<String>, amqp_queue: St
         StubKind::Mes => vec![SystemKind::Mes],
         StubKind::All => SystemKind::ALL.to_vec(),
     };
+    // The handlers come first: a signal sent as soon as the stub listens must stop it, not
+    // kill it with 143 (seen in `a_stub_stops_on_sigterm_and_sigint`).
+    let stop = match StopSignals::install() {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("qiao: cannot wait for a signal: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match spawn_stubs(listen.ip(), listen.port(), kinds, amqp.map(|url| (url, amqp_queue))) {
         Ok(stubs) => {
             for (kind, addr) in stubs {
                 tracing::info!(%kind, %addr, "stub listening; read what it received at http://{addr}/_stub/requests");
             }
-            match until_stopped() {
-                Ok(signal) => {
-                    tracing::info!("{signal}: the stub stops");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("qiao: cannot wait for a signal: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            tracing::info!("{}: the stub stops", stop.wait());
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("qiao: {e}");
@@ -704,20 +705,36 @@ fn stub(kind: StubKind, listen: SocketAddr, amqp: Option<String>, amqp_queue: St
     }
 }
 
-/// Waits for SIGTERM or SIGINT. Without handlers of its own a stub would ignore both where it
-/// matters: as a container's PID 1 (`podman stop` then waits out its timeout and kills) and
-/// as a script's background job, which starts with SIGINT ignored.
-fn until_stopped() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        Ok(tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+/// SIGTERM and SIGINT, handled. Without handlers of its own a stub would ignore both where
+/// it matters: as a container's PID 1 (`podman stop` then waits out its timeout and kills)
+/// and as a script's background job, which starts with SIGINT ignored.
+struct StopSignals {
+    runtime: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers now; [`StopSignals::wait`] waits for either signal.
+    fn install() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (term, int) = {
+            let _in_runtime = runtime.enter();
+            (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?)
+        };
+        Ok(StopSignals { runtime, term, int })
+    }
+
+    /// The name of the signal that came.
+    fn wait(mut self) -> &'static str {
+        self.runtime.block_on(async {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
         })
-    })
+    }
 }
 
 fn demo(dir: &Path, serve: &ServeArgs, stub_base_port: u16) -> ExitCode {
