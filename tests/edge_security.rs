@@ -161,7 +161,11 @@ async fn a_header_sent_a_byte_at_a_time_gets_408_and_the_connection_closes() {
     assert!(started.elapsed() < Duration::from_secs(4), "after {:?}", started.elapsed());
     assert!(c.closed(), "the connection is closed after the 408");
     writer.join().unwrap();
-    assert!(qiao.logs().contains("request-timeout"), "the refusal is on the access line");
+    // The access line is written after the answer: wait for it.
+    eventually(Duration::from_secs(10), "the refusal on the access line", || async {
+        qiao.logs().lines().any(|l| l.contains("qiao::access") && l.contains("request-timeout"))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -340,6 +340,31 @@ impl Qiao {
         }
         s
     }
+
+    /// The JSON access lines that `keep` selects, once there are at least `at_least`.
+    /// An access line is written after its answer, so a client can read the answer
+    /// before the line is in the log: wait for it rather than read the log once.
+    pub async fn access_lines(&self, at_least: usize, keep: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines: Vec<Value> = self
+                .logs()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|l| l["target"] == "qiao::access" && keep(l))
+                .collect();
+            if lines.len() >= at_least {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {at_least} access lines after 10 s:\n{}",
+                lines.len(),
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for Qiao {
