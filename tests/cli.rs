@@ -304,11 +304,14 @@ fn print_config_shows_the_effective_configuration_with_secrets_masked() {
 /// never returned.
 #[test]
 fn a_stub_stops_on_sigterm_and_sigint() {
-    for signal in ["TERM", "INT"] {
+    // At `warn` too: the stub once logged the signal it waited for inside `info!`, and a
+    // disabled level does not evaluate its arguments, so it exited at once.
+    for (signal, level) in [("TERM", "info"), ("INT", "info"), ("TERM", "warn"), ("INT", "warn")] {
         let addr = format!("127.0.0.1:{}", free_port());
         // `wait $!` makes the shell's exit status the stub's: 0, or 128 + a killing signal.
+        let script = r#""$0" --log-level "$2" stub erp --listen "$1" & echo $!; wait $!"#;
         let mut shell = Command::new("sh")
-            .args(["-c", r#""$0" stub erp --listen "$1" & echo $!; wait $!"#, env!("CARGO_BIN_EXE_qiao"), &addr])
+            .args(["-c", script, env!("CARGO_BIN_EXE_qiao"), &addr, level])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -317,6 +320,7 @@ fn a_stub_stops_on_sigterm_and_sigint() {
         std::io::BufRead::read_line(&mut std::io::BufReader::new(shell.stdout.take().unwrap()), &mut pid).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(shell.try_wait().unwrap().is_none(), "the stub exited before any signal (--log-level {level})");
             assert!(std::time::Instant::now() < deadline, "the stub did not listen on {addr}");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
@@ -333,7 +337,7 @@ fn a_stub_stops_on_sigterm_and_sigint() {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         };
-        assert_eq!(status.code(), Some(0), "SIG{signal}: the stub exits with success");
+        assert_eq!(status.code(), Some(0), "SIG{signal} at {level}: the stub exits with success");
     }
 }
 

@@ -695,7 +695,10 @@ fn stub(kind: StubKind, listen: SocketAddr, amqp: Option<String>, amqp_queue: St
             for (kind, addr) in stubs {
                 tracing::info!(%kind, %addr, "stub listening; read what it received at http://{addr}/_stub/requests");
             }
-            tracing::info!("{}: the stub stops", stop.wait());
+            // Not inside `info!`: a disabled level does not evaluate its arguments, and the
+            // stub would not wait at all under `--log-level warn`.
+            let signal = stop.wait();
+            tracing::info!("{signal}: the stub stops");
             ExitCode::SUCCESS
         }
         Err(e) => {
