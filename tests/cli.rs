@@ -131,6 +131,46 @@ routes:
 }
 
 #[test]
+fn check_refuses_a_literal_destination_path_that_cannot_be_sent() {
+    // A path without placeholders is checked once, at load, not for every message: one with
+    // a dot segment or a space would fail every message it was used for.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("systems.yaml"),
+        "systems:\n  erp: { kind: erp, http: { base_url: \"http://127.0.0.1:9\" } }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("paths.yaml"),
+        "\
+routes:
+  dots:
+    from: { http: { path: /a } }
+    to: [{ system: erp, path: /k3cloud/../admin }]
+  space:
+    from: { http: { path: /b } }
+    to: [{ system: erp, path: '/orders list?a=1' }]
+  rendered:
+    from: { http: { path: /c } }
+    to: [{ system: erp, path: '/orders/{$headers.x-order-id}' }]
+  literal-braces:
+    from: { http: { path: /d } }
+    to: [{ system: erp, path: '/orders?q={{x}}' }]
+",
+    )
+    .unwrap();
+    let (code, out, err) = qiao(&["check", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    assert!(err.contains("paths.yaml:4:31: error: destination path `/k3cloud/../admin` has a dot segment"), "{err}");
+    assert!(
+        err.contains("paths.yaml:7:31: error: destination path `/orders list?a=1` is not a valid URL path"),
+        "{err}"
+    );
+    // A path with placeholders is checked when rendered; `{{x}}` is a literal `{x}`.
+    assert!(err.trim_end().ends_with(&format!("2 errors and 0 warnings in {}", dir.path().display())), "{err}");
+}
+
+#[test]
 fn check_of_a_missing_directory_fails_clearly() {
     let (code, _, err) = qiao(&["check", "/nonexistent/qiao-routes"]);
     assert_eq!(code, 1);

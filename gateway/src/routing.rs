@@ -116,6 +116,62 @@ impl Router {
     }
 }
 
+/// Why a destination path cannot be sent as it is.
+#[derive(Debug, PartialEq)]
+pub enum PathProblem {
+    DotSegment,
+    NotAUrlPath,
+}
+
+impl PathProblem {
+    /// The detail of a rendered path's failure; the rendered path is not shown, as the
+    /// values in it may be anyone's.
+    pub fn for_rendered(&self, template: &str) -> String {
+        match self {
+            PathProblem::DotSegment => format!(
+                "destination path `{template}`: a value inserted into it makes a dot segment (`.` or `..`), \
+                 which would lead elsewhere on the system"
+            ),
+            PathProblem::NotAUrlPath => format!(
+                "destination path `{template}`: a value inserted into it makes it an invalid URL path \
+                 (a space, a `#`, a control or non-ASCII character)"
+            ),
+        }
+    }
+
+    /// The error of a literal path in the config.
+    pub fn for_literal(&self, path: &str) -> String {
+        match self {
+            PathProblem::DotSegment => {
+                format!(
+                    "destination path `{path}` has a dot segment (`.` or `..`), which would lead elsewhere on the system"
+                )
+            }
+            PathProblem::NotAUrlPath => format!(
+                "destination path `{path}` is not a valid URL path (a space, a `#`, a control or non-ASCII character: \
+                 percent-encode it)"
+            ),
+        }
+    }
+}
+
+/// What is wrong with `path` as a destination's path and query, if anything.
+pub fn path_problem(path: &str) -> Option<PathProblem> {
+    if path.is_empty() {
+        return None;
+    }
+    // Values are percent-encoded, so none can add a `/`; a value that is a whole segment
+    // can still be `..` (`/orders/{$body.id}` with `"id": ".."`).
+    if has_dot_segment(path.split('?').next().unwrap_or_default()) {
+        return Some(PathProblem::DotSegment);
+    }
+    match path.parse::<http::uri::PathAndQuery>() {
+        // The parser drops a `#fragment`: a path that reads back different is refused too.
+        Ok(p) if p.as_str() == path => None,
+        _ => Some(PathProblem::NotAUrlPath),
+    }
+}
+
 /// Whether a path parameter, as it came in the URL, holds a dot segment (`.` or `..`):
 /// spelled out or percent-encoded (`%2e%2E`), between `/`, `%2F` or `\\` (which some servers,
 /// IIS among them, also take as a separator). Inserted into a destination path, such a

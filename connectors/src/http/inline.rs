@@ -84,6 +84,7 @@ impl InlinePool {
     ) -> Result<Answer, DeliveryError> {
         // hyper's connection writes the URI as it is given and adds no `Host` (its pooled
         // client does both): the request line takes the origin form, `Host` the authority.
+        // The sink sends the origin form and `Host` already; an absolute URI is made so here.
         if let Some(authority) = req.uri().authority().cloned() {
             if !req.headers().contains_key(http::header::HOST)
                 && let Ok(host) = http::HeaderValue::from_str(authority.as_str())

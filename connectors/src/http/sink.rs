@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use http::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Method, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
@@ -87,10 +87,38 @@ pub struct HttpSink {
 
 #[derive(Clone)]
 enum Transport {
-    /// `http://`: HTTP/1 connections driven in the delivering task.
-    Inline(std::sync::Arc<InlinePool>),
+    /// `http://`: HTTP/1 connections driven in the delivering task; requests carry the
+    /// origin form (`/path?query`) and `Host`, made from [`Origin`].
+    Inline(std::sync::Arc<InlinePool>, std::sync::Arc<Origin>),
     /// `https://`: hyper's pooled client (TLS, HTTP/2 by ALPN).
     Pooled(Box<HyperClient>),
+}
+
+/// What every request to a plain-HTTP system shares, read from its base URL once: the
+/// base URL's path (without a trailing `/`) that request paths are joined to, and `Host`.
+/// Writing the origin form directly spares parsing an absolute URL per request and then
+/// taking it apart again.
+struct Origin {
+    base_path: String,
+    host: HeaderValue,
+}
+
+impl Origin {
+    fn of(base_url: &url::Url) -> Result<Origin, String> {
+        let uri: Uri = base_url.as_str().parse().map_err(|e| format!("base_url is not a valid URI: {e}"))?;
+        let authority = uri.authority().ok_or("base_url has no host")?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| format!("base_url's host: {e}"))?;
+        Ok(Origin { base_path: uri.path().trim_end_matches('/').to_string(), host })
+    }
+
+    /// The request target of `path` (relative to the base URL): `/` when both are empty.
+    fn target(&self, path: &str) -> String {
+        let mut target = join_url(&self.base_path, path);
+        if !target.starts_with('/') {
+            target.insert(0, '/');
+        }
+        target
+    }
 }
 
 impl std::fmt::Debug for HttpSink {
@@ -117,13 +145,16 @@ impl HttpSink {
             // `[::1]` in a URL is `::1` to connect to.
             let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
             let port = config.base_url.port_or_known_default().unwrap_or(80);
-            Transport::Inline(std::sync::Arc::new(InlinePool::new(
-                host,
-                port,
-                config.connect_timeout,
-                config.pool_idle_timeout,
-                config.pool_max_idle_per_host,
-            )))
+            Transport::Inline(
+                std::sync::Arc::new(InlinePool::new(
+                    host,
+                    port,
+                    config.connect_timeout,
+                    config.pool_idle_timeout,
+                    config.pool_max_idle_per_host,
+                )),
+                std::sync::Arc::new(Origin::of(&config.base_url)?),
+            )
         } else {
             let mut http = HttpConnector::new();
             http.set_connect_timeout(Some(config.connect_timeout));
@@ -254,8 +285,11 @@ impl HttpSink {
     /// One attempt, bounded by the request timeout.
     async fn attempt(&self, request: &HttpRequest) -> Result<HttpReply, DeliveryError> {
         let system = &self.config.system;
-        let uri: Uri = self
-            .url_for(&request.path)
+        let target = match &self.transport {
+            Transport::Inline(_, origin) => origin.target(&request.path),
+            Transport::Pooled(_) => self.url_for(&request.path),
+        };
+        let uri: Uri = target
             .parse()
             .map_err(|e| DeliveryError::new(DeliveryErrorKind::Invalid, system, format!("invalid URL: {e}")))?;
         let mut builder = http::Request::builder().method(request.method.clone()).uri(uri);
@@ -270,6 +304,11 @@ impl HttpSink {
             headers.insert(MESSAGE_ID_HEADER, id);
         }
         headers.insert(CONTENT_LENGTH, HeaderValue::from(request.body.len()));
+        if let Transport::Inline(_, origin) = &self.transport
+            && !headers.contains_key(HOST)
+        {
+            headers.insert(HOST, origin.host.clone());
+        }
         let req = builder
             .body(Full::new(request.body.clone()))
             .map_err(|e| DeliveryError::new(DeliveryErrorKind::Invalid, system, e.to_string()))?;
@@ -277,7 +316,7 @@ impl HttpSink {
         let timeout = request.timeout.unwrap_or(self.config.request_timeout);
         let exchange = async {
             let (parts, body) = match &self.transport {
-                Transport::Inline(pool) => pool.request(system, req, MAX_REPLY_BYTES).await?,
+                Transport::Inline(pool, _) => pool.request(system, req, MAX_REPLY_BYTES).await?,
                 Transport::Pooled(client) => {
                     let resp = client.request(req).await.map_err(|e| classify(system, &e))?;
                     let (parts, body) = resp.into_parts();
@@ -383,6 +422,68 @@ mod tests {
         assert_eq!(s.url_for("/Save.kdsvc"), "http://127.0.0.1:9101/k3cloud/Save.kdsvc");
         assert_eq!(s.url_for("Save.kdsvc"), "http://127.0.0.1:9101/k3cloud/Save.kdsvc");
         assert_eq!(s.url_for("?method=x"), "http://127.0.0.1:9101/k3cloud?method=x");
+    }
+
+    #[test]
+    fn the_origin_form_joins_the_base_path() {
+        for (base, path, target, host) in [
+            ("http://erp:8080", "", "/", "erp:8080"),
+            ("http://erp:8080/", "?a=1", "/?a=1", "erp:8080"),
+            ("http://erp", "/Save", "/Save", "erp"),
+            ("http://erp:80/k3cloud/", "", "/k3cloud", "erp"),
+            ("http://ERP:8080/k3cloud", "Save", "/k3cloud/Save", "erp:8080"),
+            ("http://erp:8080/k3cloud", "/Save?x=%E9", "/k3cloud/Save?x=%E9", "erp:8080"),
+        ] {
+            let origin = Origin::of(&base.parse().unwrap()).unwrap();
+            assert_eq!(origin.target(path), target, "{base} + {path}");
+            assert_eq!(origin.host, host, "{base}");
+        }
+    }
+
+    /// The head of the one request `listener` receives (answered 200).
+    async fn head_received(listener: tokio::net::TcpListener) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before the head ended");
+            got.extend_from_slice(&buf[..n]);
+        }
+        socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").await.unwrap();
+        let end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        String::from_utf8_lossy(&got[..end]).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_plain_http_request_carries_the_origin_form_and_host() {
+        for (given_host, want_host) in [(None, "127.0.0.1:PORT"), (Some("erp.example.com"), "erp.example.com")] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let received = tokio::spawn(head_received(listener));
+            let s = sink(&format!("http://127.0.0.1:{port}/k3cloud/"));
+            let mut headers = HeaderMap::new();
+            if let Some(h) = given_host {
+                headers.insert(HOST, HeaderValue::from_static(h));
+            }
+            let req = HttpRequest {
+                method: Method::POST,
+                path: "/Save.kdsvc?x=1".into(),
+                headers,
+                body: Bytes::from_static(b"{}"),
+                message_id: MessageId::generate(),
+                timeout: None,
+            };
+            let reply = s.send(&req).await.unwrap();
+            assert_eq!(reply.status, StatusCode::OK);
+            let head = received.await.unwrap();
+            let lines: Vec<&str> = head.lines().collect();
+            assert_eq!(lines[0], "POST /k3cloud/Save.kdsvc?x=1 HTTP/1.1", "{head}");
+            let hosts: Vec<&&str> = lines.iter().filter(|l| l.to_ascii_lowercase().starts_with("host:")).collect();
+            assert_eq!(hosts.len(), 1, "one Host: {head}");
+            assert_eq!(hosts[0][5..].trim(), want_host.replace("PORT", &port.to_string()), "{head}");
+        }
     }
 
     #[test]

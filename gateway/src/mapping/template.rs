@@ -95,6 +95,15 @@ impl Template {
         self.parts.iter().all(|p| matches!(p, Part::Lit(_)))
     }
 
+    /// What the template renders to when it has no placeholder.
+    pub fn literal(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [Part::Lit(s)] => Some(s),
+            _ => None,
+        }
+    }
+
     /// The text with every placeholder filled, values as they are.
     pub fn render(&self, scope: &Scope<'_>) -> Result<String, RenderError> {
         self.render_as(scope, false)

@@ -274,36 +274,25 @@ fn render(t: &Template, scope: &Scope<'_>, what: &str, system: &str) -> Result<S
 /// exactly, and to stay where its template points. Its values come from the sender
 /// (headers, body, path), so a path that fails is the message's fault, never a 500:
 /// `mapping-failed`, nothing sent.
-pub fn checked_path(path: String, template: &Template, system: &str) -> Result<String, Failure> {
-    if path.is_empty() {
-        return Ok(path);
+fn checked_path(path: String, template: &Template, system: &str) -> Result<String, Failure> {
+    match crate::routing::path_problem(&path) {
+        None => Ok(path),
+        Some(problem) => {
+            Err(Failure::new(ErrorKind::MappingFailed, problem.for_rendered(&template.text)).at_system(system))
+        }
     }
-    // Values are percent-encoded, so none can add a `/`; a value that is a whole segment
-    // can still be `..` (`/orders/{$body.id}` with `"id": ".."`).
-    if crate::routing::has_dot_segment(path.split('?').next().unwrap_or_default()) {
-        return Err(Failure::new(
-            ErrorKind::MappingFailed,
-            format!(
-                "destination path `{}`: a value inserted into it makes a dot segment (`.` or `..`), \
-                 which would lead elsewhere on the system",
-                template.text
-            ),
-        )
-        .at_system(system));
-    }
-    match path.parse::<http::uri::PathAndQuery>() {
-        // The parser drops a `#fragment`: a path that reads back different is refused too.
-        Ok(p) if p.as_str() == path => Ok(path),
-        _ => Err(Failure::new(
-            ErrorKind::MappingFailed,
-            // The rendered path is not shown: the values in it may be anyone's.
-            format!(
-                "destination path `{}`: a value inserted into it makes it an invalid URL path \
-                 (a space, a `#`, a control or non-ASCII character)",
-                template.text
-            ),
-        )
-        .at_system(system)),
+}
+
+/// A destination path: a literal one was checked when the config was loaded
+/// ([`crate::routing::path_problem`]), so only one with placeholders is checked per message.
+pub fn destination_path(
+    template: &Template,
+    render: impl FnOnce(&Template) -> Result<String, Failure>,
+    system: &str,
+) -> Result<String, Failure> {
+    match template.literal() {
+        Some(path) => Ok(path.to_string()),
+        None => checked_path(render(template)?, template, system),
     }
 }
 
@@ -318,7 +307,7 @@ pub fn http_request(
 ) -> Result<HttpRequest, Failure> {
     let scope = Scope { current: &out.value, document: &out.value, vars: dest_vars };
     let path = match path {
-        Some(t) => checked_path(render(t, &scope, "path", &dest.system.name)?, t, &dest.system.name)?,
+        Some(t) => destination_path(t, |t| render(t, &scope, "path", &dest.system.name), &dest.system.name)?,
         None => String::new(),
     };
     let mut headers = HeaderMap::new();

@@ -46,7 +46,7 @@ pub fn proxy_target(
         })
     };
     let path = match path {
-        Some(t) => super::checked_path(render("path", t)?, t, &dest.system.name)?,
+        Some(t) => super::destination_path(t, |t| render("path", t), &dest.system.name)?,
         None => inbound_path.to_string(),
     };
     let mut headers = Vec::with_capacity(dest.headers.len());

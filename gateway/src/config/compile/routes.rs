@@ -608,6 +608,9 @@ fn compile_destination(
                         format!("destination path `{}` must start with `/`", p.value),
                         None,
                     );
+                } else if let Some(problem) = t.literal().and_then(crate::routing::path_problem) {
+                    // Checked here once rather than for every message (`pipeline::destination_path`).
+                    cx.error(Place::at(file, &p.referenced), problem.for_literal(&p.value), None);
                 }
                 Some(t)
             }
