@@ -294,6 +294,8 @@ impl HttpSink {
             .map_err(|e| DeliveryError::new(DeliveryErrorKind::Invalid, system, format!("invalid URL: {e}")))?;
         let mut builder = http::Request::builder().method(request.method.clone()).uri(uri);
         let headers = builder.headers_mut().expect("a fresh builder has headers");
+        // Sized for all of them (the three below included): growing the map rehashes it.
+        *headers = HeaderMap::with_capacity(self.fixed_headers.len() + request.headers.len() + 3);
         for (name, value) in self.fixed_headers.iter() {
             headers.insert(name.clone(), value.clone());
         }

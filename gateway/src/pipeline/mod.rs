@@ -310,7 +310,8 @@ pub fn http_request(
         Some(t) => destination_path(t, |t| render(t, &scope, "path", &dest.system.name), &dest.system.name)?,
         None => String::new(),
     };
-    let mut headers = HeaderMap::new();
+    // Room for the trace context added at delivery (`traceparent`, `tracestate`, `baggage`).
+    let mut headers = HeaderMap::with_capacity(dest.headers.len() + 4);
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     for (name, template) in &dest.headers {
         let value = render(template, &scope, "header", &dest.system.name)?;
