@@ -90,11 +90,6 @@ impl Template {
         })
     }
 
-    /// True when the template has no placeholder.
-    pub fn is_literal(&self) -> bool {
-        self.parts.iter().all(|p| matches!(p, Part::Lit(_)))
-    }
-
     /// What the template renders to when it has no placeholder.
     pub fn literal(&self) -> Option<&str> {
         match self.parts.as_slice() {
@@ -251,7 +246,8 @@ mod tests {
         let vars = json!({"params": {"order_id": "801J"}, "meta": {"message_id": "m-1"}});
         let out = t.render(&Scope { current: &Value::Null, document: &Value::Null, vars: &vars }).unwrap();
         assert_eq!(out, "/sobjects/Order/801J?id=m-1");
-        assert!(!t.is_literal());
+        assert_eq!(t.literal(), None);
+        assert_eq!(Template::parse("/orders?q={{x}}", Root::Params).unwrap().literal(), Some("/orders?q={x}"));
         assert_eq!(t.paths().count(), 2);
     }
 }
